@@ -1,0 +1,39 @@
+# Every target sets up what it needs from nothing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+CORES ?= 2
+
+.PHONY: demo test lint real-data report download-tools
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+## demo: the whole chain on the embedded CamVid-format sample, on the CPU
+demo: $(VENV)/.installed
+	snakemake --cores $(CORES) --configfile config/demo.yaml
+
+## test: unit tests, a real Snakemake run, lint
+test: $(VENV)/.installed
+	ruff check .
+	snakemake --lint --configfile config/demo.yaml
+	pytest -q tests
+
+## real-data: the chain on the real SegNet CamVid subset in ../shared (CPU)
+real-data: $(VENV)/.installed
+	snakemake --cores $(CORES) --configfile config/camvid_segnet_subset.yaml
+
+## report: self-contained HTML report of the demo run
+report: $(VENV)/.installed
+	snakemake --cores $(CORES) --configfile config/demo.yaml --report results/report.html
+
+## download-tools: the OpenDataLab/openxlab CLIs in their own venv (their pins clash with torch)
+download-tools: .venv-download/.installed
+.venv-download/.installed: requirements-download.txt
+	python3 -m venv .venv-download
+	.venv-download/bin/python -m pip install --quiet -r requirements-download.txt
+	touch $@

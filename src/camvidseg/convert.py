@@ -1,0 +1,163 @@
+"""Stage 3b: convert label images to single-channel class-index masks, once, in parallel.
+
+RGB masks go through one table lookup (24-bit colour -> train id), not one pass per class. Masks
+are written as palette PNGs (mode ``P``) so they still look right in an image viewer. Colours (or
+SegNet ids) outside the palette are counted per file and mapped to the ignore index, or are an
+error with ``--strict-colors`` (always an error for the SegNet layout, whose ids are fixed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from . import IGNORE_INDEX
+from .errors import UserError, cli
+from .fileio import atomic_path, read_json, write_json
+from .palette import colour_table
+
+UNKNOWN = 254  # lookup value of a colour the palette does not know; never a train id
+
+_table: np.ndarray | None = None
+_job: dict = {}
+
+
+def lookup_table(palette: dict) -> np.ndarray:
+    """Dense table from the label value (24-bit colour, or index) to train id."""
+    if palette["encoding"] == "rgb":
+        table = np.full(1 << 24, UNKNOWN, dtype=np.uint8)
+        for entry in palette["lookup"]:
+            r, g, b = entry["value"]
+            table[(r << 16) | (g << 8) | b] = entry["train_id"]
+    else:
+        table = np.full(256, UNKNOWN, dtype=np.uint8)
+        for entry in palette["lookup"]:
+            table[entry["value"]] = entry["train_id"]
+    return table
+
+
+def open_png(path: Path, what: str) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise UserError(f"{path}: corrupt or unreadable {what} ({err})") from None
+    return image
+
+
+def label_ids(path: Path, encoding: str, table: np.ndarray) -> np.ndarray:
+    label = open_png(path, "label")
+    if encoding == "rgb":
+        rgb = np.asarray(label.convert("RGB"), dtype=np.uint32)
+        key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        return table[key]
+    if label.mode not in ("L", "P", "I", "I;16"):
+        raise UserError(f"{path}: expected a single-channel index label, found mode {label.mode}")
+    values = np.asarray(label).astype(np.int64)
+    if values.max(initial=0) > 255:
+        raise UserError(f"{path}: label id {int(values.max())} is not a known class id")
+    return table[values]
+
+
+def _init_worker(table: np.ndarray, job: dict) -> None:
+    global _table, _job
+    _table, _job = table, job
+
+
+def convert_one(task: tuple[str, str, str]) -> tuple[str, int, list]:
+    """Convert one label; returns (file, unknown pixel count, a few unknown values)."""
+    image_path, label_path, out_path = (Path(p) for p in task)
+    assert _table is not None
+    image = open_png(image_path, "image")
+    ids = label_ids(label_path, _job["encoding"], _table)
+    if ids.shape[::-1] != image.size:
+        raise UserError(
+            f"{label_path}: label size {ids.shape[1]}x{ids.shape[0]} differs from image "
+            f"{image_path.name} size {image.size[0]}x{image.size[1]}"
+        )
+    unknown = ids == UNKNOWN
+    count = int(unknown.sum())
+    examples: list = []
+    if count:
+        raw = np.asarray(
+            Image.open(label_path).convert("RGB" if _job["encoding"] == "rgb" else "L")
+        )
+        examples = [v.tolist() for v in np.unique(raw[unknown], axis=0)[:3]]
+        if _job["strict"] or _job["encoding"] == "index":
+            what = "colour" if _job["encoding"] == "rgb" else "id"
+            raise UserError(
+                f"{label_path}: {count} pixel(s) with {what} {examples[0]} not in the palette"
+            )
+        ids = np.where(unknown, IGNORE_INDEX, ids).astype(np.uint8)
+    mask = Image.fromarray(ids, mode="P")
+    mask.putpalette(_job["colours"])
+    mask.save(out_path, optimize=False, compress_level=1)
+    return str(label_path), count, examples
+
+
+def convert_dataset(manifest: dict, palette: dict, out: Path, threads: int, strict: bool) -> dict:
+    root = Path(manifest["root"])
+    tasks, index = [], {}
+    for split, pairs in manifest["splits"].items():
+        (out / "masks" / split).mkdir(parents=True, exist_ok=True)
+        index[split] = []
+        for pair in pairs:
+            mask_rel = f"masks/{split}/{pair['stem']}.png"
+            tasks.append(
+                (str(root / pair["image"]), str(root / pair["label"]), str(out / mask_rel))
+            )
+            index[split].append(
+                {"stem": pair["stem"], "image": str(root / pair["image"]), "mask": mask_rel}
+            )
+    job = {
+        "encoding": palette["encoding"],
+        "strict": strict,
+        "colours": colour_table(palette).reshape(-1).tolist(),
+    }
+    table = lookup_table(palette)
+    unknown: dict[str, int] = {}
+    step = max(len(tasks) // 10, 1)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(max(threads, 1), initializer=_init_worker, initargs=(table, job)) as pool:
+        for done, (label, count, examples) in enumerate(
+            pool.imap_unordered(convert_one, tasks, chunksize=4), start=1
+        ):
+            if count:
+                unknown[label] = count
+                print(f"warning: {label}: {count} pixel(s) of unknown colour(s) {examples} ignored")
+            if done % step == 0 or done == len(tasks):
+                print(f"converted {done}/{len(tasks)} masks", flush=True)
+    return {"splits": index, "num_classes": len(palette["classes"]), "unknown_pixels": unknown}
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", required=True, help="dataset.json from the extract stage")
+    parser.add_argument("--palette", required=True, help="palette.json from the palette stage")
+    parser.add_argument("--out", required=True, type=Path, help="folder for masks and index.json")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--strict-colors", action="store_true")
+    args = parser.parse_args(argv)
+    manifest, palette = read_json(args.manifest), read_json(args.palette)
+    with atomic_path(args.out, is_dir=True) as tmp:
+        index = convert_dataset(manifest, palette, tmp, args.threads, args.strict_colors)
+        # Mask paths are relative to the output folder, so it survives the rename.
+        write_json(tmp / "index.json", index)
+    total = sum(index["unknown_pixels"].values())
+    if total:
+        print(
+            f"{total} pixel(s) of unknown colours in {len(index['unknown_pixels'])} file(s) "
+            "mapped to the ignore index",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Stage 2: extract the archive safely and check the dataset layout.
+
+Refuses archive members that would land outside the target (absolute paths, ``..``, links pointing
+out, device files), naming the member. Then finds the dataset root, recognises the layout (the
+CamVid archive's RGB masks with ``class_dict.csv``, or the SegNet copy's index masks in
+``*annot/``), pairs every image with its label by file stem, and writes ``dataset.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import stat
+import sys
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from .errors import UserError, cli
+from .fileio import atomic_path, write_json
+
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
+LAYOUT_LABEL_DIR = {"camvid32": "{split}_labels", "segnet11": "{split}annot"}
+
+
+class _ConcatenatedParts(io.RawIOBase):
+    """Read ``archive.00, archive.01, ...`` as one stream, as ``cat`` would."""
+
+    def __init__(self, paths: list[Path]):
+        self._paths = list(paths)
+        self._current = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while True:
+            if self._current is None:
+                if not self._paths:
+                    return 0
+                self._current = self._paths.pop(0).open("rb")
+            n = self._current.readinto(buffer)
+            if n:
+                return n
+            self._current.close()
+            self._current = None
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+        super().close()
+
+
+def _check_member_path(name: str, archive: Path) -> None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
+        raise UserError(f"{archive}: refusing member {name!r} with an absolute path")
+    if ".." in path.parts:
+        raise UserError(f"{archive}: refusing member {name!r} that climbs out with '..'")
+
+
+def _check_link(name: str, target: str, archive: Path, hard: bool) -> None:
+    base = PurePosixPath() if hard else PurePosixPath(name).parent
+    resolved: list[str] = []
+    for part in (base / target).parts if not target.startswith("/") else ["/", *target]:
+        if part == "/" or (part == ".." and not resolved):
+            raise UserError(f"{archive}: refusing link {name!r} -> {target!r} pointing outside")
+        if part == "..":
+            resolved.pop()
+        elif part != ".":
+            resolved.append(part)
+
+
+def _extract_tar(parts: list[Path], dest: Path) -> int:
+    count = 0
+    with _ConcatenatedParts(parts) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        for member in tar:
+            _check_member_path(member.name, parts[0])
+            if member.issym() or member.islnk():
+                _check_link(member.name, member.linkname, parts[0], hard=member.islnk())
+            elif not (member.isfile() or member.isdir()):
+                raise UserError(f"{parts[0]}: refusing special file member {member.name!r}")
+            tar.extract(member, dest, filter="data")
+            count += 1
+    return count
+
+
+def _extract_zip(archive: Path, dest: Path) -> int:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            _check_member_path(info.filename, archive)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                _check_link(info.filename, zf.read(info).decode(), archive, hard=False)
+                raise UserError(f"{archive}: refusing symlink member {info.filename!r} in a zip")
+            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise UserError(f"{archive}: refusing special file member {info.filename!r}")
+        bad = zf.testzip()
+        if bad is not None:
+            raise UserError(f"{archive}: member {bad!r} is corrupt (CRC mismatch)")
+        zf.extractall(dest)
+        return len(zf.infolist())
+
+
+def extract_archive(parts: list[Path], dest: Path) -> int:
+    """Extract ``parts`` (one archive, possibly split) into ``dest``; returns the member count."""
+    for part in parts:
+        if not part.is_file():
+            raise UserError(f"{part}: archive not found")
+    try:
+        if zipfile.is_zipfile(parts[0]):
+            if len(parts) > 1:
+                raise UserError(f"{parts[0]}: multi-part zip archives are not supported")
+            return _extract_zip(parts[0], dest)
+        return _extract_tar(parts, dest)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
+        if isinstance(err, OSError) and not isinstance(err, EOFError) and err.errno is not None:
+            raise
+        raise UserError(f"{parts[0]}: archive is truncated or corrupt ({err})") from None
+
+
+def find_root(top: Path) -> tuple[Path, str]:
+    """The folder holding the splits, and its layout, searched a few levels down."""
+    candidates = [top, *sorted(p for p in top.glob("*") if p.is_dir())]
+    candidates += sorted(p for p in top.glob("*/*") if p.is_dir())
+    candidates += sorted(p for p in top.glob("*/*/*") if p.is_dir())
+    for folder in candidates:
+        if (folder / "class_dict.csv").is_file() or (folder / "train_labels").is_dir():
+            return folder, "camvid32"
+        if (folder / "trainannot").is_dir():
+            return folder, "segnet11"
+    raise UserError(
+        f"{top}: no CamVid layout found (expected class_dict.csv with train/ train_labels/ ..., "
+        "or the SegNet copy's train/ trainannot/ ...)"
+    )
+
+
+def _names(paths: list[str], limit: int = 5) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+
+
+def pair_split(root: Path, split: str, layout: str) -> list[dict]:
+    image_dir = root / split
+    label_dir = root / LAYOUT_LABEL_DIR[layout].format(split=split)
+    for folder in (image_dir, label_dir):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: split folder missing")
+    images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    label_suffix = "_L" if layout == "camvid32" else ""
+    labels = {}
+    for p in label_dir.iterdir():
+        if p.suffix.lower() == ".png" and p.stem.endswith(label_suffix):
+            labels[p.stem[: len(p.stem) - len(label_suffix)]] = p
+    no_label = sorted(images[s].name for s in images.keys() - labels.keys())
+    no_image = sorted(labels[s].name for s in labels.keys() - images.keys())
+    problems = []
+    if no_label:
+        problems.append(f"{len(no_label)} image(s) without label: {_names(no_label)}")
+    if no_image:
+        problems.append(f"{len(no_image)} label(s) without image: {_names(no_image)}")
+    if problems:
+        raise UserError(f"{image_dir}: " + "; ".join(problems))
+    if not images:
+        raise UserError(f"{image_dir}: split is empty")
+    return [
+        {
+            "stem": s,
+            "image": str(images[s].relative_to(root)),
+            "label": str(labels[s].relative_to(root)),
+        }
+        for s in sorted(images)
+    ]
+
+
+def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = False) -> dict:
+    root, detected = find_root(top)
+    if layout not in ("auto", detected):
+        raise UserError(
+            f"dataset.layout: configured {layout!r} but {root} has the {detected} layout"
+        )
+    print(f"layout: {detected} (found at {root})")
+    splits = {split: pair_split(root, split, detected) for split in SPLITS}
+    class_dict = root / "class_dict.csv"
+    if detected == "camvid32" and not class_dict.is_file():
+        raise UserError(f"{class_dict}: class_dict.csv not found")
+    sizes = {split: len(pairs) for split, pairs in splits.items()}
+    print(f"splits: {sizes} ({sum(sizes.values())} images)")
+    if expect_camvid_sizes and sizes != CAMVID_SIZES:
+        print(
+            f"warning: split sizes {sizes} differ from full CamVid's 367/101/233 (701)",
+            file=sys.stderr,
+        )
+    return {
+        "root": str(root),
+        "layout": detected,
+        "class_dict": str(class_dict) if detected == "camvid32" else None,
+        "sizes": sizes,
+        "splits": splits,
+    }
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", nargs="+", type=Path, help="archive (or its parts, in order)")
+    parser.add_argument("--directory", type=Path, help="an already-extracted dataset (read only)")
+    parser.add_argument("--dest", type=Path, help="folder to extract into")
+    parser.add_argument("--layout", default="auto", choices=["auto", "camvid32", "segnet11"])
+    parser.add_argument("--expect-camvid-sizes", action="store_true")
+    parser.add_argument("--manifest", required=True, type=Path, help="dataset.json to write")
+    args = parser.parse_args(argv)
+    if bool(args.archive) == bool(args.directory):
+        parser.error("give exactly one of --archive or --directory")
+    if args.archive:
+        if args.dest is None:
+            parser.error("--archive needs --dest")
+        with atomic_path(args.dest, is_dir=True) as tmp:
+            count = extract_archive(args.archive, tmp)
+            print(f"extracted {count} members of {args.archive[0]}")
+            manifest = index_dataset(tmp, args.layout, args.expect_camvid_sizes)
+        manifest["root"] = os.path.join(args.dest, os.path.relpath(manifest["root"], tmp))
+        if manifest["class_dict"]:
+            manifest["class_dict"] = os.path.join(manifest["root"], "class_dict.csv")
+    else:
+        if not args.directory.is_dir():
+            raise UserError(f"{args.directory}: dataset.path is not a folder")
+        manifest = index_dataset(args.directory, args.layout, args.expect_camvid_sizes)
+    write_json(args.manifest, manifest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""torchvision segmentation networks wrapped in an MMEngine ``BaseModel``.
+
+The head is sized from the palette stage's class count. Backbone weights come from a local file
+(``resources/weights/`` for ``imagenet``, fetched by its own rule) and are read with
+``weights_only=True``: nothing is downloaded here and no user file is unpickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseDataPreprocessor, BaseModel
+from torchvision.models import segmentation
+
+from . import IGNORE_INDEX
+from .errors import UserError
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+# model name -> (torchvision builder, has an auxiliary head, ImageNet backbone weights enum)
+MODELS = {
+    "deeplabv3_resnet50": ("deeplabv3_resnet50", True, "ResNet50_Weights"),
+    "deeplabv3_resnet101": ("deeplabv3_resnet101", True, "ResNet101_Weights"),
+    "deeplabv3_mobilenet_v3_large": (
+        "deeplabv3_mobilenet_v3_large",
+        True,
+        "MobileNet_V3_Large_Weights",
+    ),
+    "lraspp_mobilenet_v3_large": ("lraspp_mobilenet_v3_large", False, "MobileNet_V3_Large_Weights"),
+    "fcn_resnet50": ("fcn_resnet50", True, "ResNet50_Weights"),
+}
+
+
+def backbone_weights_url(name: str) -> str:
+    """Where torchvision publishes the ImageNet weights of this model's backbone."""
+    import torchvision.models as tvm
+
+    return getattr(tvm, MODELS[name][2]).IMAGENET1K_V1.url
+
+
+def load_backbone(net: torch.nn.Module, path: Path) -> int:
+    """Load ImageNet classifier weights into ``net.backbone``; returns the tensors loaded."""
+    if not path.is_file():
+        raise UserError(f"{path}: backbone weights file not found (model.backbone_weights)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a pickle that needs code, or not a checkpoint at all
+        raise UserError(
+            f"{path}: refused or unreadable as plain weights ({type(err).__name__})"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    # Classifier keys are "layer1.0..." (ResNet) or "features.0.0..." (MobileNet); the segmentation
+    # backbone is an IntermediateLayerGetter over the ResNet itself or over MobileNet's features.
+    state = {k.removeprefix("features."): v for k, v in state.items()}
+    target = net.backbone.state_dict()
+    fitting = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
+    if len(fitting) < 0.9 * len(target):
+        raise UserError(
+            f"{path}: only {len(fitting)} of {len(target)} backbone tensors fit this model"
+        )
+    net.backbone.load_state_dict(fitting, strict=False)
+    return len(fitting)
+
+
+def build_network(name: str, num_classes: int, aux_loss: bool) -> torch.nn.Module:
+    if name not in MODELS:
+        raise UserError(f"model.name: unknown model {name!r} (choose from {', '.join(MODELS)})")
+    builder, has_aux, _ = MODELS[name]
+    kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
+    if has_aux:
+        kwargs["aux_loss"] = aux_loss
+    net = getattr(segmentation, builder)(**kwargs)
+    # torchvision's MobileNetV3 uses BatchNorm momentum 0.01, tuned for ImageNet-length schedules;
+    # on CamVid-length runs the running statistics then lag far behind the weights.
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.1
+    return net
+
+
+class SegDataPreprocessor(BaseDataPreprocessor):
+    """Move uint8 batches to the device, then normalise there (cheaper than in the loader)."""
+
+    def __init__(self, channels_last: bool = False):
+        super().__init__()
+        self.channels_last = channels_last
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        data = self.cast_data(data)
+        inputs = (data["inputs"].float() - self.mean) / self.std
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return {"inputs": inputs, "data_samples": data["data_samples"]}
+
+
+class SegmentationModel(BaseModel):
+    """``forward`` modes: ``loss`` (losses), ``predict`` (per-image pred/label), ``tensor``."""
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        aux_loss_weight: float = 0.4,
+        channels_last: bool = False,
+    ):
+        super().__init__(data_preprocessor=SegDataPreprocessor(channels_last))
+        self.name = name
+        self.num_classes = num_classes
+        self.aux_loss_weight = aux_loss_weight
+        self.net = build_network(name, num_classes, aux_loss=aux_loss_weight > 0)
+
+    def forward(self, inputs: torch.Tensor, data_samples: dict | None = None, mode: str = "tensor"):
+        out = self.net(inputs)
+        if mode == "tensor":
+            return out["out"]
+        if mode == "loss":
+            labels = data_samples["labels"].long()
+            losses = {"loss": F.cross_entropy(out["out"], labels, ignore_index=IGNORE_INDEX)}
+            if "aux" in out:
+                aux = F.cross_entropy(out["aux"], labels, ignore_index=IGNORE_INDEX)
+                losses["loss_aux"] = self.aux_loss_weight * aux
+            return losses
+        if mode == "predict":
+            preds = out["out"].argmax(1)
+            labels = data_samples["labels"]
+            return [{"pred": p, "label": lab} for p, lab in zip(preds, labels, strict=True)]
+        raise ValueError(f"unknown mode {mode!r}")
+
+
+def load_trained(path: Path, device: str = "cpu") -> tuple[SegmentationModel, dict]:
+    """The weights-only model file the train stage exports (read with weights_only=True)."""
+    if not path.is_file():
+        raise UserError(f"{path}: trained model not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    meta = checkpoint["meta"]
+    model = SegmentationModel(meta["model"], meta["num_classes"], meta["aux_loss_weight"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), meta

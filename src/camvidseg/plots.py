@@ -1,0 +1,116 @@
+"""Plots of a run: training curves, per-class IoU bars, row-normalised confusion matrix (PNG)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .errors import UserError, cli
+from .fileio import atomic_path, read_json
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def training_curves(history: dict, path: Path) -> None:
+    fig, (loss_ax, miou_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    train = history["train"]
+    if not train:
+        raise UserError("training history holds no loss values")
+    loss_ax.plot([r["iter"] for r in train], [r["loss"] for r in train], lw=1)
+    loss_ax.set(xlabel="iteration", ylabel="training loss", title="Training loss")
+    loss_ax.grid(alpha=0.3)
+    val = history["val"]
+    miou_ax.plot([r["epoch"] for r in val], [r["mIoU"] for r in val], marker="o")
+    miou_ax.set(xlabel="epoch", ylabel="val mIoU", title="Validation mIoU", ylim=(0, 1))
+    miou_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def per_class_iou(metrics: dict, path: Path) -> None:
+    rows = [r for r in metrics["per_class"] if r["IoU"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.5))
+    ax.barh([r["class"] for r in rows][::-1], [r["IoU"] for r in rows][::-1], color="tab:blue")
+    ax.axvline(metrics["mIoU"], color="tab:red", ls="--", label=f"mIoU {metrics['mIoU']:.3f}")
+    ax.set(xlim=(0, 1), xlabel="IoU", title=f"Per-class IoU ({metrics['split']})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def confusion_heatmap(metrics: dict, path: Path) -> None:
+    cm = np.asarray(metrics["confusion"], dtype=np.float64)
+    names = [r["class"] for r in metrics["per_class"]]
+    keep = (cm.sum(0) + cm.sum(1)) > 0  # classes seen in ground truth or prediction
+    cm, names = cm[keep][:, keep], [n for n, k in zip(names, keep, strict=True) if k]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.nan_to_num(cm / cm.sum(1, keepdims=True))
+    size = 0.45 * len(names) + 2.5
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set(
+        xlabel="prediction",
+        ylabel="ground truth",
+        title=f"Confusion matrix, row-normalised ({metrics['split']})",
+    )
+    if len(names) <= 16:
+        for (r, c), v in np.ndenumerate(norm):
+            if v >= 0.01:
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if v > 0.5 else "black",
+                )
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def summary_table(all_metrics: list[dict], path: Path) -> None:
+    """One row per split: the headline scores, as the report's metrics table."""
+    keys = ("mIoU", "mAcc", "aAcc", "mDice")
+    lines = ["split," + ",".join(keys) + ",classes_scored"]
+    for m in all_metrics:
+        scores = ",".join("" if m[k] is None else f"{m[k]:.4f}" for k in keys)
+        lines.append(f"{m['split']},{scores},{m['num_classes_scored']}")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--history", required=True, type=Path)
+    parser.add_argument("--metrics", nargs="+", type=Path, default=[])
+    parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
+    parser.add_argument("--summary", type=Path, help="CSV of the headline scores per split")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    training_curves(read_json(args.history), args.out / "training_curves.png")
+    all_metrics = [read_json(path) for path in args.metrics]
+    for metrics in all_metrics:
+        per_class_iou(metrics, args.out / f"per_class_iou_{metrics['split']}.png")
+        confusion_heatmap(metrics, args.out / f"confusion_{metrics['split']}.png")
+    if args.summary:
+        summary_table(all_metrics, args.summary)
+    print(f"plots in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

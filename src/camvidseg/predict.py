@@ -1,0 +1,54 @@
+"""Segment every image in a folder with the trained model: colour masks and overlays."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image
+
+from .dataset import read_image
+from .errors import UserError, cli
+from .extract import IMAGE_SUFFIXES
+from .fileio import atomic_path, read_json
+from .palette import colour_table
+from .visualize import colorize, overlay
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    from .inference import pick_device, predict_image
+    from .model import load_trained
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--palette", required=True, type=Path)
+    parser.add_argument("--input-dir", required=True, type=Path)
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    if not args.input_dir.is_dir():
+        raise UserError(f"predict.input_dir: {args.input_dir} is not a folder")
+    images = sorted(p for p in args.input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UserError(
+            f"predict.input_dir: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.input_dir}"
+        )
+    device = pick_device(args.device)
+    model, _ = load_trained(args.model, device)
+    colours = colour_table(read_json(args.palette))
+    with atomic_path(args.out, is_dir=True) as tmp:
+        for n, path in enumerate(images, start=1):
+            image = read_image(str(path))
+            ids = predict_image(model, image, device)
+            Image.fromarray(colorize(ids, colours)).save(tmp / f"{path.stem}_mask.png")
+            Image.fromarray(overlay(image, ids, colours, args.alpha)).save(
+                tmp / f"{path.stem}_overlay.png"
+            )
+            print(f"predicted {n}/{len(images)}: {path.name}", flush=True)
+    print(f"{len(images)} images segmented into {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+"""Stage 4: train a torchvision segmentation network through an MMEngine Runner.
+
+CUDA gets ``AmpOptimWrapper`` (bf16 where supported, else fp16), channels_last and cudnn.benchmark;
+the CPU gets a plain ``OptimWrapper``. ``--gpus N > 1`` relaunches itself under ``torchrun`` (DDP;
+gloo on the CPU). Checkpoints live in a work dir keyed by a fingerprint of the inputs and settings,
+outside Snakemake's declared outputs, so a killed run resumes from its last epoch when the rule runs
+again. Those own checkpoints are the only files loaded with full unpickling; user files are read
+``weights_only``. The declared output is a small weights-only ``best.pth`` plus the history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from .errors import UserError, cli
+
+TRUSTED_PREFIX = "camvidseg-workdir://"  # MMEngine checkpoint scheme for our own work dir
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prepared", required=True, type=Path, help="folder from the convert stage")
+    p.add_argument("--palette", required=True, type=Path)
+    p.add_argument("--out-model", required=True, type=Path, help="weights-only best model (.pth)")
+    p.add_argument("--out-history", required=True, type=Path, help="loss/mIoU per step (.json)")
+    p.add_argument("--work-root", required=True, type=Path, help="checkpoints, one dir per setup")
+    p.add_argument("--model", default="deeplabv3_resnet50")
+    p.add_argument("--backbone-weights", default="none", help="'none' or a weights file")
+    p.add_argument("--load-from", default=None, help="initial weights of the whole model (file)")
+    p.add_argument("--aux-loss-weight", type=float, default=0.4)
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--gpus", type=int, default=1, help="processes (GPUs) for DDP")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=3, help="per process")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    p.add_argument("--crop-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"))
+    p.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 2.0])
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-keep-ckpts", type=int, default=2)
+    p.add_argument("--val-interval", type=int, default=1)
+    p.add_argument("--warmup-iters", type=int, default=50)
+    p.add_argument("--log-interval", type=int, default=10)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--sync-bn", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    return p.parse_args(argv)
+
+
+# Settings that change what is trained; the rest (paths, workers, threads) do not.
+FINGERPRINT_KEYS = (
+    "model",
+    "backbone_weights",
+    "load_from",
+    "aux_loss_weight",
+    "gpus",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "crop_size",
+    "scale_range",
+    "amp",
+    "seed",
+    "val_interval",
+    "warmup_iters",
+    "sync_bn",
+)
+
+
+def fingerprint(args: argparse.Namespace, device: str) -> str:
+    digest = hashlib.sha256()
+    settings = {k: getattr(args, k) for k in FINGERPRINT_KEYS}
+    settings["device"] = device
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for path in (args.prepared / "index.json", args.palette):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def resolve_device(requested: str) -> str:
+    if requested == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = (
+            ""  # before CUDA initialises: MMEngine then uses the CPU
+        )
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if requested == "cuda":
+        raise UserError("train.device: cuda, but no CUDA device is visible (set train.device: cpu)")
+    return "cpu"
+
+
+def latest_epoch_checkpoint(work_dir: Path) -> Path | None:
+    """Newest ``epoch_N.pth``; found by name, not via MMEngine's absolute ``last_checkpoint``."""
+    found = [
+        (int(m.group(1)), p)
+        for p in work_dir.glob("epoch_*.pth")
+        if (m := re.fullmatch(r"epoch_(\d+)\.pth", p.name))
+    ]
+    return max(found)[1] if found else None
+
+
+def register_trusted_loader(work_dir: Path) -> None:
+    """Let MMEngine unpickle full checkpoints (HistoryBuffer, numpy) from our work dir only.
+
+    torch >= 2.6 loads ``weights_only`` by default, which breaks MMEngine's resume; we opt out
+    deliberately for files this program wrote, and for nothing else.
+    """
+    import torch
+    from mmengine.runner import CheckpointLoader
+
+    root = work_dir.resolve()
+
+    def load_trusted(filename: str, map_location=None):
+        path = Path(filename.removeprefix(TRUSTED_PREFIX)).resolve()
+        if root not in path.parents:
+            raise UserError(f"{path}: refusing to unpickle a checkpoint outside {root}")
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+    CheckpointLoader.register_scheme(TRUSTED_PREFIX, load_trusted, force=True)
+
+
+def load_user_weights(model, path: str) -> None:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: --load-from file not found") from None
+    except Exception as err:
+        raise UserError(
+            f"{path}: refused: not a plain weights file ({type(err).__name__}); "
+            "only tensors and plain containers are loaded from user files"
+        ) from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    result = model.load_state_dict(state, strict=False)
+    if len(result.missing_keys) > len(model.state_dict()) // 2:
+        raise UserError(f"{path}: most model weights are missing from this file")
+
+
+def optim_wrapper_config(args: argparse.Namespace, device: str) -> dict:
+    """AMP on CUDA only: MMEngine's AmpOptimWrapper asserts a GPU."""
+    if args.optimizer == "adamw":
+        optimizer = {"type": "AdamW", "lr": args.lr, "weight_decay": args.weight_decay}
+    else:
+        optimizer = {
+            "type": "SGD",
+            "lr": args.lr,
+            "momentum": 0.9,
+            "weight_decay": args.weight_decay,
+        }
+    if device == "cuda" and args.amp:
+        import torch
+
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return {"type": "AmpOptimWrapper", "dtype": dtype, "optimizer": optimizer}
+    return {"type": "OptimWrapper", "optimizer": optimizer}
+
+
+def merge_history(work_dir: Path) -> dict:
+    """Train/val scalars of every (resumed) run in ``work_dir``, later runs winning."""
+    train, val = {}, {}
+    for scalars in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        for line in scalars.read_text().splitlines():
+            record = json.loads(line)
+            if "loss" in record:
+                train[record["step"]] = {
+                    "iter": record["step"],
+                    "epoch": record.get("epoch"),
+                    "loss": record["loss"],
+                    "lr": record.get("lr"),
+                }
+            elif "mIoU" in record:
+                val[record["step"]] = {"epoch": record["step"]} | {
+                    k: record[k] for k in ("mIoU", "mAcc", "aAcc", "mDice") if k in record
+                }
+    return {"train": [train[k] for k in sorted(train)], "val": [val[k] for k in sorted(val)]}
+
+
+def export_best(work_dir: Path, out: Path, meta: dict) -> Path:
+    import torch
+
+    from .fileio import atomic_path
+
+    best = sorted(work_dir.glob("best_mIoU_epoch_*.pth")) or [latest_epoch_checkpoint(work_dir)]
+    source = best[-1]
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)  # our own file
+    meta = meta | {"epoch": checkpoint["meta"]["epoch"], "source": source.name}
+    with atomic_path(out) as tmp:
+        torch.save({"state_dict": checkpoint["state_dict"], "meta": meta}, tmp)
+    return source
+
+
+def launch_distributed(args: argparse.Namespace, argv: list[str]) -> None:
+    """Re-run this stage under torchrun with one process per GPU (or CPU process with gloo)."""
+    import subprocess
+
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={args.gpus}",
+        "-m",
+        "camvidseg.train",
+        *argv,
+    ]
+    print("launching:", " ".join(command), flush=True)
+    result = subprocess.run(command, check=False)
+    if result.returncode:
+        raise UserError(f"distributed training failed (torchrun exit {result.returncode})")
+
+
+def train(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    import torch
+    import torch.distributed as dist
+    from mmengine.evaluator import Evaluator
+    from mmengine.runner import Runner
+
+    from .dataset import RandomScaleCropFlip, SegmentationDataset
+    from .fileio import read_json, write_json
+    from .metrics import SegMetric
+    from .model import SegmentationModel, load_backbone
+    from .palette import class_names
+
+    distributed = "LOCAL_RANK" in os.environ
+    if distributed and not dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    if device == "cpu":
+        torch.set_num_threads(max(args.threads // max(args.gpus, 1), 1))
+
+    palette = read_json(args.palette)
+    names = class_names(palette)
+    work_dir = args.work_root / fingerprint(args, device)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    register_trusted_loader(work_dir)
+
+    model = SegmentationModel(
+        args.model, len(names), args.aux_loss_weight, channels_last=device == "cuda"
+    )
+    if args.backbone_weights != "none":
+        loaded = load_backbone(model.net, Path(args.backbone_weights))
+        print(f"backbone: {loaded} tensors from {args.backbone_weights}")
+    if args.load_from:
+        load_user_weights(model, args.load_from)
+    if device == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    train_set = SegmentationDataset(
+        args.prepared, "train", RandomScaleCropFlip(tuple(args.crop_size), tuple(args.scale_range))
+    )
+    val_set = SegmentationDataset(args.prepared, "val")
+    loader = {
+        "num_workers": args.num_workers,
+        "persistent_workers": args.num_workers > 0,
+        "pin_memory": device == "cuda",
+        "collate_fn": {"type": "default_collate"},
+    }
+    resume_from = latest_epoch_checkpoint(work_dir)
+    if resume_from is not None:
+        print(f"resuming from {resume_from.name} in {work_dir}", flush=True)
+    optim_wrapper = optim_wrapper_config(args, device)
+    print(
+        f"device: {device}; optim wrapper: {optim_wrapper['type']}"
+        + (f" ({optim_wrapper['dtype']})" if "dtype" in optim_wrapper else ""),
+        flush=True,
+    )
+    backends = [{"type": "LocalVisBackend"}]
+    try:
+        import tensorboard  # noqa: F401
+
+        backends.append({"type": "TensorboardVisBackend"})
+    except ImportError:
+        pass
+    runner = Runner(
+        model=model,
+        work_dir=str(work_dir),
+        train_dataloader=loader
+        | {
+            "batch_size": args.batch_size,
+            "dataset": train_set,
+            "sampler": {"type": "DefaultSampler", "shuffle": True},
+        },
+        val_dataloader=loader
+        | {
+            "batch_size": 1,
+            "dataset": val_set,
+            "sampler": {"type": "DefaultSampler", "shuffle": False},
+        },
+        val_evaluator=Evaluator(SegMetric(names)),
+        train_cfg={"by_epoch": True, "max_epochs": args.epochs, "val_interval": args.val_interval},
+        val_cfg={},
+        optim_wrapper=optim_wrapper,
+        param_scheduler=[
+            {
+                "type": "LinearLR",
+                "start_factor": 1e-3,
+                "by_epoch": False,
+                "begin": 0,
+                "end": args.warmup_iters,
+            },
+            {
+                "type": "PolyLR",
+                "power": 0.9,
+                "eta_min": 0.0,
+                "by_epoch": True,
+                "begin": 0,
+                "end": args.epochs,
+                "convert_to_iter_based": True,
+            },
+        ],
+        default_hooks={
+            "checkpoint": {
+                "type": "CheckpointHook",
+                "interval": 1,
+                "by_epoch": True,
+                "max_keep_ckpts": args.max_keep_ckpts,
+                "save_best": "mIoU",
+                "rule": "greater",
+            },
+            "logger": {"type": "LoggerHook", "interval": args.log_interval},
+        },
+        visualizer={"type": "Visualizer", "vis_backends": backends},
+        randomness={"seed": args.seed},
+        launcher="pytorch" if distributed else "none",
+        env_cfg={
+            "cudnn_benchmark": device == "cuda",
+            "dist_cfg": {"backend": "nccl" if device == "cuda" else "gloo"},
+        },
+        # Read by Runner from cfg: DDP wrapper (no device_ids on the CPU), SyncBN, torch.compile.
+        cfg={
+            "model_wrapper_cfg": (
+                {"type": "MMDistributedDataParallel", "broadcast_buffers": False}
+                | ({} if device == "cuda" else {"device_ids": None})
+                if distributed
+                else None
+            ),
+            "sync_bn": "torch" if args.sync_bn else None,
+            "compile": args.compile or None,
+        },
+        resume=resume_from is not None,
+        load_from=f"{TRUSTED_PREFIX}{resume_from.resolve()}" if resume_from else None,
+    )
+    runner.train()
+    if rank == 0:
+        meta = {
+            "model": args.model,
+            "num_classes": len(names),
+            "classes": names,
+            "aux_loss_weight": args.aux_loss_weight,
+            "work_dir": work_dir.name,
+        }
+        source = export_best(work_dir, args.out_model, meta)
+        write_json(args.out_history, merge_history(work_dir))
+        print(f"exported {source.name} -> {args.out_model}")
+    if distributed:
+        dist.destroy_process_group()
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
+        launch_distributed(args, argv)
+        return
+    train(args)
+
+
+if __name__ == "__main__":
+    main()

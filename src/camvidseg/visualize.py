@@ -1,0 +1,150 @@
+"""Stage 6: pictures of the trained model's predictions in ``results/vis_data/``.
+
+For a deterministic choice of images per split: the image, ground truth and prediction in the
+dataset's colours, an alpha overlay, and a side-by-side panel (image | prediction | label) with a
+legend of the classes present. Names are ``{split}_{stem}_{kind}.png``, so nothing collides.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import IGNORE_INDEX
+from .errors import cli
+from .fileio import atomic_path, read_json
+
+
+def colorize(ids: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """(H, W) ids -> (H, W, 3) RGB; the ignore index shows black."""
+    return colours[ids]
+
+
+def overlay(image: np.ndarray, ids: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(ids, colours)
+    return blended.clip(0, 255).astype(np.uint8)
+
+
+def choose(count: int, wanted: int) -> list[int]:
+    """``wanted`` indices spread evenly over ``count`` items (the same every run)."""
+    if wanted <= 0 or count == 0:
+        return []
+    return sorted({int(i) for i in np.linspace(0, count - 1, min(wanted, count)).round()})
+
+
+def save_panel(path: Path, image, pred, label, palette: dict, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from .palette import colour_table
+
+    colours = colour_table(palette)
+    height, width = label.shape
+    fig, axes = plt.subplots(1, 3, figsize=(3 * 4, 4 * height / width + 1.2), dpi=100)
+    for ax, shown, name in zip(
+        axes,
+        (image, colorize(pred, colours), colorize(label, colours)),
+        ("image", "prediction", "label"),
+        strict=True,
+    ):
+        ax.imshow(shown, interpolation="nearest")
+        ax.set_title(name)
+        ax.axis("off")
+    present = sorted(set(np.unique(pred)) | set(np.unique(label)) - {IGNORE_INDEX})
+    handles = [
+        Patch(color=np.array(c["color"]) / 255, label=c["name"])
+        for c in palette["classes"]
+        if c["id"] in present
+    ]
+    fig.legend(
+        handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False
+    )
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def visualize(
+    model,
+    device: str,
+    prepared: Path,
+    palette: dict,
+    splits: list[str],
+    num_images: int,
+    alpha: float,
+    out: Path,
+) -> int:
+    from .dataset import SegmentationDataset
+    from .inference import predict_image
+    from .palette import colour_table
+
+    colours = colour_table(palette)
+    written = 0
+    for split in splits:
+        dataset = SegmentationDataset(prepared, split)
+        for i in choose(len(dataset), num_images):
+            image, label = dataset.load(i)
+            pred = predict_image(model, image, device)
+            stem = f"{split}_{dataset.items[i]['stem']}"
+            for kind, array in (
+                ("image", image),
+                ("label", colorize(label, colours)),
+                ("pred", colorize(pred, colours)),
+                ("overlay", overlay(image, pred, colours, alpha)),
+            ):
+                Image.fromarray(array).save(out / f"{stem}_{kind}.png")
+            valid = label != IGNORE_INDEX
+            accuracy = float((pred[valid] == label[valid]).mean()) if valid.any() else float("nan")
+            save_panel(
+                out / f"{stem}_panel.png",
+                image,
+                pred,
+                label,
+                palette,
+                f"{split} / {dataset.items[i]['stem']}: pixel accuracy {accuracy:.1%}",
+            )
+            written += 1
+            print(f"visualized {stem}", flush=True)
+    return written
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    from .inference import pick_device
+    from .model import load_trained
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--prepared", required=True, type=Path)
+    parser.add_argument("--palette", required=True, type=Path)
+    parser.add_argument("--splits", nargs="+", default=["val", "test"])
+    parser.add_argument("--num-images", type=int, default=4, help="per split")
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    model, _ = load_trained(args.model, device)
+    with atomic_path(args.out, is_dir=True) as tmp:
+        count = visualize(
+            model,
+            device,
+            args.prepared,
+            read_json(args.palette),
+            args.splits,
+            args.num_images,
+            args.alpha,
+            tmp,
+        )
+    print(f"{count} panels in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

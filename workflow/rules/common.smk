@@ -1,0 +1,154 @@
+import glob
+import re
+import shutil
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+def validate_config():
+    """Validate against the schema (filling defaults); a problem is one line naming the key."""
+    import jsonschema
+
+    try:
+        validate(
+            config,
+            os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"),
+        )
+    except WorkflowError as err:
+        cause = next(
+            (a for a in err.args if isinstance(a, jsonschema.ValidationError)), None
+        )
+        if cause is None:
+            raise
+        key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
+        raise WorkflowError(f"invalid config: {key}: {cause.message}") from None
+
+
+validate_config()
+
+SRC = os.path.join(workflow.basedir, "src")
+# Jobs (local, conda or SLURM) inherit this: rules run `python -m camvidseg.<stage>` from src/
+# without installing the package.
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
+)
+DATA_ENV = "../../envs/camvidseg.yaml"
+DOWNLOAD_ENV = "../../envs/download.yaml"
+SPLITS = ["train", "val", "test"]
+
+DATASET = config["dataset"]
+MODEL = config["model"]
+TRAIN = config["train"]
+
+
+def code(*modules):
+    """Source files of a step: declared as inputs so a code change re-runs the step."""
+    shared = ["__init__", "errors", "fileio"]
+    return [os.path.join(SRC, "camvidseg", f"{m}.py") for m in shared + list(modules)]
+
+
+def uses_cuda():
+    """Whether GPU jobs should ask for GPUs: cuda, or auto on a machine that has one."""
+    if TRAIN["device"] == "cuda":
+        return True
+    return TRAIN["device"] == "auto" and shutil.which("nvidia-smi") is not None
+
+
+GPU_RESOURCES = {"gpu": TRAIN["gpus"]} if uses_cuda() else {}
+INFER_GPU_RESOURCES = {"gpu": 1} if uses_cuda() else {}
+
+
+def archive_name():
+    if DATASET["source"] == "sample":
+        return "resources/camvid_sample.tar.gz"
+    if DATASET["source"] == "url":
+        url = DATASET["url"].split("?", 1)[0]
+        return (
+            "resources/CamVid.zip"
+            if url.endswith(".zip")
+            else "resources/CamVid.tar.gz"
+        )
+    return f"resources/{DATASET['source']}/CamVid.tar.gz"
+
+
+def obtain_command():
+    source = DATASET["source"]
+    if source == "sample":
+        s = DATASET["sample"]
+        return (
+            f"python -m camvidseg.sample --train {s['train']} --val {s['val']} --test {s['test']}"
+            f" --height {s['height']} --width {s['width']} --seed {s['seed']}"
+        )
+    if source == "url":
+        if not DATASET["url"]:
+            raise WorkflowError(
+                "invalid config: dataset.url: required when dataset.source is url"
+            )
+        return f"python -m camvidseg.obtain url --url '{DATASET['url']}' --sha256 '{DATASET['sha256']}'"
+    return f"python -m camvidseg.obtain {source} --download-dir resources/{source}/download"
+
+
+def local_archive_parts():
+    """dataset.path as archive parts: X.tar.gz.00 brings its siblings .01, .02 ... in order."""
+    path = DATASET["path"]
+    if not path:
+        raise WorkflowError(
+            "invalid config: dataset.path: required when dataset.source is local"
+        )
+    if re.search(r"\.\d+$", path):
+        stem = path.rsplit(".", 1)[0]
+        parts = [
+            p for p in glob.glob(glob.escape(stem) + ".*") if re.search(r"\.\d+$", p)
+        ]
+        return sorted(parts, key=lambda p: int(p.rsplit(".", 1)[1]))
+    return [path]
+
+
+LOCAL_FOLDER = DATASET["source"] == "local" and os.path.isdir(DATASET["path"])
+
+
+EXPECT_FULL = "" if DATASET["source"] == "sample" else "--expect-camvid-sizes"
+
+
+def backbone_weights_file():
+    weights = MODEL["backbone_weights"]
+    if weights == "imagenet":
+        return f"resources/weights/{MODEL['name']}_backbone.pth"
+    return [] if weights == "none" else weights
+
+
+def train_settings():
+    t = TRAIN
+    settings = (
+        f"--model {MODEL['name']} --aux-loss-weight {MODEL['aux_loss_weight']}"
+        f" --device {t['device']} --gpus {t['gpus']} --epochs {t['epochs']}"
+        f" --batch-size {t['batch_size']} --lr {t['lr']} --weight-decay {t['weight_decay']}"
+        f" --optimizer {t['optimizer']} --crop-size {t['crop_size'][0]} {t['crop_size'][1]}"
+        f" --scale-range {t['scale_range'][0]} {t['scale_range'][1]}"
+        f" --{'' if t['amp'] else 'no-'}amp --seed {t['seed']}"
+        f" --max-keep-ckpts {t['max_keep_ckpts']} --val-interval {t['val_interval']}"
+        f" --warmup-iters {t['warmup_iters']} --log-interval {t['log_interval']}"
+    )
+    if t["sync_bn"]:
+        settings += " --sync-bn"
+    if t["compile"]:
+        settings += " --compile"
+    if t["load_from"]:
+        settings += f" --load-from {t['load_from']}"
+    return settings
+
+
+def loader_workers(wildcards, threads):
+    if TRAIN["num_workers"] >= 0:
+        return TRAIN["num_workers"]
+    # On the CPU the threads compute; on a GPU they feed it, split over the DDP processes.
+    return max(threads // TRAIN["gpus"], 1) if uses_cuda() else 0
+
+
+def final_outputs():
+    targets = expand("results/metrics/{split}.json", split=config["eval"]["splits"])
+    targets += ["results/vis_data", "results/plots/training_curves.png"]
+    if config["predict"]["input_dir"]:
+        targets.append("results/predict")
+    return targets

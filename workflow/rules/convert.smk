@@ -1,0 +1,22 @@
+# Stage 3b: label images -> class-index masks (palette PNGs), once, in parallel.
+
+
+rule convert_masks:
+    input:
+        code("convert", "palette"),
+        manifest="results/data/dataset.json",
+        palette="results/data/palette.json",
+    output:
+        directory("results/data/prepared"),
+    log:
+        "results/logs/convert_masks.log",
+    conda:
+        DATA_ENV
+    threads: 4
+    params:
+        strict="--strict-colors" if DATASET["strict_colors"] else "",
+    message:
+        "Converting label images to class-index masks with {threads} processes"
+    shell:
+        "python -m camvidseg.convert --manifest {input.manifest} --palette {input.palette}"
+        " --threads {threads} {params.strict} --out {output} > {log} 2>&1"

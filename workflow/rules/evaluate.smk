@@ -1,0 +1,31 @@
+# Stage 5: per-class IoU / mIoU of the trained model on a split, at full resolution.
+
+
+rule evaluate:
+    input:
+        code("evaluate", "metrics", "model", "dataset", "inference", "palette"),
+        model="results/model/best.pth",
+        prepared="results/data/prepared",
+        palette="results/data/palette.json",
+    output:
+        json="results/metrics/{split}.json",
+        csv=report(
+            "results/metrics/{split}_per_class.csv",
+            caption="../report/per_class.rst",
+            category="Metrics",
+            labels={"split": "{split}", "table": "per-class scores"},
+        ),
+    log:
+        "results/logs/evaluate_{split}.log",
+    conda:
+        DATA_ENV
+    resources:
+        **INFER_GPU_RESOURCES,
+    params:
+        device=TRAIN["device"],
+    message:
+        "Evaluating the trained model on the {wildcards.split} split"
+    shell:
+        "python -m camvidseg.evaluate --model {input.model} --prepared {input.prepared}"
+        " --palette {input.palette} --split {wildcards.split} --device {params.device}"
+        " --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"

@@ -1,0 +1,49 @@
+# Stage 2: extract the archive safely (or index a folder in place) and check the layout.
+
+
+if LOCAL_FOLDER:
+
+    rule index_dataset:
+        input:
+            code("extract"),
+            folder=DATASET["path"],
+        output:
+            "results/data/dataset.json",
+        log:
+            "results/logs/extract.log",
+        conda:
+            DATA_ENV
+        params:
+            layout=DATASET["layout"],
+            expect=EXPECT_FULL,
+        message:
+            "Checking the dataset folder {input.folder} in place (nothing is copied)"
+        shell:
+            "python -m camvidseg.extract --directory {input.folder} --layout {params.layout}"
+            " {params.expect} --manifest {output} > {log} 2>&1"
+
+else:
+
+    rule extract:
+        input:
+            code("extract"),
+            archive=(
+                local_archive_parts()
+                if DATASET["source"] == "local"
+                else [archive_name()]
+            ),
+        output:
+            manifest="results/data/dataset.json",
+            tree=directory("results/data/extracted"),
+        log:
+            "results/logs/extract.log",
+        conda:
+            DATA_ENV
+        params:
+            layout=DATASET["layout"],
+            expect=EXPECT_FULL,
+        message:
+            "Extracting {input.archive[0]} safely and checking the layout"
+        shell:
+            "python -m camvidseg.extract --archive {input.archive} --dest {output.tree}"
+            " --layout {params.layout} {params.expect} --manifest {output.manifest} > {log} 2>&1"

@@ -1,0 +1,21 @@
+# Stage 3: class_dict.csv (or the SegNet palette) -> palette.json with ids, names and colours.
+
+
+rule palette:
+    input:
+        code("palette"),
+        manifest="results/data/dataset.json",
+    output:
+        "results/data/palette.json",
+    log:
+        "results/logs/palette.log",
+    conda:
+        DATA_ENV
+    params:
+        classes=DATASET["classes"],
+        ignore=" ".join(f"'{c}'" for c in DATASET["ignore_classes"]),
+    message:
+        "Parsing the palette ({params.classes}, ignoring {params.ignore})"
+    shell:
+        "python -m camvidseg.palette --manifest {input.manifest} --classes {params.classes}"
+        " --ignore-classes {params.ignore} --out {output} > {log} 2>&1"

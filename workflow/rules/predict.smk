@@ -1,0 +1,27 @@
+# Segment a folder of new images (config predict.input_dir) with the trained model.
+
+if config["predict"]["input_dir"]:
+
+    rule predict:
+        input:
+            code("predict", "model", "inference", "visualize", "dataset", "palette"),
+            model="results/model/best.pth",
+            palette="results/data/palette.json",
+            images=config["predict"]["input_dir"],
+        output:
+            directory("results/predict"),
+        log:
+            "results/logs/predict.log",
+        conda:
+            DATA_ENV
+        resources:
+            **INFER_GPU_RESOURCES,
+        params:
+            alpha=config["vis"]["alpha"],
+            device=TRAIN["device"],
+        message:
+            "Segmenting the images in {input.images}"
+        shell:
+            "python -m camvidseg.predict --model {input.model} --palette {input.palette}"
+            " --input-dir {input.images} --alpha {params.alpha} --device {params.device}"
+            " --out {output} > {log} 2>&1"

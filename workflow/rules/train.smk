@@ -1,0 +1,38 @@
+# Stage 4: train through an MMEngine Runner. Checkpoints live in results/train_work/<fingerprint>/,
+# deliberately not a declared output: Snakemake deletes the outputs of a failed job, and a killed
+# run must resume from its last epoch when the rule runs again.
+
+
+rule train:
+    input:
+        code("train", "model", "dataset", "metrics", "palette"),
+        prepared="results/data/prepared",
+        palette="results/data/palette.json",
+        backbone=backbone_weights_file(),
+    output:
+        model="results/model/best.pth",
+        history="results/model/history.json",
+    log:
+        "results/logs/train.log",
+    conda:
+        DATA_ENV
+    threads: 4
+    resources:
+        **GPU_RESOURCES,
+        mem_mb=16000,
+        runtime=720,
+    params:
+        model=MODEL["name"],
+        epochs=TRAIN["epochs"],
+        device=TRAIN["device"],
+        settings=train_settings(),
+        backbone=lambda wildcards, input: input.backbone or "none",
+        workers=loader_workers,
+    message:
+        "Training {params.model} for {params.epochs} epochs on {params.device}"
+    shell:
+        "python -m camvidseg.train --prepared {input.prepared} --palette {input.palette}"
+        " --backbone-weights {params.backbone} {params.settings}"
+        " --num-workers {params.workers} --threads {threads}"
+        " --work-root results/train_work --out-model {output.model}"
+        " --out-history {output.history} 2>&1 | tee {log}"
