@@ -6,20 +6,33 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
+def coerce_cli_strings(node, schema):
+    """--config train="{lr: 0.0005}" arrives as strings (YAML BaseLoader): type them by schema."""
+    for key, sub in schema.get("properties", {}).items():
+        value = node.get(key) if isinstance(node, dict) else None
+        if isinstance(value, dict):
+            coerce_cli_strings(value, sub)
+        elif isinstance(value, str) and sub.get("type") in ("number", "integer", "boolean"):
+            import yaml
+
+            typed = yaml.safe_load(value)
+            if not isinstance(typed, str):
+                node[key] = typed
+
+
 def validate_config():
     """Validate against the schema (filling defaults); a problem is one line naming the key."""
     import jsonschema
+    import yaml
 
+    path = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+    with open(path) as handle:
+        coerce_cli_strings(config, yaml.safe_load(handle))
     try:
-        validate(
-            config,
-            os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"),
-        )
+        validate(config, path)
     except WorkflowError as err:
-        cause = next(
-            (a for a in err.args if isinstance(a, jsonschema.ValidationError)), None
-        )
-        if cause is None:
+        cause = err.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
             raise
         key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
         raise WorkflowError(f"invalid config: {key}: {cause.message}") from None

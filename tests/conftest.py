@@ -1,0 +1,57 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "tiny.yaml"
+SEGNET_SUBSET = REPO.parent / "shared" / "data" / "camvid-segnet-subset"
+
+sys.path.insert(0, str(REPO / "src"))
+
+
+def run_cli(module: str, *args, check: bool = True, env: dict | None = None):
+    """Run ``python -m camvidseg.<module>`` as the rules do; returns the CompletedProcess."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", f"camvidseg.{module}", *map(str, args)],
+        capture_output=True, text=True, env=environment, check=False,
+    )
+    if check and result.returncode:
+        raise AssertionError(f"{module} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
+    """A real Snakemake run of this workflow in ``workdir``."""
+    command = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+        "--configfile", str(configfile), "--cores", "2", *map(str, args),
+    ]
+    # Rules call `python`: make it this interpreter, as an activated venv would.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, env=env
+    )
+    if check and result.returncode:
+        raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole chain on the tiny sample, run once for the tests that read its outputs."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def sample_archive(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sample") / "camvid_sample.tar.gz"
+    from camvidseg.sample import build_sample
+
+    build_sample(path, {"train": 4, "val": 2, "test": 2}, 32, 48, seed=3)
+    return path
