@@ -1,0 +1,85 @@
+"""RGB/SegNet labels -> class-index masks: correctness, unknown colours, bad files."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+COLOURS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """One image with a hand-made RGB label, already indexed and paletted."""
+    root = tmp_path / "CamVid"
+    (root / "train").mkdir(parents=True)
+    (root / "train_labels").mkdir()
+    label = np.zeros((4, 6, 3), np.uint8)
+    label[:2] = COLOURS["Sky"]
+    label[2:] = COLOURS["Road"]
+    label[3, 5] = COLOURS["Void"]
+    Image.fromarray(np.full((4, 6, 3), 90, np.uint8)).save(root / "train/a.png")
+    Image.fromarray(label).save(root / "train_labels/a_L.png")
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text(json.dumps({
+        "root": str(root), "layout": "camvid32", "class_dict": None,
+        "splits": {"train": [{"stem": "a", "image": "train/a.png", "label": "train_labels/a_L.png"}]},
+    }))
+    from camvidseg.palette import build_rgb_palette
+
+    pal = build_rgb_palette(list(COLOURS.items()), "camvid32", ["Void"])
+    pal |= {"layout": "camvid32", "ignore_index": 255}
+    (tmp_path / "palette.json").write_text(json.dumps(pal))
+    return tmp_path
+
+
+def convert(tmp, *extra):
+    out = tmp / "prepared"
+    result = run_cli("convert", "--manifest", tmp / "dataset.json", "--palette",
+                     tmp / "palette.json", "--out", out, "--threads", "2", *extra, check=False)
+    return result, out
+
+
+def test_masks_hold_class_ids_and_keep_a_palette(dataset):
+    result, out = convert(dataset)
+    assert result.returncode == 0, result.stderr
+    mask = Image.open(out / "masks/train/a.png")
+    assert mask.mode == "P"
+    ids = np.asarray(mask)
+    assert (ids[:2] == 0).all() and (ids[2, :] == 1).all() and ids[3, 5] == 255
+    assert mask.getpalette()[3:6] == [128, 64, 128]  # Road looks like Road in a viewer
+
+
+def test_unknown_colours_are_counted_and_ignored(dataset):
+    label = np.asarray(Image.open(dataset / "CamVid/train_labels/a_L.png")).copy()
+    label[0, :3] = (1, 2, 3)
+    Image.fromarray(label).save(dataset / "CamVid/train_labels/a_L.png")
+    result, out = convert(dataset)
+    assert result.returncode == 0
+    assert "3 pixel(s) of unknown colour(s) [[1, 2, 3]] ignored" in result.stdout
+    assert (np.asarray(Image.open(out / "masks/train/a.png"))[0, :3] == 255).all()
+    index = json.loads((out / "index.json").read_text())
+    assert list(index["unknown_pixels"].values()) == [3]
+
+    shutil.rmtree(out)
+    result, out = convert(dataset, "--strict-colors")
+    assert result.returncode == 2 and not out.exists()
+    assert "a_L.png: 3 pixel(s) with colour [1, 2, 3] not in the palette" in result.stderr
+
+
+def test_size_mismatch_names_the_file(dataset):
+    Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(dataset / "CamVid/train/a.png")
+    result, out = convert(dataset)
+    assert result.returncode == 2 and not out.exists()
+    assert "a_L.png: label size 6x4 differs from image a.png size 6x5" in result.stderr
+
+
+def test_corrupt_png_names_the_file(dataset):
+    path = dataset / "CamVid/train_labels/a_L.png"
+    path.write_bytes(path.read_bytes()[:40])
+    result, out = convert(dataset)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.count("\n") == 1 and "a_L.png: corrupt or unreadable label" in result.stderr

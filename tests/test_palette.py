@@ -1,0 +1,71 @@
+"""class_dict.csv validation and the palette file."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+GOOD = "name,r,g,b\nSky,128,128,128\nRoad,128,64,128\nVoid,0,0,0\n"
+
+
+def palette(tmp_path, csv_text, *extra):
+    csv_path = tmp_path / "class_dict.csv"
+    if csv_text is not None:
+        csv_path.write_text(csv_text)
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text(json.dumps({"layout": "camvid32", "class_dict": str(csv_path)}))
+    out = tmp_path / "palette.json"
+    return run_cli("palette", "--manifest", manifest, "--out", out, *extra, check=False), out
+
+
+def test_palette_ids_names_colours_and_ignore(tmp_path):
+    result, out = palette(tmp_path, GOOD)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["classes"] == [
+        {"id": 0, "name": "Sky", "color": [128, 128, 128]},
+        {"id": 1, "name": "Road", "color": [128, 64, 128]},
+    ]
+    void = next(e for e in data["lookup"] if e["name"] == "Void")
+    assert void["train_id"] == 255 and data["ignore_index"] == 255
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (None, "class_dict.csv not found"),
+        ("name,r,g\nSky,1,2\nRoad,3,4\n", "missing column(s) b"),
+        ("name,r,g,b\nSky,300,0,0\nRoad,1,1,1\n", "(300, 0, 0) of 'Sky' is outside 0-255"),
+        ("name,r,g,b\nSky,1,2,3\nRoad,1,2,3\n", "colour (1, 2, 3) of 'Road' is already used by 'Sky'"),
+        ("name,r,g,b\nSky,1,2,3\nSky,4,5,6\n", "duplicate class name 'Sky'"),
+        ("name,r,g,b\nSky,1,2,3\n", "needs at least 2 classes"),
+        ("name,r,g,b\nSky,a,2,3\nRoad,1,1,1\n", "is not three integers"),
+    ],
+)
+def test_bad_class_dict_is_one_line(tmp_path, text, fragment):
+    result, out = palette(tmp_path, text)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "class_dict.csv" in lines[0] and fragment in lines[0], lines
+    assert not out.exists()
+
+
+def test_unknown_ignore_class_names_the_key(tmp_path):
+    result, _ = palette(tmp_path, GOOD, "--ignore-classes", "Nope")
+    assert "dataset.ignore_classes: Nope not in class_dict.csv" in result.stderr
+
+
+def test_camvid11_grouping(tmp_path):
+    from camvidseg.sample import CAMVID32
+
+    text = "name,r,g,b\n" + "".join(f"{n},{r},{g},{b}\n" for n, (r, g, b) in CAMVID32)
+    result, out = palette(tmp_path, text, "--classes", "camvid11")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert [c["name"] for c in data["classes"]] == [
+        "Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence", "Car",
+        "Pedestrian", "Bicyclist",
+    ]
+    by_name = {e["name"]: e["train_id"] for e in data["lookup"]}
+    assert by_name["LaneMkgsDriv"] == by_name["Road"] == 3
+    assert by_name["SUVPickupTruck"] == 8 and by_name["Void"] == 255
