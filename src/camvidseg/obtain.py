@@ -181,14 +181,15 @@ def main(argv: list[str] | None = None) -> None:
     url = sub.add_parser("url", help="download an archive over http(s)")
     url.add_argument("--url", required=True)
     url.add_argument("--sha256", default="")
-    url.add_argument("--retries", type=int, default=5)
-    url.add_argument("--backoff", type=float, default=2.0, help="first wait between tries (s)")
-    url.add_argument("--timeout", type=float, default=60.0)
     for route in ("opendatalab", "openxlab"):
         tool = sub.add_parser(route, help=f"download with the {route} CLI")
         tool.add_argument("--download-dir", required=True, type=Path)
     weights = sub.add_parser("weights", help="torchvision ImageNet backbone weights")
     weights.add_argument("--model", required=True)
+    for p in (url, weights):
+        p.add_argument("--retries", type=int, default=5)
+        p.add_argument("--backoff", type=float, default=2.0, help="first wait between tries (s)")
+        p.add_argument("--timeout", type=float, default=60.0)
     for p in sub.choices.values():
         p.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         download(
             source,
             args.out,
+            retries=args.retries,
+            backoff=args.backoff,
+            timeout=args.timeout,
             hint=f"put the file at {args.out}, or set "
             "model.backbone_weights to a local weights file, or to none",
         )
