@@ -17,7 +17,10 @@ def run_cli(module: str, *args, check: bool = True, env: dict | None = None):
     environment = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", f"camvidseg.{module}", *map(str, args)],
-        capture_output=True, text=True, env=environment, check=False,
+        capture_output=True,
+        text=True,
+        env=environment,
+        check=False,
     )
     if check and result.returncode:
         raise AssertionError(f"{module} failed:\n{result.stdout}\n{result.stderr}")
@@ -27,8 +30,18 @@ def run_cli(module: str, *args, check: bool = True, env: dict | None = None):
 def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
     """A real Snakemake run of this workflow in ``workdir``."""
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-        "--configfile", str(configfile), "--cores", "2", *map(str, args),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *map(str, args),
     ]
     # Rules call `python`: make it this interpreter, as an activated venv would.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

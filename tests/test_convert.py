@@ -24,10 +24,20 @@ def dataset(tmp_path):
     Image.fromarray(np.full((4, 6, 3), 90, np.uint8)).save(root / "train/a.png")
     Image.fromarray(label).save(root / "train_labels/a_L.png")
     manifest = tmp_path / "dataset.json"
-    manifest.write_text(json.dumps({
-        "root": str(root), "layout": "camvid32", "class_dict": None,
-        "splits": {"train": [{"stem": "a", "image": "train/a.png", "label": "train_labels/a_L.png"}]},
-    }))
+    manifest.write_text(
+        json.dumps(
+            {
+                "root": str(root),
+                "layout": "camvid32",
+                "class_dict": None,
+                "splits": {
+                    "train": [
+                        {"stem": "a", "image": "train/a.png", "label": "train_labels/a_L.png"}
+                    ]
+                },
+            }
+        )
+    )
     from camvidseg.palette import build_rgb_palette
 
     pal = build_rgb_palette(list(COLOURS.items()), "camvid32", ["Void"])
@@ -38,8 +48,19 @@ def dataset(tmp_path):
 
 def convert(tmp, *extra):
     out = tmp / "prepared"
-    result = run_cli("convert", "--manifest", tmp / "dataset.json", "--palette",
-                     tmp / "palette.json", "--out", out, "--threads", "2", *extra, check=False)
+    result = run_cli(
+        "convert",
+        "--manifest",
+        tmp / "dataset.json",
+        "--palette",
+        tmp / "palette.json",
+        "--out",
+        out,
+        "--threads",
+        "2",
+        *extra,
+        check=False,
+    )
     return result, out
 
 
@@ -82,4 +103,6 @@ def test_corrupt_png_names_the_file(dataset):
     path.write_bytes(path.read_bytes()[:40])
     result, out = convert(dataset)
     assert result.returncode == 2 and not out.exists()
-    assert result.stderr.count("\n") == 1 and "a_L.png: corrupt or unreadable label" in result.stderr
+    assert (
+        result.stderr.count("\n") == 1 and "a_L.png: corrupt or unreadable label" in result.stderr
+    )

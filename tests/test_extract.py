@@ -25,8 +25,9 @@ def make_tar(path, members, mode="w:gz"):
 
 def extract(tmp_path, *archives):
     dest, manifest = tmp_path / "out", tmp_path / "dataset.json"
-    result = run_cli("extract", "--archive", *archives, "--dest", dest, "--manifest", manifest,
-                     check=False)
+    result = run_cli(
+        "extract", "--archive", *archives, "--dest", dest, "--manifest", manifest, check=False
+    )
     return result, dest, manifest
 
 
@@ -68,8 +69,11 @@ def test_escaping_member_paths_are_refused(tmp_path, member, fragment):
 
 @pytest.mark.parametrize(
     ("kind", "target"),
-    [(tarfile.SYMTYPE, "../../etc/passwd"), (tarfile.SYMTYPE, "/etc/passwd"),
-     (tarfile.LNKTYPE, "../outside")],
+    [
+        (tarfile.SYMTYPE, "../../etc/passwd"),
+        (tarfile.SYMTYPE, "/etc/passwd"),
+        (tarfile.LNKTYPE, "../outside"),
+    ],
 )
 def test_links_pointing_outside_are_refused(tmp_path, kind, target):
     archive = make_tar(tmp_path / "links.tar.gz", {"CamVid/link": (kind, target)})
@@ -155,8 +159,7 @@ def test_image_without_label_is_named(tmp_path, tree):
 def test_label_without_image_is_named(tmp_path, tree):
     victim = sorted((tree / "test").iterdir())[0]
     victim.unlink()
-    assert_one_line(*index(tmp_path, tree), "1 label(s) without image",
-                    f"{victim.stem}_L.png")
+    assert_one_line(*index(tmp_path, tree), "1 label(s) without image", f"{victim.stem}_L.png")
 
 
 def test_empty_split(tmp_path, tree):

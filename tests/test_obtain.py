@@ -6,6 +6,7 @@ import os
 import stat
 import sys
 import threading
+import typing
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 class Handler(http.server.BaseHTTPRequestHandler):
     drops_left = 0  # responses cut off half-way before the server behaves
-    requests: list = []
+    requests: typing.ClassVar[list] = []
 
     def do_GET(self):
         Handler.requests.append(self.headers.get("Range"))
@@ -58,8 +59,20 @@ def server():
 
 def fetch(tmp_path, url, *extra):
     out = tmp_path / "CamVid.tar.gz"
-    result = run_cli("obtain", "url", "--url", url, "--out", out, "--backoff", "0.05",
-                     "--timeout", "5", *extra, check=False)
+    result = run_cli(
+        "obtain",
+        "url",
+        "--url",
+        url,
+        "--out",
+        out,
+        "--backoff",
+        "0.05",
+        "--timeout",
+        "5",
+        *extra,
+        check=False,
+    )
     return result, out
 
 
@@ -126,8 +139,11 @@ def test_dataset_clis_parts_are_joined(tmp_path, sample_archive, route, name, fl
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tool = bin_dir / name
-    tool.write_text(STAND_IN.format(python=sys.executable, name=name, flag=flag, prefix=prefix,
-                                    archive=sample_archive))
+    tool.write_text(
+        STAND_IN.format(
+            python=sys.executable, name=name, flag=flag, prefix=prefix, archive=sample_archive
+        )
+    )
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     out = tmp_path / "CamVid.tar.gz"
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
@@ -138,8 +154,16 @@ def test_dataset_clis_parts_are_joined(tmp_path, sample_archive, route, name, fl
 
 def test_missing_cli_says_what_to_do(tmp_path):
     env = {"PATH": str(Path(sys.executable).parent)}
-    result = run_cli("obtain", "opendatalab", "--download-dir", tmp_path, "--out",
-                     tmp_path / "x.tar.gz", env=env, check=False)
+    result = run_cli(
+        "obtain",
+        "opendatalab",
+        "--download-dir",
+        tmp_path,
+        "--out",
+        tmp_path / "x.tar.gz",
+        env=env,
+        check=False,
+    )
     assert result.returncode == 2
     line = result.stderr.strip()
     assert "\n" not in line and "`odl` command (package opendatalab) is not installed" in line
@@ -149,9 +173,20 @@ def test_missing_cli_says_what_to_do(tmp_path):
 def test_backbone_weights_offline_is_one_line(tmp_path):
     # No network here: the real torchvision URL fails, with a way out.
     out = tmp_path / "w.pth"
-    result = run_cli("obtain", "weights", "--model", "lraspp_mobilenet_v3_large", "--out", out,
-                     "--retries", "2", "--backoff", "0.05",
-                     check=False, env={"https_proxy": "http://127.0.0.1:9"})
+    result = run_cli(
+        "obtain",
+        "weights",
+        "--model",
+        "lraspp_mobilenet_v3_large",
+        "--out",
+        out,
+        "--retries",
+        "2",
+        "--backoff",
+        "0.05",
+        check=False,
+        env={"https_proxy": "http://127.0.0.1:9"},
+    )
     assert result.returncode == 2 and not out.exists()
     line = result.stderr.strip()
     assert "\n" not in line and "model.backbone_weights" in line

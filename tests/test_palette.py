@@ -36,7 +36,10 @@ def test_palette_ids_names_colours_and_ignore(tmp_path):
         (None, "class_dict.csv not found"),
         ("name,r,g\nSky,1,2\nRoad,3,4\n", "missing column(s) b"),
         ("name,r,g,b\nSky,300,0,0\nRoad,1,1,1\n", "(300, 0, 0) of 'Sky' is outside 0-255"),
-        ("name,r,g,b\nSky,1,2,3\nRoad,1,2,3\n", "colour (1, 2, 3) of 'Road' is already used by 'Sky'"),
+        (
+            "name,r,g,b\nSky,1,2,3\nRoad,1,2,3\n",
+            "colour (1, 2, 3) of 'Road' is already used by 'Sky'",
+        ),
         ("name,r,g,b\nSky,1,2,3\nSky,4,5,6\n", "duplicate class name 'Sky'"),
         ("name,r,g,b\nSky,1,2,3\n", "needs at least 2 classes"),
         ("name,r,g,b\nSky,a,2,3\nRoad,1,1,1\n", "is not three integers"),
@@ -63,8 +66,17 @@ def test_camvid11_grouping(tmp_path):
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
     assert [c["name"] for c in data["classes"]] == [
-        "Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence", "Car",
-        "Pedestrian", "Bicyclist",
+        "Sky",
+        "Building",
+        "Pole",
+        "Road",
+        "Sidewalk",
+        "Tree",
+        "SignSymbol",
+        "Fence",
+        "Car",
+        "Pedestrian",
+        "Bicyclist",
     ]
     by_name = {e["name"]: e["train_id"] for e in data["lookup"]}
     assert by_name["LaneMkgsDriv"] == by_name["Road"] == 3

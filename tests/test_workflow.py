@@ -84,7 +84,10 @@ def test_default_config_builds_gpu_dag(tmp_path):
 
 def test_default_config_offline_fails_at_download_with_one_line(tmp_path):
     result = snakemake(
-        tmp_path, "--until", "obtain_dataset", configfile=REPO / "config/config.yaml",
+        tmp_path,
+        "--until",
+        "obtain_dataset",
+        configfile=REPO / "config/config.yaml",
         check=False,
     )
     assert result.returncode != 0

@@ -101,7 +101,15 @@ def convert_one(task: tuple[str, str, str]) -> tuple[str, int, list]:
     return str(label_path), count, examples
 
 
-def convert_dataset(manifest: dict, palette: dict, out: Path, threads: int, strict: bool) -> dict:
+def image_ref(image: Path, final_dir: Path) -> str:
+    """Image path as index.json stores it: relative to the output folder when the dataset root
+    is relative (so results/ can move as a whole), absolute when the user gave an absolute one."""
+    return str(image) if image.is_absolute() else os.path.relpath(image, final_dir)
+
+
+def convert_dataset(
+    manifest: dict, palette: dict, out: Path, threads: int, strict: bool, final_dir: Path
+) -> dict:
     root = Path(manifest["root"])
     tasks, index = [], {}
     for split, pairs in manifest["splits"].items():
@@ -113,7 +121,11 @@ def convert_dataset(manifest: dict, palette: dict, out: Path, threads: int, stri
                 (str(root / pair["image"]), str(root / pair["label"]), str(out / mask_rel))
             )
             index[split].append(
-                {"stem": pair["stem"], "image": str(root / pair["image"]), "mask": mask_rel}
+                {
+                    "stem": pair["stem"],
+                    "image": image_ref(root / pair["image"], final_dir),
+                    "mask": mask_rel,
+                }
             )
     job = {
         "encoding": palette["encoding"],
@@ -147,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     with atomic_path(args.out, is_dir=True) as tmp:
-        index = convert_dataset(manifest, palette, tmp, args.threads, args.strict_colors)
+        index = convert_dataset(manifest, palette, tmp, args.threads, args.strict_colors, args.out)
         # Mask paths are relative to the output folder, so it survives the rename.
         write_json(tmp / "index.json", index)
     total = sum(index["unknown_pixels"].values())

@@ -30,7 +30,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 def read_mask(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path))
+    return np.array(Image.open(path))  # a writable copy: torch refuses read-only arrays
 
 
 class RandomScaleCropFlip:
@@ -78,10 +78,10 @@ class SegmentationDataset(Dataset):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[i]
-        image = read_image(item["image"])
+        image = read_image(str(self.prepared_dir / item["image"]))
         mask = read_mask(self.prepared_dir / item["mask"])
         if image.shape[:2] != mask.shape:
-            raise UserError(f"{item['image']}: image and mask sizes differ")
+            raise UserError(f"{item['image']}: image and mask {item['mask']} sizes differ")
         return image, mask
 
     def __getitem__(self, i: int) -> dict:

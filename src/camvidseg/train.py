@@ -229,7 +229,7 @@ def train(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
     from mmengine.evaluator import Evaluator
-    from mmengine.runner import Runner
+    from mmengine.runner import Runner, set_random_seed
 
     from .dataset import RandomScaleCropFlip, SegmentationDataset
     from .fileio import read_json, write_json
@@ -252,6 +252,8 @@ def train(args: argparse.Namespace) -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
     register_trusted_loader(work_dir)
 
+    # The model is built before the Runner seeds everything: seed here so its init is reproducible.
+    set_random_seed(args.seed)
     model = SegmentationModel(
         args.model, len(names), args.aux_loss_weight, channels_last=device == "cuda"
     )
