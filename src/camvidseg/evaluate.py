@@ -36,15 +36,14 @@ def evaluate(model, dataset, class_names: list[str], device: str) -> dict:
 
 
 def write_per_class_csv(summary: dict, path: Path) -> None:
+    columns = ("class", "IoU", "Acc", "Dice", "gt_pixels", "pred_pixels")
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["class", "IoU", "Acc", "Dice", "gt_pixels", "pred_pixels"])
+        writer.writerow(columns)
         for row in summary["per_class"]:
             writer.writerow(
-                [
-                    "" if row[k] is None else row[k]
-                    for k in ("class", "IoU", "Acc", "Dice", "gt_pixels", "pred_pixels")
-                ]
+                "" if row[k] is None else round(row[k], 4) if isinstance(row[k], float) else row[k]
+                for k in columns
             )
 
 

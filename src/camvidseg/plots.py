@@ -82,15 +82,52 @@ def confusion_heatmap(metrics: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def summary_table(all_metrics: list[dict], path: Path) -> None:
-    """One row per split: the headline scores, as the report's metrics table."""
+def summary_table(all_metrics: list[dict], csv_path: Path, html_path: Path | None) -> None:
+    """Headline scores per split as CSV, and as an HTML page (scores and per-class IoU) for
+    the report, which shows HTML but only offers CSV files as downloads."""
     keys = ("mIoU", "mAcc", "aAcc", "mDice")
+
+    def fmt(value) -> str:
+        return "" if value is None else f"{value:.4f}"
+
     lines = ["split," + ",".join(keys) + ",classes_scored"]
     for m in all_metrics:
-        scores = ",".join("" if m[k] is None else f"{m[k]:.4f}" for k in keys)
+        scores = ",".join(fmt(m[k]) for k in keys)
         lines.append(f"{m['split']},{scores},{m['num_classes_scored']}")
-    with atomic_path(path) as tmp:
+    with atomic_path(csv_path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    if html_path is None:
+        return
+    head = "".join(f"<th>{k}</th>" for k in (*keys, "classes scored"))
+    rows = "".join(
+        f"<tr><th>{m['split']}</th>"
+        + "".join(f"<td>{fmt(m[k])}</td>" for k in keys)
+        + f"<td>{m['num_classes_scored']}</td></tr>"
+        for m in all_metrics
+    )
+    splits = "".join(f"<th>{m['split']} IoU</th>" for m in all_metrics)
+    names = [c["class"] for c in all_metrics[0]["per_class"]] if all_metrics else []
+    per_class = "".join(
+        f"<tr><th>{name}</th>"
+        + "".join(f"<td>{fmt(m['per_class'][k]['IoU'])}</td>" for m in all_metrics)
+        + "</tr>"
+        for k, name in enumerate(names)
+        if any(m["per_class"][k]["IoU"] is not None for m in all_metrics)
+    )
+    style = (
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Metrics</title>"
+        f"<style>{style}</style></head><body><h2>Metrics</h2>"
+        f"<table id='summary'><tr><th>split</th>{head}</tr>{rows}</table>"
+        f"<p>Fractions in 0-1; means over classes present in ground truth or prediction.</p>"
+        f"<h3>Per-class IoU</h3><table id='per-class'><tr><th>class</th>{splits}</tr>"
+        f"{per_class}</table></body></html>\n"
+    )
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(page)
 
 
 @cli
@@ -100,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", nargs="+", type=Path, default=[])
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
     parser.add_argument("--summary", type=Path, help="CSV of the headline scores per split")
+    parser.add_argument("--summary-html", type=Path, help="the same, with per-class IoU, as HTML")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     training_curves(read_json(args.history), args.out / "training_curves.png")
@@ -108,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         per_class_iou(metrics, args.out / f"per_class_iou_{metrics['split']}.png")
         confusion_heatmap(metrics, args.out / f"confusion_{metrics['split']}.png")
     if args.summary:
-        summary_table(all_metrics, args.summary)
+        summary_table(all_metrics, args.summary, args.summary_html)
     print(f"plots in {args.out}")
 
 

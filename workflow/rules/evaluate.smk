@@ -13,7 +13,6 @@ rule evaluate:
             "results/metrics/{split}_per_class.csv",
             caption="../report/per_class.rst",
             category="Metrics",
-            labels={"split": "{split}", "table": "per-class scores"},
         ),
     log:
         "results/logs/evaluate_{split}.log",

@@ -27,11 +27,11 @@ rule plots:
             caption="../report/confusion.rst",
             category="Metrics",
         ),
-        summary=report(
-            "results/metrics/summary.csv",
+        summary="results/metrics/summary.csv",
+        table=report(
+            "results/metrics/summary.html",
             caption="../report/summary.rst",
             category="Metrics",
-            labels={"table": "summary"},
         ),
     log:
         "results/logs/plots.log",
@@ -41,4 +41,5 @@ rule plots:
         "Plotting training curves and per-split scores"
     shell:
         "python -m camvidseg.plots --history {input.history} --metrics {input.metrics}"
-        " --out results/plots --summary {output.summary} > {log} 2>&1"
+        " --out results/plots --summary {output.summary} --summary-html {output.table}"
+        " > {log} 2>&1"

@@ -13,7 +13,6 @@ rule visualize:
             patterns=["{name}_panel.png"],
             caption="../report/panel.rst",
             category="Predictions",
-            labels={"image": "{name}"},
         ),
     log:
         "results/logs/visualize.log",
