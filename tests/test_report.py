@@ -1,4 +1,4 @@
-"""`snakemake --report` makes one self-contained HTML file that renders in a real headless Chromium."""
+"""`snakemake --report` gives one self-contained HTML file that renders in headless Chromium."""
 
 import shutil
 import subprocess
