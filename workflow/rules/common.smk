@@ -135,7 +135,7 @@ def train_settings():
     t = TRAIN
     settings = (
         f"--model {MODEL['name']} --aux-loss-weight {MODEL['aux_loss_weight']}"
-        f" --device {t['device']} --gpus {t['gpus']} --epochs {t['epochs']}"
+        f" --device {t['device']} --epochs {t['epochs']}"
         f" --batch-size {t['batch_size']} --lr {t['lr']} --weight-decay {t['weight_decay']}"
         f" --optimizer {t['optimizer']} --crop-size {t['crop_size'][0]} {t['crop_size'][1]}"
         f" --scale-range {t['scale_range'][0]} {t['scale_range'][1]}"
@@ -152,11 +152,16 @@ def train_settings():
     return settings
 
 
-def loader_workers(wildcards, threads):
+def gpu_processes(wildcards, resources):
+    """DDP processes = the GPUs the job got: a profile's set-resources may change train.gpus."""
+    return getattr(resources, "gpu", TRAIN["gpus"]) or TRAIN["gpus"]
+
+
+def loader_workers(wildcards, threads, resources):
     if TRAIN["num_workers"] >= 0:
         return TRAIN["num_workers"]
     # On the CPU the threads compute; on a GPU they feed it, split over the DDP processes.
-    return max(threads // TRAIN["gpus"], 1) if uses_cuda() else 0
+    return max(threads // gpu_processes(wildcards, resources), 1) if uses_cuda() else 0
 
 
 def final_outputs():

@@ -28,11 +28,12 @@ rule train:
         settings=train_settings(),
         backbone=lambda wildcards, input: input.backbone or "none",
         workers=loader_workers,
+        gpus=gpu_processes,
     message:
         "Training {params.model} for {params.epochs} epochs on {params.device}"
     shell:
         "python -m camvidseg.train --prepared {input.prepared} --palette {input.palette}"
         " --backbone-weights {params.backbone} {params.settings}"
-        " --num-workers {params.workers} --threads {threads}"
+        " --gpus {params.gpus} --num-workers {params.workers} --threads {threads}"
         " --work-root results/train_work --out-model {output.model}"
         " --out-history {output.history} 2>&1 | tee {log}"

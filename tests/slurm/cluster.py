@@ -1,0 +1,168 @@
+"""A real single-node SLURM cluster (munge, slurmctld, slurmd from Debian) for the tests.
+
+Every daemon is started here in the foreground and stopped by its PID; state, spool, logs and the
+munge key live in a private folder. The SLURM executor's job step strips SLURM_CONF, so slurm.conf
+must sit at /etc/slurm/slurm.conf: whatever was there is put back on stop.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PACKAGES = ["munge", "slurmctld", "slurmd", "slurm-client"]
+ETC = Path("/etc/slurm")
+
+
+def install() -> str | None:
+    """Install the daemons with apt when missing; returns why it could not, or None."""
+    if all(shutil.which(t) for t in ("munged", "slurmctld", "slurmd", "sbatch")):
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "SLURM daemons are missing and apt-get (as root) is not available to install them"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=600)
+    result = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *PACKAGES],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    if result.returncode:
+        return f"apt-get install {' '.join(PACKAGES)} failed: {result.stderr.strip()[-300:]}"
+    return None
+
+
+class Cluster:
+    def __init__(self, gpus: int = 1):
+        self.gpus = gpus
+        self.dir = Path(tempfile.mkdtemp(prefix="slurm-test-"))
+        self.dir.chmod(0o755)  # munged wants the socket's folders world-executable
+        self.processes: list[subprocess.Popen] = []
+        self.saved_etc: Path | None = None
+        self.node = socket.gethostname().split(".")[0]
+
+    def write_config(self) -> None:
+        d = self.dir
+        for sub in ("state", "spool", "log", "munge-key"):
+            (d / sub).mkdir()
+        (d / "munge-key").chmod(0o700)
+        key = d / "munge-key" / "munge.key"
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
+        (d / "munge-run").mkdir(mode=0o755)
+        cpus = os.cpu_count() or 2
+        memory = 4000 * cpus
+        gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
+        conf = f"""
+ClusterName=camvidtest
+SlurmctldHost={self.node}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={d}/munge-run/munge.socket
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmctldLogFile={d}/log/slurmctld.log
+SlurmdLogFile={d}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1000
+MailProg=/bin/true
+ReturnToService=2
+MinJobAge=300
+SchedulerType=sched/backfill
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+GresTypes=gpu
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory}{gres} State=UNKNOWN
+PartitionName=debug Nodes={self.node} Default=YES MaxTime=60 State=UP
+"""
+        if ETC.exists():
+            self.saved_etc = Path(tempfile.mkdtemp(prefix="etc-slurm-")) / "slurm"
+            shutil.copytree(ETC, self.saved_etc, symlinks=True)
+        ETC.mkdir(parents=True, exist_ok=True)
+        (ETC / "slurm.conf").write_text(conf)
+        (ETC / "gres.conf").write_text(
+            "AutoDetect=off\nName=gpu File=/dev/null\n" if self.gpus else ""
+        )
+
+    def start(self) -> Cluster:
+        self.write_config()
+        d = self.dir
+        self._spawn(
+            [
+                "munged",
+                "--foreground",
+                "--force",
+                f"--socket={d}/munge-run/munge.socket",
+                f"--key-file={d}/munge-key/munge.key",
+                f"--pid-file={d}/munged.pid",
+                f"--log-file={d}/log/munged.log",
+                f"--seed-file={d}/munged.seed",
+            ]
+        )
+        self._wait_for(lambda: (d / "munge-run/munge.socket").exists(), "munged")
+        self._spawn(["slurmctld", "-D", "-i"])
+        self._wait_for(
+            lambda: (
+                self.run("scontrol", "ping").returncode == 0
+                and "UP" in self.run("scontrol", "ping").stdout
+            ),
+            "slurmctld",
+        )
+        self._spawn(["slurmd", "-D"])
+        self._wait_for(lambda: "idle" in self.run("sinfo", "-h", "-o", "%T").stdout, "slurmd")
+        return self
+
+    def _spawn(self, command: list[str]) -> None:
+        log = (self.dir / "log" / f"{command[0]}.out").open("w")
+        self.processes.append(
+            subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+
+    def _wait_for(self, ready, what: str, timeout: float = 30) -> None:
+        deadline = time.time() + timeout
+        while not ready():
+            if time.time() > deadline or any(p.poll() is not None for p in self.processes):
+                logs = "\n".join(p.read_text()[-800:] for p in (self.dir / "log").glob("*"))
+                self.stop()
+                raise RuntimeError(f"{what} did not come up:\n{logs}")
+            time.sleep(0.1)
+
+    def run(self, *command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+
+    def jobs(self) -> list[tuple[str, str, str]]:
+        """(job id, name, state) of every job slurmctld still remembers (MinJobAge)."""
+        out = self.run("squeue", "-h", "-t", "all", "-o", "%i|%j|%T").stdout
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
+
+    def stop(self) -> None:
+        self.run("scancel", "--full", "-u", "root")  # slurmstepd outlives slurmd otherwise
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.processes.clear()
+        for name in ("slurm.conf", "gres.conf"):
+            (ETC / name).unlink(missing_ok=True)
+        if self.saved_etc is not None:
+            shutil.copytree(self.saved_etc, ETC, symlinks=True, dirs_exist_ok=True)
+            shutil.rmtree(self.saved_etc.parent, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
