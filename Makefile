@@ -4,11 +4,10 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= 2
 
-.PHONY: demo test lint real-data report download-tools
+.PHONY: demo test real-data report download-tools
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
@@ -20,8 +19,9 @@ demo: $(VENV)/.installed
 ## test: unit tests, a real Snakemake run, lint
 test: $(VENV)/.installed
 	ruff check .
+	snakefmt --check Snakefile workflow
 	snakemake --lint --configfile config/demo.yaml
-	pytest -q tests
+	pytest tests
 
 ## real-data: the chain on the real SegNet CamVid subset in ../shared (CPU)
 real-data: $(VENV)/.installed

@@ -44,7 +44,8 @@ class CamVid(VisionDataset):
         mask = Image.open(mask_path).convert("RGB")
         if self.transform is not None:
             img = self.transform(img)
-        mask = np.array(mask)
+        # NumPy 1 promoted uint8 * 65536 to int32 by value; NumPy 2 raises, so promote explicitly.
+        mask = np.array(mask, dtype=np.int32)
         mask = mask[:, :, 0] * 65536 + mask[:, :, 1] * 256 + mask[:, :, 2]
         labels = np.zeros_like(mask, dtype=np.int64)
         for color, class_index in self.color_to_class.items():
@@ -71,7 +72,7 @@ def original_dataset(root, split):
 def mask_only(dataset, index):
     """The original's mask path alone: decode + the per-colour loop."""
     mask_path = os.path.join(dataset.root, dataset.mask_folder, dataset.masks[index])
-    mask = np.array(Image.open(mask_path).convert("RGB"))
+    mask = np.array(Image.open(mask_path).convert("RGB"), dtype=np.int32)
     mask = mask[:, :, 0] * 65536 + mask[:, :, 1] * 256 + mask[:, :, 2]
     labels = np.zeros_like(mask, dtype=np.int64)
     for color, class_index in dataset.color_to_class.items():

@@ -70,9 +70,17 @@ def _init_worker(table: np.ndarray, job: dict) -> None:
     _table, _job = table, job
 
 
-def convert_one(task: tuple[str, str, str]) -> tuple[str, int, list]:
+def _cache_array(path: str) -> np.ndarray:
+    """This worker's writable view of a cache file (opened once per process)."""
+    if path not in _job["open"]:
+        _job["open"][path] = np.load(path, mmap_mode="r+")
+    return _job["open"][path]
+
+
+def convert_one(task: tuple) -> tuple[str, int, list]:
     """Convert one label; returns (file, unknown pixel count, a few unknown values)."""
-    image_path, label_path, out_path = (Path(p) for p in task)
+    image_path, label_path, out_path = (Path(p) for p in task[:3])
+    cache_slot = task[3]  # (images .npy, masks .npy, row) or None
     assert _table is not None
     image = open_png(image_path, "image")
     ids = label_ids(label_path, _job["encoding"], _table)
@@ -98,7 +106,34 @@ def convert_one(task: tuple[str, str, str]) -> tuple[str, int, list]:
     mask = Image.fromarray(ids, mode="P")
     mask.putpalette(_job["colours"])
     mask.save(out_path, optimize=False, compress_level=1)
+    if cache_slot is not None:
+        images_npy, masks_npy, row = cache_slot
+        _cache_array(images_npy)[row] = np.asarray(image.convert("RGB"))
+        _cache_array(masks_npy)[row] = ids
     return str(label_path), count, examples
+
+
+def create_cache(out: Path, split: str, paths: list[Path]) -> tuple[str, str] | None:
+    """Preallocate ``cache/{split}_{images,masks}.npy`` (uint8, memory-mappable), or None when
+    the split's images differ in size (then the loader decodes PNGs instead)."""
+    sizes = set()
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sizes.add(image.size)
+        except (UnidentifiedImageError, OSError):
+            raise UserError(f"{path}: corrupt or unreadable image") from None
+    if len(sizes) != 1:
+        print(f"{split}: images of {len(sizes)} different sizes, not cached")
+        return None
+    width, height = sizes.pop()
+    (out / "cache").mkdir(exist_ok=True)
+    names = (f"cache/{split}_images.npy", f"cache/{split}_masks.npy")
+    for name, shape in zip(names, ((height, width, 3), (height, width)), strict=True):
+        np.lib.format.open_memmap(
+            out / name, mode="w+", dtype=np.uint8, shape=(len(paths), *shape)
+        ).flush()
+    return names
 
 
 def image_ref(image: Path, final_dir: Path) -> str:
@@ -108,17 +143,29 @@ def image_ref(image: Path, final_dir: Path) -> str:
 
 
 def convert_dataset(
-    manifest: dict, palette: dict, out: Path, threads: int, strict: bool, final_dir: Path
+    manifest: dict,
+    palette: dict,
+    out: Path,
+    threads: int,
+    strict: bool,
+    final_dir: Path,
+    cache_images: bool = True,
 ) -> dict:
     root = Path(manifest["root"])
-    tasks, index = [], {}
+    tasks, index, caches = [], {}, {}
     for split, pairs in manifest["splits"].items():
         (out / "masks" / split).mkdir(parents=True, exist_ok=True)
         index[split] = []
-        for pair in pairs:
+        cache = (
+            create_cache(out, split, [root / p["image"] for p in pairs]) if cache_images else None
+        )
+        if cache:
+            caches[split] = {"images": cache[0], "masks": cache[1]}
+        for row, pair in enumerate(pairs):
             mask_rel = f"masks/{split}/{pair['stem']}.png"
+            slot = (str(out / cache[0]), str(out / cache[1]), row) if cache else None
             tasks.append(
-                (str(root / pair["image"]), str(root / pair["label"]), str(out / mask_rel))
+                (str(root / pair["image"]), str(root / pair["label"]), str(out / mask_rel), slot)
             )
             index[split].append(
                 {
@@ -131,6 +178,7 @@ def convert_dataset(
         "encoding": palette["encoding"],
         "strict": strict,
         "colours": colour_table(palette).reshape(-1).tolist(),
+        "open": {},
     }
     table = lookup_table(palette)
     unknown: dict[str, int] = {}
@@ -145,7 +193,12 @@ def convert_dataset(
                 print(f"warning: {label}: {count} pixel(s) of unknown colour(s) {examples} ignored")
             if done % step == 0 or done == len(tasks):
                 print(f"converted {done}/{len(tasks)} masks", flush=True)
-    return {"splits": index, "num_classes": len(palette["classes"]), "unknown_pixels": unknown}
+    return {
+        "splits": index,
+        "cache": caches,
+        "num_classes": len(palette["classes"]),
+        "unknown_pixels": unknown,
+    }
 
 
 @cli
@@ -156,10 +209,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder for masks and index.json")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--strict-colors", action="store_true")
+    parser.add_argument(
+        "--cache-images",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also store decoded images and masks as uint8 .npy per split (fast loading)",
+    )
     args = parser.parse_args(argv)
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     with atomic_path(args.out, is_dir=True) as tmp:
-        index = convert_dataset(manifest, palette, tmp, args.threads, args.strict_colors, args.out)
+        index = convert_dataset(
+            manifest, palette, tmp, args.threads, args.strict_colors, args.out, args.cache_images
+        )
         # Mask paths are relative to the output folder, so it survives the rename.
         write_json(tmp / "index.json", index)
     total = sum(index["unknown_pixels"].values())

@@ -1,7 +1,8 @@
 """Training/evaluation dataset over the converted masks (stage 3b's ``index.json``).
 
-Masks are already class indices, so ``__getitem__`` is two decodes and the augmentation; images
-are returned as uint8 CHW tensors and normalised on the device by the model's data preprocessor.
+Masks are already class indices; with the convert stage's cache, images and masks are read from
+memory-mapped uint8 arrays (no decode at all), else from PNG. ``__getitem__`` returns uint8 CHW
+tensors, normalised on the device by the model's data preprocessor.
 """
 
 from __future__ import annotations
@@ -72,12 +73,26 @@ class SegmentationDataset(Dataset):
         self.items = index["splits"][split]
         self.split = split
         self.transform = transform
+        self.cache = index.get("cache", {}).get(split)
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def cached_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The split's decoded images and masks, memory-mapped (opened lazily, per process)."""
+        if self._arrays is None:
+            self._arrays = tuple(
+                np.load(self.prepared_dir / self.cache[k], mmap_mode="r")
+                for k in ("images", "masks")
+            )
+        return self._arrays
 
     def __len__(self) -> int:
         return len(self.items)
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[i]
+        if self.cache:
+            images, masks = self.cached_arrays()
+            return np.array(images[i]), np.array(masks[i])
         image = read_image(str(self.prepared_dir / item["image"]))
         mask = read_mask(self.prepared_dir / item["mask"])
         if image.shape[:2] != mask.shape:

@@ -15,8 +15,9 @@ rule convert_masks:
     threads: 4
     params:
         strict="--strict-colors" if DATASET["strict_colors"] else "",
+        cache="--cache-images" if DATASET["cache_images"] else "--no-cache-images",
     message:
         "Converting label images to class-index masks with {threads} processes"
     shell:
         "python -m camvidseg.convert --manifest {input.manifest} --palette {input.palette}"
-        " --threads {threads} {params.strict} --out {output} > {log} 2>&1"
+        " --threads {threads} {params.strict} {params.cache} --out {output} > {log} 2>&1"
