@@ -12,7 +12,11 @@ def coerce_cli_strings(node, schema):
         value = node.get(key) if isinstance(node, dict) else None
         if isinstance(value, dict):
             coerce_cli_strings(value, sub)
-        elif isinstance(value, str) and sub.get("type") in ("number", "integer", "boolean"):
+        elif isinstance(value, str) and sub.get("type") in (
+            "number",
+            "integer",
+            "boolean",
+        ):
             import yaml
 
             typed = yaml.safe_load(value)
