@@ -172,10 +172,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="project loader workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="project loader workers (default as the train rule: 0 on the CPU, 4 on CUDA)",
+    )
     parser.add_argument("--only", choices=["baseline", "project"], help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = 4 if torch.cuda.is_available() else 0
     if args.only:  # one variant per process, so peak memory is its own
         print(json.dumps(run_one(args, args.only)))
         return

@@ -22,10 +22,10 @@ SEGNET_CLASSES = [
     "Bicyclist",
 ]
 
-# Measured: 6 epochs from scratch reach val mIoU 0.2x here (see README). A model that predicts the
-# most frequent class everywhere scores CONSTANT_PREDICTOR_MIOU on the same pixels; the floor asks
-# for clearly more than that, with room for run-to-run noise.
-FLOOR_OVER_CONSTANT = 2.0
+# Measured here: 6 epochs from scratch reach val mIoU 0.180, while a model that predicts the
+# most frequent class everywhere scores 0.028 on the same pixels (6.4x less). The floor asks for
+# 3x the constant predictor: clear learning, with room for run-to-run and thread-count noise.
+FLOOR_OVER_CONSTANT = 3.0
 
 
 @pytest.mark.skipif(
