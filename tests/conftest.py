@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,15 @@ def sample_archive(tmp_path_factory) -> Path:
 
     build_sample(path, {"train": 4, "val": 2, "test": 2}, 32, 48, seed=3)
     return path
+
+
+def jobs_planned(result) -> dict[str, int]:
+    """Rule -> count from a dry run's job table."""
+    table = re.search(r"Job stats:\n(.*?)\n\n", result.stdout + "\n\n", re.S)
+    assert table, result.stdout
+    counts = {}
+    for line in table.group(1).splitlines()[2:]:
+        name, count = line.split()[:2]
+        if name != "total":
+            counts[name] = int(count)
+    return counts

@@ -174,3 +174,25 @@ def test_folder_is_indexed_in_place_without_changes(tmp_path, tree):
     result, manifest = index(tmp_path, tree)
     assert result.returncode == 0 and manifest.is_file()
     assert sorted((p, p.stat().st_mtime_ns) for p in tree.rglob("*")) == before
+
+
+@pytest.mark.parametrize("mode", ["w:bz2", "w:xz", "w"])
+def test_other_tar_compressions(tmp_path, sample_archive, mode):
+    with tarfile.open(sample_archive) as source:
+        members = {m.name: source.extractfile(m).read() for m in source if m.isfile()}
+    archive = make_tar(tmp_path / f"CamVid.{mode[2:] or 'plain'}.tar", members, mode=mode)
+    result, dest, _ = extract(tmp_path, archive)
+    assert result.returncode == 0, result.stderr
+    assert (dest / "CamVid/class_dict.csv").is_file()
+
+
+def test_split_sizes_other_than_camvid_are_a_warning(tmp_path, tree):
+    manifest = tmp_path / "dataset.json"
+    result = run_cli(
+        "extract", "--directory", tree.parent, "--manifest", manifest, "--expect-camvid-sizes"
+    )
+    assert (
+        "warning: split sizes {'train': 4, 'val': 2, 'test': 2} differ from full CamVid's"
+        in result.stderr
+    )
+    assert manifest.is_file()

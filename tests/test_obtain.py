@@ -152,6 +152,32 @@ def test_dataset_clis_parts_are_joined(tmp_path, sample_archive, route, name, fl
     assert "joined 2 part(s)" in result.stdout
 
 
+def test_cli_failure_such_as_missing_login_is_one_line(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "openxlab"
+    tool.write_text(
+        f"#!{sys.executable}\nimport sys\n"
+        "sys.exit(print('Traceback ...\\nAuthError: please login', file=sys.stderr) or 1)\n"
+    )
+    tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = run_cli(
+        "obtain",
+        "openxlab",
+        "--download-dir",
+        tmp_path / "dl",
+        "--out",
+        tmp_path / "x.tar.gz",
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: `") and "failed (exit 1: AuthError: please login)" in last
+    assert "openxlab login" in last and not (tmp_path / "x.tar.gz").exists()
+
+
 def test_missing_cli_says_what_to_do(tmp_path):
     env = {"PATH": str(Path(sys.executable).parent)}
     result = run_cli(

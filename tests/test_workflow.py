@@ -2,23 +2,10 @@
 
 import json
 import os
-import re
 
 import numpy as np
-from conftest import REPO, snakemake
+from conftest import REPO, jobs_planned, snakemake
 from PIL import Image
-
-
-def jobs_planned(result) -> dict[str, int]:
-    """Rule -> count from a dry run's job table."""
-    table = re.search(r"Job stats:\n(.*?)\n\n", result.stdout + "\n\n", re.S)
-    assert table, result.stdout
-    counts = {}
-    for line in table.group(1).splitlines()[2:]:
-        name, count = line.split()[:2]
-        if name != "total":
-            counts[name] = int(count)
-    return counts
 
 
 def test_whole_chain_outputs(tiny_run):
