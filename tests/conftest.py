@@ -28,24 +28,19 @@ def run_cli(module: str, *args, check: bool = True, env: dict | None = None):
     return result
 
 
-def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
-    """A real Snakemake run of this workflow in ``workdir``."""
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        "--cores",
-        "2",
-        *map(str, args),
-    ]
+def snakemake_call(workdir: Path, *args, configfile: Path = TINY) -> tuple[list, dict]:
+    """Command and environment of a real Snakemake run of this workflow in ``workdir``."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+               "-d", str(workdir), "--configfile", str(configfile), "--cores", "2",
+               *map(str, args)]  # fmt: skip
     # Rules call `python`: make it this interpreter, as an activated venv would.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return command, env
+
+
+def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
+    """Run Snakemake to the end; fails the test (with its output) unless ``check`` is off."""
+    command, env = snakemake_call(workdir, *args, configfile=configfile)
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, check=False, env=env
     )

@@ -5,12 +5,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from conftest import REPO, run_cli, snakemake
+from conftest import REPO, run_cli, snakemake, snakemake_call
 
 
 def train_cli(run_dir, work, *extra, check=True):
@@ -168,20 +167,7 @@ def test_cuda_requested_without_gpu_is_one_line(tiny_run, tmp_path):
 
 def test_killed_training_resumes_from_last_epoch(tmp_path):
     config = REPO / "tests/resume.yaml"
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(tmp_path),
-        "--configfile",
-        str(config),
-        "--cores",
-        "2",
-    ]
+    command, env = snakemake_call(tmp_path, configfile=config)
     run = subprocess.Popen(
         command,
         env=env,

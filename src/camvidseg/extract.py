@@ -183,7 +183,7 @@ def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = F
         raise UserError(
             f"dataset.layout: configured {layout!r} but {root} has the {detected} layout"
         )
-    print(f"layout: {detected} (found at {root})")
+    print(f"layout: {detected} (in {root.relative_to(top) if root != top else 'the top folder'})")
     splits = {split: pair_split(root, split, detected) for split in SPLITS}
     class_dict = root / "class_dict.csv"
     if detected == "camvid32" and not class_dict.is_file():
