@@ -44,6 +44,9 @@ def test_download_env_matches_its_requirements():
     pip = pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)))
     for name, version in required.items():
         assert pip.get(name) == version
+    main = pins((REPO / "requirements.txt").read_text().splitlines())
+    for name in ("numpy", "pillow"):
+        assert pip[name] == main[name]
     assert "torch" not in pip  # the dataset CLIs' old pins never meet the training stack
 
 

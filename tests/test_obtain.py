@@ -152,13 +152,21 @@ def test_dataset_clis_parts_are_joined(tmp_path, sample_archive, route, name, fl
     assert "joined 2 part(s)" in result.stdout
 
 
-def test_cli_failure_such_as_missing_login_is_one_line(tmp_path):
+@pytest.mark.parametrize(
+    ("message", "hint"),
+    [
+        ("AuthError: please login", "openxlab login"),
+        ("requests.exceptions.ConnectionError: Name or service not known", "no network"),
+    ],
+)
+def test_cli_failure_is_one_line_with_the_likely_cause(tmp_path, message, hint):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     tool = bin_dir / "openxlab"
     tool.write_text(
         f"#!{sys.executable}\nimport sys\n"
-        "sys.exit(print('Traceback ...\\nAuthError: please login', file=sys.stderr) or 1)\n"
+        f"print('Traceback (most recent call last): ...', file=sys.stderr)\n"
+        f"print({message!r}, file=sys.stderr)\nsys.exit(1)\n"
     )
     tool.chmod(0o755)
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
@@ -174,8 +182,9 @@ def test_cli_failure_such_as_missing_login_is_one_line(tmp_path):
     )
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: `") and "failed (exit 1: AuthError: please login)" in last
-    assert "openxlab login" in last and not (tmp_path / "x.tar.gz").exists()
+    assert last.startswith("error: `") and f"failed (exit 1: {message})" in last
+    assert hint in last and "dataset.source: local" in last
+    assert not (tmp_path / "x.tar.gz").exists()
 
 
 def test_missing_cli_says_what_to_do(tmp_path):

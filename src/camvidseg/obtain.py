@@ -26,6 +26,7 @@ from .errors import UserError, cli
 from .fileio import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+NETWORK_ERRORS = ("ConnectionError", "Name or service not known", "Network is unreachable")
 HOW_TO_PROVIDE = (
     "or fetch the archive yourself and set dataset.source: local and dataset.path: <file or folder>"
 )
@@ -143,9 +144,11 @@ def run_tool(command: list[str], login_hint: str) -> None:
     sys.stderr.write(result.stderr)
     if result.returncode:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        offline = any(sign in result.stderr for sign in NETWORK_ERRORS)
+        hint = "no network connection to the dataset server" if offline else login_hint
         raise UserError(
-            f"`{' '.join(command[:3])}` failed (exit {result.returncode}: {last}); "
-            f"{login_hint}, {HOW_TO_PROVIDE}"
+            f"`{' '.join(command[:3])}` failed (exit {result.returncode}: {last[:200]}); "
+            f"{hint}; {HOW_TO_PROVIDE}"
         )
 
 
