@@ -3,6 +3,7 @@
 import fractions
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -167,7 +168,8 @@ def test_cuda_requested_without_gpu_is_one_line(tiny_run, tmp_path):
 
 def test_killed_training_resumes_from_last_epoch(tmp_path):
     config = REPO / "tests/resume.yaml"
-    command, env = snakemake_call(tmp_path, configfile=config)
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    command, env = snakemake_call(first, configfile=config)
     run = subprocess.Popen(
         command,
         env=env,
@@ -177,11 +179,11 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
     )
     deadline = time.time() + 300
     try:
-        while not list(tmp_path.glob("results/train_work/*/epoch_1.pth")):
+        while not list(first.glob("results/train_work/*/epoch_1.pth")):
             assert run.poll() is None and time.time() < deadline, "training ended early"
             time.sleep(0.05)
         time.sleep(0.5)  # into epoch 2
-        assert not list(tmp_path.glob("results/train_work/*/epoch_2.pth"))
+        assert not list(first.glob("results/train_work/*/epoch_2.pth"))
         trainer = subprocess.run(
             ["pgrep", "-s", str(run.pid), "-f", r"^\S*python\S* -m camvidseg.train"],
             capture_output=True,
@@ -193,17 +195,18 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
-    assert not (tmp_path / "results/model/best.pth").exists()
+    assert not (first / "results/model/best.pth").exists()
 
-    snakemake(tmp_path, configfile=config)
-    log = (tmp_path / "results/logs/train.log").read_text()
+    shutil.move(first, moved)  # checkpoints are found by name: the project may move
+    snakemake(moved, configfile=config)
+    log = (moved / "results/logs/train.log").read_text()
     assert "resuming from epoch_1.pth" in log
     assert "Epoch(train) [1]" not in log  # epoch 1 was not trained again
-    history = json.loads((tmp_path / "results/model/history.json").read_text())
+    history = json.loads((moved / "results/model/history.json").read_text())
     assert [r["epoch"] for r in history["val"]] == [1, 2, 3]
     losses = [r["loss"] for r in history["train"]]
     assert sum(losses[-5:]) < sum(losses[:5])  # it learns
-    assert json.loads((tmp_path / "results/metrics/val.json").read_text())["mIoU"] > 0
+    assert json.loads((moved / "results/metrics/val.json").read_text())["mIoU"] > 0
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")

@@ -21,10 +21,14 @@ STAGES = {
 
 def main() -> int:
     if len(sys.argv) < 2 or sys.argv[1] not in STAGES:
-        print("usage: camvidseg <stage> [--help]\n\nstages:")
+        unknown = len(sys.argv) >= 2
+        out = sys.stderr if unknown else sys.stdout
+        if unknown:
+            print(f"error: unknown stage {sys.argv[1]!r}", file=out)
+        print("usage: camvidseg <stage> [--help]\n\nstages:", file=out)
         for name, what in STAGES.items():
-            print(f"  {name:10s} {what}")
-        return 0 if len(sys.argv) < 2 else 2
+            print(f"  {name:10s} {what}", file=out)
+        return 2 if unknown else 0
     module = importlib.import_module(f"camvidseg.{sys.argv[1]}")
     return module.main(sys.argv[2:])
 
