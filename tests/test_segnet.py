@@ -112,3 +112,17 @@ def test_annotation_size_mismatch_is_named(tmp_path, segnet_tree):
     result, out = prepare(tmp_path, segnet_tree)
     assert result.returncode == 2 and not out.exists()
     assert "trainannot/0001TP_000020.png: label size 9x6 differs from image" in result.stderr
+
+
+def test_segnet_tree_as_an_archive(tmp_path, segnet_tree):
+    import tarfile
+
+    archive = tmp_path / "segnet.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(segnet_tree, arcname="CamVid")
+    result = run_cli(
+        "extract", "--archive", archive, "--dest", tmp_path / "x", "--manifest", tmp_path / "m.json"
+    )
+    assert "layout: segnet11" in result.stdout
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert manifest["splits"]["val"][0]["label"] == "valannot/0001TP_000010.png"

@@ -97,3 +97,10 @@ def test_invalid_config_is_one_line_naming_the_key(tmp_path):
     assert "invalid config: (top level): Additional properties are not allowed ('trian'" in (
         result.stdout + result.stderr
     )
+
+
+def test_vis_data_target_builds_only_what_pictures_need(tmp_path):
+    result = snakemake(tmp_path, "results/vis_data")
+    assert len(list((tmp_path / "results/vis_data").glob("*_panel.png"))) == 2
+    assert not (tmp_path / "results/metrics").exists()
+    assert "rule evaluate" not in result.stdout + result.stderr
