@@ -9,6 +9,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "tiny.yaml"
 SEGNET_SUBSET = REPO.parent / "shared" / "data" / "camvid-segnet-subset"
+# The SegNet 11-class names, in id order (written out here, not taken from the code under test).
+SEGNET11_CLASSES = ["Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "SignSymbol", "Fence",
+                    "Car", "Pedestrian", "Bicyclist"]  # fmt: skip
 
 sys.path.insert(0, str(REPO / "src"))
 

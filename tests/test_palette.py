@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import SEGNET11_CLASSES, run_cli
 
 GOOD = "name,r,g,b\nSky,128,128,128\nRoad,128,64,128\nVoid,0,0,0\n"
 
@@ -65,19 +65,7 @@ def test_camvid11_grouping(tmp_path):
     result, out = palette(tmp_path, text, "--classes", "camvid11")
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
-    assert [c["name"] for c in data["classes"]] == [
-        "Sky",
-        "Building",
-        "Pole",
-        "Road",
-        "Sidewalk",
-        "Tree",
-        "SignSymbol",
-        "Fence",
-        "Car",
-        "Pedestrian",
-        "Bicyclist",
-    ]
+    assert [c["name"] for c in data["classes"]] == SEGNET11_CLASSES
     by_name = {e["name"]: e["train_id"] for e in data["lookup"]}
     assert by_name["LaneMkgsDriv"] == by_name["Road"] == 3
     assert by_name["SUVPickupTruck"] == 8 and by_name["Void"] == 255

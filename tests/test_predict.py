@@ -7,6 +7,24 @@ from conftest import jobs_planned, run_cli, snakemake
 from PIL import Image
 
 
+def predict(run_dir, images, out, check=True):
+    model, palette = run_dir / "results/model/best.pth", run_dir / "results/data/palette.json"
+    return run_cli(
+        "predict",
+        "--model",
+        model,
+        "--palette",
+        palette,
+        "--input-dir",
+        images,
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        check=check,
+    )
+
+
 def test_predict_writes_mask_and_overlay_per_image(tiny_run, tmp_path):
     images = tmp_path / "new"
     images.mkdir()
@@ -14,19 +32,7 @@ def test_predict_writes_mask_and_overlay_per_image(tiny_run, tmp_path):
         shutil.copy(source, images / source.name)
     (images / "notes.txt").write_text("not an image")
     out = tmp_path / "predict"
-    result = run_cli(
-        "predict",
-        "--model",
-        tiny_run / "results/model/best.pth",
-        "--palette",
-        tiny_run / "results/data/palette.json",
-        "--input-dir",
-        images,
-        "--device",
-        "cpu",
-        "--out",
-        out,
-    )
+    result = predict(tiny_run, images, out)
     assert "2 images segmented" in result.stdout
     for source in images.glob("*.png"):
         mask = np.asarray(Image.open(out / f"{source.stem}_mask.png"))
@@ -36,18 +42,7 @@ def test_predict_writes_mask_and_overlay_per_image(tiny_run, tmp_path):
 
 
 def test_predict_on_empty_folder_is_one_line(tiny_run, tmp_path):
-    result = run_cli(
-        "predict",
-        "--model",
-        tiny_run / "results/model/best.pth",
-        "--palette",
-        tiny_run / "results/data/palette.json",
-        "--input-dir",
-        tmp_path,
-        "--out",
-        tmp_path / "out",
-        check=False,
-    )
+    result = predict(tiny_run, tmp_path, tmp_path / "out", check=False)
     assert result.returncode == 2 and result.stderr.startswith(
         "error: predict.input_dir: no images"
     )

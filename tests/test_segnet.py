@@ -5,22 +5,8 @@ import json
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SEGNET_SUBSET, run_cli, snakemake
+from conftest import REPO, SEGNET11_CLASSES, SEGNET_SUBSET, run_cli, snakemake
 from PIL import Image
-
-SEGNET_CLASSES = [
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Sidewalk",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-]
 
 # Measured here: 6 epochs from scratch reach val mIoU 0.180, while a model that predicts the
 # most frequent class everywhere scores 0.028 on the same pixels (6.4x less). The floor asks for
@@ -39,10 +25,10 @@ def test_real_segnet_subset_whole_chain(tmp_path):
 
     assert "layout: segnet11" in (tmp_path / "results/logs/extract.log").read_text()
     palette = json.loads((tmp_path / "results/data/palette.json").read_text())
-    assert [c["name"] for c in palette["classes"]] == SEGNET_CLASSES
+    assert [c["name"] for c in palette["classes"]] == SEGNET11_CLASSES
     assert {"value": 11, "name": "Void", "train_id": 255} in palette["lookup"]
     metrics = json.loads((tmp_path / "results/metrics/val.json").read_text())
-    assert [c["class"] for c in metrics["per_class"]] == SEGNET_CLASSES
+    assert [c["class"] for c in metrics["per_class"]] == SEGNET11_CLASSES
 
     gt = np.array([c["gt_pixels"] for c in metrics["per_class"]], dtype=float)
     constant_miou = gt.max() / gt.sum() / np.count_nonzero(gt)  # all pixels -> the top class
