@@ -269,6 +269,8 @@ def train(args: argparse.Namespace) -> None:
         args.prepared, "train", RandomScaleCropFlip(tuple(args.crop_size), tuple(args.scale_range))
     )
     val_set = SegmentationDataset(args.prepared, "val")
+    for dataset in (train_set, val_set):  # MMEngine hands this to the evaluator and visualizer
+        dataset.metainfo = {"classes": names, "palette": [c["color"] for c in palette["classes"]]}
     loader = {
         "num_workers": args.num_workers,
         "persistent_workers": args.num_workers > 0,
