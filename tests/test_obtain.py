@@ -2,6 +2,7 @@
 
 import hashlib
 import http.server
+import json
 import os
 import stat
 import sys
@@ -10,7 +11,8 @@ import typing
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+import yaml
+from conftest import TINY, run_cli, snakemake
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -19,8 +21,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
     drops_left = 0  # responses cut off half-way before the server behaves
     requests: typing.ClassVar[list] = []
 
+    files: typing.ClassVar[dict] = {}  # extra paths served whole
+
     def do_GET(self):
         Handler.requests.append(self.headers.get("Range"))
+        if self.path in Handler.files:
+            body = Handler.files[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path != "/CamVid.tar.gz":
             self.send_error(404)
             return
@@ -51,7 +62,7 @@ def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    Handler.requests, Handler.drops_left = [], 0
+    Handler.requests, Handler.drops_left, Handler.files = [], 0, {}
     yield f"http://127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
     httpd.server_close()
@@ -225,3 +236,26 @@ def test_backbone_weights_offline_is_one_line(tmp_path):
     assert result.returncode == 2 and not out.exists()
     line = result.stderr.strip()
     assert "\n" not in line and "model.backbone_weights" in line
+
+
+@pytest.mark.parametrize("route", ["url", "local"])
+def test_workflow_takes_the_archive_by_url_or_local_path(tmp_path, server, sample_archive, route):
+    data = sample_archive.read_bytes()
+    Handler.files = {"/mirror/CamVid.tgz": data}
+    dataset = {
+        "url": {
+            "source": "url",
+            "url": f"{server}/mirror/CamVid.tgz",
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+        "local": {"source": "local", "path": str(sample_archive)},
+    }[route]
+    config = yaml.safe_load(TINY.read_text()) | {"dataset": dataset}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path / "run", "--until", "palette", configfile=tmp_path / "config.yaml")
+    manifest = json.loads((tmp_path / "run/results/data/dataset.json").read_text())
+    assert manifest["sizes"] == {"train": 4, "val": 2, "test": 2}
+    assert (tmp_path / "run/results/data/palette.json").is_file()
+    downloaded = tmp_path / "run/resources/CamVid.tar.gz"
+    assert downloaded.is_file() == (route == "url")
+    assert sample_archive.read_bytes() == data  # the user's file is untouched
