@@ -3,6 +3,7 @@
 import filecmp
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -17,7 +18,7 @@ def cluster():
     why_not = slurm_cluster.install()
     if why_not:
         pytest.skip(why_not)
-    running = slurm_cluster.Cluster(gpus=1).start()
+    running = slurm_cluster.Cluster(gpus=2).start()
     yield running
     processes = list(running.processes)
     running.stop()
@@ -37,7 +38,7 @@ def test_profile_matches_the_real_one():
 
 
 def test_workflow_runs_through_slurm_like_locally(cluster, tiny_run, tmp_path):
-    result = snakemake(tmp_path, "--profile", PROFILE)
+    result = snakemake(tmp_path, "--profile", PROFILE, timeout=400)
     assert "Nothing to be done" not in result.stdout
 
     jobs = {job_id: state for job_id, _, state in cluster.jobs()}
@@ -61,6 +62,31 @@ def test_workflow_runs_through_slurm_like_locally(cluster, tiny_run, tmp_path):
     )
 
 
+def test_two_gpu_training_job_runs_ddp_inside_one_slurm_job(cluster, tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run", symlinks=True)
+    # --set-resources replaces the profile's whole entry for the rule: restate the test limits.
+    two_gpus = ["train:gpu=2", "train:cpus_per_gpu=1", "train:runtime=10", "train:mem_mb=1000"]
+    snakemake(
+        tmp_path / "run",
+        "--profile",
+        PROFILE,
+        "--set-resources",
+        *two_gpus,
+        "--forcerun",
+        "train",
+        "--until",
+        "train",
+        timeout=300,
+    )
+    ids = slurm_job_ids(tmp_path / "run", "train")
+    assert len(ids) == 1  # one SLURM job ...
+    record = cluster.run("scontrol", "show", "job", ids.pop()).stdout
+    assert "gpu:2" in record.replace("gres/", "").replace("gres:", "")
+    log = (tmp_path / "run/results/logs/train.log").read_text()
+    assert "--nproc_per_node=2" in log  # ... running two DDP processes (gloo on this CPU)
+    assert (tmp_path / "run/results/model/best.pth").is_file()
+
+
 def test_failing_rule_is_a_failed_slurm_job(cluster, tmp_path):
     broken = tmp_path / "CamVid.tar.gz"
     broken.write_bytes(b"\x1f\x8b\x08 this is not an archive")
@@ -68,7 +94,12 @@ def test_failing_rule_is_a_failed_slurm_job(cluster, tmp_path):
     config["dataset"] = {"source": "local", "path": str(broken)}
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(
-        tmp_path, "--profile", PROFILE, configfile=tmp_path / "broken.yaml", check=False
+        tmp_path,
+        "--profile",
+        PROFILE,
+        configfile=tmp_path / "broken.yaml",
+        check=False,
+        timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0

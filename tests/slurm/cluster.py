@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -94,9 +95,18 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=60 State=UP
             shutil.copytree(ETC, self.saved_etc, symlinks=True)
         ETC.mkdir(parents=True, exist_ok=True)
         (ETC / "slurm.conf").write_text(conf)
-        (ETC / "gres.conf").write_text(
-            "AutoDetect=off\nName=gpu File=/dev/null\n" if self.gpus else ""
-        )
+        (ETC / "gres.conf").write_text(self.fake_gpus())
+
+    def fake_gpus(self) -> str:
+        """gres.conf lines: one GPU can be /dev/null; several need a character device each."""
+        if self.gpus <= 1:
+            return "AutoDetect=off\nName=gpu File=/dev/null\n" if self.gpus else ""
+        lines = ["AutoDetect=off"]
+        for i in range(self.gpus):
+            device = self.dir / f"fake-gpu{i}"
+            os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+            lines.append(f"Name=gpu File={device}")
+        return "\n".join(lines) + "\n"
 
     def start(self) -> Cluster:
         self.write_config()
