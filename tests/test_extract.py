@@ -196,3 +196,12 @@ def test_split_sizes_other_than_camvid_are_a_warning(tmp_path, tree):
         in result.stderr
     )
     assert manifest.is_file()
+
+
+def test_existing_folder_is_never_replaced(tmp_path, sample_archive):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("the user's")
+    result, _, manifest = extract(tmp_path, sample_archive)
+    assert result.returncode == 2 and "folder exists and is not empty" in result.stderr
+    assert (dest / "mine.txt").read_text() == "the user's" and not manifest.exists()

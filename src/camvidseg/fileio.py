@@ -10,11 +10,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``final``; move it into place only if the block succeeds."""
     final = Path(final)
+    if is_dir and final.is_dir() and any(final.iterdir()):
+        # Snakemake removes a directory() output before its job; anything else may be the user's.
+        raise UserError(f"{final}: folder exists and is not empty; remove it or choose another")
     final.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -27,8 +32,8 @@ def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
     try:
         yield tmp
-        if is_dir and final.exists():
-            shutil.rmtree(final)
+        if is_dir and final.is_dir():
+            final.rmdir()  # empty, checked above
         os.replace(tmp, final)
     except BaseException:
         if tmp.is_dir():
