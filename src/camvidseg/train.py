@@ -103,13 +103,16 @@ def resolve_device(requested: str) -> str:
     return "cpu"
 
 
+def epoch_checkpoints(work_dir: Path, prefix: str = "epoch_") -> list[tuple[int, Path]]:
+    """(epoch, path) of ``{prefix}N.pth`` files, found by name (MMEngine's ``last_checkpoint``
+    holds an absolute path, which breaks when the project moves)."""
+    pattern = re.compile(rf"{prefix}(\d+)\.pth")
+    return [(int(m.group(1)), p) for p in work_dir.glob(f"{prefix}*.pth")
+            if (m := pattern.fullmatch(p.name))]  # fmt: skip
+
+
 def latest_epoch_checkpoint(work_dir: Path) -> Path | None:
-    """Newest ``epoch_N.pth``; found by name, not via MMEngine's absolute ``last_checkpoint``."""
-    found = [
-        (int(m.group(1)), p)
-        for p in work_dir.glob("epoch_*.pth")
-        if (m := re.fullmatch(r"epoch_(\d+)\.pth", p.name))
-    ]
+    found = epoch_checkpoints(work_dir)
     return max(found)[1] if found else None
 
 
@@ -195,8 +198,8 @@ def export_best(work_dir: Path, out: Path, meta: dict) -> Path:
 
     from .fileio import atomic_path
 
-    best = sorted(work_dir.glob("best_mIoU_epoch_*.pth")) or [latest_epoch_checkpoint(work_dir)]
-    source = best[-1]
+    best = epoch_checkpoints(work_dir, "best_mIoU_epoch_")
+    source = max(best)[1] if best else latest_epoch_checkpoint(work_dir)
     checkpoint = torch.load(source, map_location="cpu", weights_only=False)  # our own file
     meta = meta | {"epoch": checkpoint["meta"]["epoch"], "source": source.name}
     with atomic_path(out) as tmp:
