@@ -64,15 +64,20 @@ def _check_member_path(name: str, archive: Path) -> None:
 
 
 def _check_link(name: str, target: str, archive: Path, hard: bool) -> None:
+    """Refuse a link whose target, resolved inside the archive, would leave it."""
+    outside = UserError(f"{archive}: refusing link {name!r} -> {target!r} pointing outside")
+    if target.startswith("/"):
+        raise outside
+    # A symlink's target is relative to its folder; a hard link's to the archive root.
     base = PurePosixPath() if hard else PurePosixPath(name).parent
-    resolved: list[str] = []
-    for part in (base / target).parts if not target.startswith("/") else ["/", *target]:
-        if part == "/" or (part == ".." and not resolved):
-            raise UserError(f"{archive}: refusing link {name!r} -> {target!r} pointing outside")
+    depth = 0
+    for part in (base / target).parts:
         if part == "..":
-            resolved.pop()
+            depth -= 1
+            if depth < 0:
+                raise outside
         elif part != ".":
-            resolved.append(part)
+            depth += 1
 
 
 def _extract_tar(parts: list[Path], dest: Path) -> int:

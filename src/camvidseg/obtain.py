@@ -171,12 +171,6 @@ def join_parts(parts: list[Path], out: Path) -> None:
     print(f"joined {len(parts)} part(s) into {out}")
 
 
-def weights_file_name(model: str) -> str:
-    from .model import backbone_weights_url
-
-    return backbone_weights_url(model).rsplit("/", 1)[-1]
-
-
 @cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -55,7 +55,6 @@ CAMVID32 = [
     ("Void", (0, 0, 0)),
     ("Wall", (64, 192, 0)),
 ]
-LABEL_COLOUR = dict(CAMVID32)
 
 # What each class looks like in the photo (not its label colour).
 APPEARANCE = {
