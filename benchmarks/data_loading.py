@@ -12,22 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from camvid_like import prepared_set  # also puts src/ on the path
 from original_example import mask_only, original_dataset
 
-from camvidseg.convert import convert_dataset
 from camvidseg.dataset import SegmentationDataset, read_mask
-from camvidseg.extract import extract_archive, index_dataset
-from camvidseg.fileio import write_json
-from camvidseg.palette import make_palette
-from camvidseg.sample import build_sample
 
 
 def per_sample_ms(fn, count: int, repeats: int = 2) -> float:
@@ -52,26 +44,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         archive = (args.cache or tmp) / f"camvid_like_{args.masks}.tar.gz"
-        if not archive.exists():
-            t0 = time.perf_counter()
-            sizes = {"train": args.masks - 2, "val": 1, "test": 1}
-            build_sample(archive, sizes, 720, 960, seed=0)
-            print(f"generated {args.masks} images of 720x960 in {time.perf_counter() - t0:.0f} s")
-        extract_archive([archive], tmp / "x")
-        manifest = index_dataset(tmp / "x")
-        palette = make_palette(manifest, "camvid32", [])  # all 32 classes, as the original
-        write_json(tmp / "palette.json", palette)
-
-        start = time.perf_counter()
-        index = convert_dataset(manifest, palette, tmp / "prep", args.threads, False, tmp / "prep")
-        convert_s = time.perf_counter() - start
-        write_json(tmp / "prep/index.json", index)
+        sizes = {"train": args.masks - 2, "val": 1, "test": 1}
+        manifest, _, prep, convert_s = prepared_set(tmp, sizes, 720, 960, args.threads, archive)
 
         root = manifest["root"]
         original = original_dataset(root, "train")
-        ours = SegmentationDataset(tmp / "prep", "train")
+        ours = SegmentationDataset(prep, "train")
         n = min(args.samples, len(ours))
-        prep = tmp / "prep"
         figures = {
             "masks_converted": args.masks,
             "convert_s": round(convert_s, 2),

@@ -23,19 +23,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from camvid_like import prepared_set  # also puts src/ on the path
 from original_example import original_dataset
 
-from camvidseg.convert import convert_dataset
 from camvidseg.dataset import RandomScaleCropFlip, SegmentationDataset
-from camvidseg.extract import extract_archive, index_dataset
-from camvidseg.fileio import write_json
 from camvidseg.model import SegmentationModel, build_network
-from camvidseg.palette import make_palette
-from camvidseg.sample import build_sample
 
 
 def peak_memory_mb(device: str) -> float:
@@ -141,19 +133,14 @@ def run_one(args, which: str) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        h, w = args.size
-        build_sample(tmp / "s.tar.gz", {"train": args.images, "val": 1, "test": 1}, h, w, seed=0)
-        extract_archive([tmp / "s.tar.gz"], tmp / "x")
-        manifest = index_dataset(tmp / "x")
-        palette = make_palette(manifest, "camvid32", [])
-        index = convert_dataset(manifest, palette, tmp / "prep", 2, False, tmp / "prep")
-        write_json(tmp / "prep/index.json", index)
+        sizes = {"train": args.images, "val": 1, "test": 1}
+        manifest, palette, prep, _ = prepared_set(Path(tmp), sizes, *args.size)
         k = len(palette["classes"])
         if which == "baseline":
             step = baseline_step_fn(manifest["root"], args.model, k, args.batch, device)
         else:
             step = project_step_fn(
-                tmp / "prep", args.model, k, args.batch, tuple(args.size), args.workers, device
+                prep, args.model, k, args.batch, tuple(args.size), args.workers, device
             )
         seconds = timed(step, args.iters, args.warmup, device)
         result = {"img_per_s": args.iters * args.batch / seconds, "peak_mb": peak_memory_mb(device)}

@@ -16,6 +16,10 @@ def test_whole_chain_outputs(tiny_run):
     assert {"Sky", "Road", "Car"} <= {c["class"] for c in metrics["per_class"]}
     assert (tiny_run / "results/metrics/test.json").is_file()
     assert (tiny_run / "results/metrics/test_per_class.csv").read_text().startswith("class,IoU")
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in ("results/vis_data", "results/data/prepared"):  # made atomically, usual mode
+        assert (tiny_run / folder).stat().st_mode & 0o777 == 0o777 & ~umask
     panels = sorted((tiny_run / "results/vis_data").glob("*_panel.png"))
     assert [p.name.split("_")[0] for p in panels] == ["test", "val"]
     width, height = Image.open(panels[0]).size

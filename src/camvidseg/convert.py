@@ -26,6 +26,7 @@ UNKNOWN = 254  # lookup value of a colour the palette does not know; never a tra
 
 _table: np.ndarray | None = None
 _job: dict = {}
+_cache_arrays: dict[str, np.ndarray] = {}  # this worker's open cache files
 
 
 def lookup_table(palette: dict) -> np.ndarray:
@@ -72,9 +73,9 @@ def _init_worker(table: np.ndarray, job: dict) -> None:
 
 def _cache_array(path: str) -> np.ndarray:
     """This worker's writable view of a cache file (opened once per process)."""
-    if path not in _job["open"]:
-        _job["open"][path] = np.load(path, mmap_mode="r+")
-    return _job["open"][path]
+    if path not in _cache_arrays:
+        _cache_arrays[path] = np.load(path, mmap_mode="r+")
+    return _cache_arrays[path]
 
 
 def convert_one(task: tuple) -> tuple[str, int, list]:
@@ -149,7 +150,7 @@ def convert_dataset(
     threads: int,
     strict: bool,
     final_dir: Path,
-    cache_images: bool = True,
+    cache_images: bool,
 ) -> dict:
     root = Path(manifest["root"])
     tasks, index, caches = [], {}, {}
@@ -178,7 +179,6 @@ def convert_dataset(
         "encoding": palette["encoding"],
         "strict": strict,
         "colours": colour_table(palette).reshape(-1).tolist(),
-        "open": {},
     }
     table = lookup_table(palette)
     unknown: dict[str, int] = {}
@@ -193,12 +193,18 @@ def convert_dataset(
                 print(f"warning: {label}: {count} pixel(s) of unknown colour(s) {examples} ignored")
             if done % step == 0 or done == len(tasks):
                 print(f"converted {done}/{len(tasks)} masks", flush=True)
-    return {
-        "splits": index,
-        "cache": caches,
-        "num_classes": len(palette["classes"]),
-        "unknown_pixels": unknown,
-    }
+    return {"splits": index, "cache": caches, "unknown_pixels": unknown}
+
+
+def prepare(
+    manifest: dict, palette: dict, out: Path, threads: int, strict: bool, cache_images: bool
+) -> dict:
+    """Write the whole ``out`` folder (masks, cache, index.json) or nothing; return the index."""
+    with atomic_path(out, is_dir=True) as tmp:
+        index = convert_dataset(manifest, palette, tmp, threads, strict, out, cache_images)
+        # Mask and cache paths are relative to the folder, so they survive the rename.
+        write_json(tmp / "index.json", index)
+    return index
 
 
 @cli
@@ -217,12 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     manifest, palette = read_json(args.manifest), read_json(args.palette)
-    with atomic_path(args.out, is_dir=True) as tmp:
-        index = convert_dataset(
-            manifest, palette, tmp, args.threads, args.strict_colors, args.out, args.cache_images
-        )
-        # Mask paths are relative to the output folder, so it survives the rename.
-        write_json(tmp / "index.json", index)
+    index = prepare(
+        manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images
+    )
     total = sum(index["unknown_pixels"].values())
     if total:
         print(

@@ -27,9 +27,10 @@ def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
         os.close(fd)
         tmp = Path(name)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
+    umask = os.umask(0)
+    os.umask(umask)
+    # mkdtemp/mkstemp make 0700/0600; the output gets the mode a plain mkdir/open would give.
+    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
     try:
         yield tmp
         if is_dir and final.is_dir():

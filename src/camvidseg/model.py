@@ -41,18 +41,28 @@ def backbone_weights_url(name: str) -> str:
     return getattr(tvm, MODELS[name][2]).IMAGENET1K_V1.url
 
 
-def load_backbone(net: torch.nn.Module, path: Path) -> int:
-    """Load ImageNet classifier weights into ``net.backbone``; returns the tensors loaded."""
+def read_weights(path: Path, key: str) -> dict:
+    """A weights file's state dict, read with ``weights_only=True``: a file that needs code to
+    unpickle is refused. ``key`` names the setting the file came from, for the error."""
     if not path.is_file():
-        raise UserError(f"{path}: backbone weights file not found (model.backbone_weights)")
+        raise UserError(f"{path}: file not found ({key})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle that needs code, or not a checkpoint at all
         raise UserError(
-            f"{path}: refused or unreadable as plain weights ({type(err).__name__})"
+            f"{path}: refused: not a plain weights file ({type(err).__name__}); only tensors "
+            f"and plain containers are loaded from user files ({key})"
         ) from None
-    if isinstance(state, dict) and "state_dict" in state:
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: holds no state dict ({key})")
+    return state
+
+
+def load_backbone(net: torch.nn.Module, path: Path) -> int:
+    """Load ImageNet classifier weights into ``net.backbone``; returns the tensors loaded."""
+    state = read_weights(path, "model.backbone_weights")
     # Classifier keys are "layer1.0..." (ResNet) or "features.0.0..." (MobileNet); the segmentation
     # backbone is an IntermediateLayerGetter over the ResNet itself or over MobileNet's features.
     state = {k.removeprefix("features."): v for k, v in state.items()}
@@ -131,6 +141,13 @@ class SegmentationModel(BaseModel):
             labels = data_samples["labels"]
             return [{"pred": p, "label": lab} for p, lab in zip(preds, labels, strict=True)]
         raise ValueError(f"unknown mode {mode!r}")
+
+
+def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
+    """Start training from a user's weights for the whole model (``train.load_from``)."""
+    result = model.load_state_dict(read_weights(path, "train.load_from"), strict=False)
+    if len(result.missing_keys) > len(model.state_dict()) // 2:
+        raise UserError(f"{path}: most model weights are missing from this file (train.load_from)")
 
 
 def load_trained(path: Path, device: str = "cpu") -> tuple[SegmentationModel, dict]:

@@ -89,18 +89,17 @@ def fingerprint(args: argparse.Namespace, device: str) -> str:
 
 
 def resolve_device(requested: str) -> str:
+    """The training device; asking for CUDA where there is none is an error, not a fallback."""
     if requested == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = (
-            ""  # before CUDA initialises: MMEngine then uses the CPU
-        )
+        # Before CUDA initialises, so MMEngine (which picks CUDA when it can) uses the CPU.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
         return "cpu"
-    import torch
+    from .inference import pick_device
 
-    if torch.cuda.is_available():
-        return "cuda"
-    if requested == "cuda":
+    device = pick_device(requested)
+    if requested == "cuda" and device != "cuda":
         raise UserError("train.device: cuda, but no CUDA device is visible (set train.device: cpu)")
-    return "cpu"
+    return device
 
 
 def epoch_checkpoints(work_dir: Path, prefix: str = "epoch_") -> list[tuple[int, Path]]:
@@ -134,24 +133,6 @@ def register_trusted_loader(work_dir: Path) -> None:
         return torch.load(path, map_location=map_location, weights_only=False)
 
     CheckpointLoader.register_scheme(TRUSTED_PREFIX, load_trusted, force=True)
-
-
-def load_user_weights(model, path: str) -> None:
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: --load-from file not found") from None
-    except Exception as err:
-        raise UserError(
-            f"{path}: refused: not a plain weights file ({type(err).__name__}); "
-            "only tensors and plain containers are loaded from user files"
-        ) from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    result = model.load_state_dict(state, strict=False)
-    if len(result.missing_keys) > len(model.state_dict()) // 2:
-        raise UserError(f"{path}: most model weights are missing from this file")
 
 
 def optim_wrapper_config(args: argparse.Namespace, device: str) -> dict:
@@ -237,7 +218,7 @@ def train(args: argparse.Namespace) -> None:
     from .dataset import RandomScaleCropFlip, SegmentationDataset
     from .fileio import read_json, write_json
     from .metrics import SegMetric
-    from .model import SegmentationModel, load_backbone
+    from .model import SegmentationModel, load_backbone, load_initial_weights
     from .palette import class_names
 
     distributed = "LOCAL_RANK" in os.environ
@@ -260,11 +241,15 @@ def train(args: argparse.Namespace) -> None:
     model = SegmentationModel(
         args.model, len(names), args.aux_loss_weight, channels_last=device == "cuda"
     )
-    if args.backbone_weights != "none":
-        loaded = load_backbone(model.net, Path(args.backbone_weights))
-        print(f"backbone: {loaded} tensors from {args.backbone_weights}")
-    if args.load_from:
-        load_user_weights(model, args.load_from)
+    resume_from = latest_epoch_checkpoint(work_dir)
+    if resume_from is not None:
+        print(f"resuming from {resume_from.name} in {work_dir}", flush=True)
+    else:  # initial weights; a resumed run gets all of its weights from the checkpoint
+        if args.backbone_weights != "none":
+            loaded = load_backbone(model.net, Path(args.backbone_weights))
+            print(f"backbone: {loaded} tensors from {args.backbone_weights}")
+        if args.load_from:
+            load_initial_weights(model, Path(args.load_from))
     if device == "cuda":
         model = model.to(memory_format=torch.channels_last)
 
@@ -280,9 +265,6 @@ def train(args: argparse.Namespace) -> None:
         "pin_memory": device == "cuda",
         "collate_fn": {"type": "default_collate"},
     }
-    resume_from = latest_epoch_checkpoint(work_dir)
-    if resume_from is not None:
-        print(f"resuming from {resume_from.name} in {work_dir}", flush=True)
     optim_wrapper = optim_wrapper_config(args, device)
     print(
         f"device: {device}; optim wrapper: {optim_wrapper['type']}"

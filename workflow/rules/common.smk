@@ -1,5 +1,6 @@
 import glob
 import re
+import shlex
 import shutil
 
 from snakemake.exceptions import WorkflowError
@@ -102,7 +103,8 @@ def obtain_command():
             raise WorkflowError(
                 "invalid config: dataset.url: required when dataset.source is url"
             )
-        return f"python -m camvidseg.obtain url --url '{DATASET['url']}' --sha256 '{DATASET['sha256']}'"
+        url, sha256 = shlex.quote(DATASET["url"]), shlex.quote(DATASET["sha256"])
+        return f"python -m camvidseg.obtain url --url {url} --sha256 {sha256}"
     return f"python -m camvidseg.obtain {source} --download-dir resources/{source}/download"
 
 
@@ -151,8 +153,6 @@ def train_settings():
         settings += " --sync-bn"
     if t["compile"]:
         settings += " --compile"
-    if t["load_from"]:
-        settings += f" --load-from {t['load_from']}"
     return settings
 
 

@@ -9,6 +9,7 @@ rule train:
         prepared="results/data/prepared",
         palette="results/data/palette.json",
         backbone=backbone_weights_file(),
+        init=TRAIN["load_from"] or [],
     output:
         model="results/model/best.pth",
         history="results/model/history.json",
@@ -27,13 +28,16 @@ rule train:
         device=TRAIN["device"],
         settings=train_settings(),
         backbone=lambda wildcards, input: input.backbone or "none",
+        load_from=lambda wildcards, input: (
+            f"--load-from {input.init}" if input.init else ""
+        ),
         workers=loader_workers,
         gpus=gpu_processes,
     message:
         "Training {params.model} for {params.epochs} epochs on {params.device}"
     shell:
         "python -m camvidseg.train --prepared {input.prepared} --palette {input.palette}"
-        " --backbone-weights {params.backbone} {params.settings}"
+        " --backbone-weights {params.backbone} {params.load_from} {params.settings}"
         " --gpus {params.gpus} --num-workers {params.workers} --threads {threads}"
         " --work-root results/train_work --out-model {output.model}"
         " --out-history {output.history} 2>&1 | tee {log}"
