@@ -35,28 +35,22 @@ def choose(count: int, wanted: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, count - 1, min(wanted, count)).round()})
 
 
-def save_panel(path: Path, image, pred, label, palette: dict, title: str) -> None:
+def save_panel(path: Path, pictures: dict, present: set, palette: dict, title: str) -> None:
+    """image | prediction | label (``pictures``' RGB arrays), legend of the ``present`` ids."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from .palette import colour_table
-
-    colours = colour_table(palette)
-    height, width = label.shape
+    height, width = pictures["image"].shape[:2]
     fig, axes = plt.subplots(1, 3, figsize=(3 * 4, 4 * height / width + 1.2), dpi=100)
-    for ax, shown, name in zip(
-        axes,
-        (image, colorize(pred, colours), colorize(label, colours)),
-        ("image", "prediction", "label"),
-        strict=True,
+    for ax, kind, name in zip(
+        axes, ("image", "pred", "label"), ("image", "prediction", "label"), strict=True
     ):
-        ax.imshow(shown, interpolation="nearest")
+        ax.imshow(pictures[kind], interpolation="nearest")
         ax.set_title(name)
         ax.axis("off")
-    present = sorted(set(np.unique(pred)) | set(np.unique(label)) - {IGNORE_INDEX})
     handles = [
         Patch(color=np.array(c["color"]) / 255, label=c["name"])
         for c in palette["classes"]
@@ -93,20 +87,21 @@ def visualize(
             image, label = dataset.load(i)
             pred = predict_image(model, image, device)
             stem = f"{split}_{dataset.items[i]['stem']}"
-            for kind, array in (
-                ("image", image),
-                ("label", colorize(label, colours)),
-                ("pred", colorize(pred, colours)),
-                ("overlay", overlay(image, pred, colours, alpha)),
-            ):
+            pictures = {
+                "image": image,
+                "label": colorize(label, colours),
+                "pred": colorize(pred, colours),
+                "overlay": overlay(image, pred, colours, alpha),
+            }
+            for kind, array in pictures.items():
                 Image.fromarray(array).save(out / f"{stem}_{kind}.png")
             valid = label != IGNORE_INDEX
             accuracy = float((pred[valid] == label[valid]).mean()) if valid.any() else float("nan")
+            present = (set(np.unique(pred)) | set(np.unique(label))) - {IGNORE_INDEX}
             save_panel(
                 out / f"{stem}_panel.png",
-                image,
-                pred,
-                label,
+                pictures,
+                present,
                 palette,
                 f"{split} / {dataset.items[i]['stem']}: pixel accuracy {accuracy:.1%}",
             )
