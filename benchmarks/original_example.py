@@ -1,6 +1,6 @@
 """A faithful re-implementation of the original MMEngine CamVid example's data path: the baseline.
 
-RGB masks decoded with PIL on every access and mapped to class ids with one ``mask == colour`` pass
+RGB masks decoded with PIL on every access and mapped to class ids with one ``mask == color`` pass
 per class; ``ToTensor`` + ``Normalize`` in the loader; ``num_workers=0``; no channels_last.
 """
 
@@ -70,7 +70,7 @@ def original_dataset(root, split):
 
 
 def mask_only(dataset, index):
-    """The original's mask path alone: decode + the per-colour loop."""
+    """The original's mask path alone: decode + the per-color loop."""
     mask_path = os.path.join(dataset.root, dataset.mask_folder, dataset.masks[index])
     mask = np.array(Image.open(mask_path).convert("RGB"), dtype=np.int32)
     mask = mask[:, :, 0] * 65536 + mask[:, :, 1] * 256 + mask[:, :, 2]

@@ -2,7 +2,7 @@
 
 Both run N training iterations of the same torchvision model at the same image size, in one
 process, one after the other:
-  baseline: the original example's setup: per-colour-loop dataset in the loop (num_workers=0),
+  baseline: the original example's setup: per-color-loop dataset in the loop (num_workers=0),
             Normalize in the loader, NCHW, fp16 autocast + GradScaler on CUDA (its AmpOptimWrapper);
   project:  SegmentationDataset over converted masks, loader workers with pinned memory, uint8
             batches normalised on the device, channels_last and bf16 AmpOptimWrapper on CUDA,

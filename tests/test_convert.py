@@ -1,4 +1,4 @@
-"""RGB/SegNet labels -> class-index masks: correctness, unknown colours, bad files."""
+"""RGB/SegNet labels -> class-index masks: correctness, unknown colors, bad files."""
 
 import json
 import shutil
@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-COLOURS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
+COLORS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
 
 
 @pytest.fixture
@@ -18,9 +18,9 @@ def dataset(tmp_path):
     (root / "train").mkdir(parents=True)
     (root / "train_labels").mkdir()
     label = np.zeros((4, 6, 3), np.uint8)
-    label[:2] = COLOURS["Sky"]
-    label[2:] = COLOURS["Road"]
-    label[3, 5] = COLOURS["Void"]
+    label[:2] = COLORS["Sky"]
+    label[2:] = COLORS["Road"]
+    label[3, 5] = COLORS["Void"]
     Image.fromarray(np.full((4, 6, 3), 90, np.uint8)).save(root / "train/a.png")
     Image.fromarray(label).save(root / "train_labels/a_L.png")
     manifest = tmp_path / "dataset.json"
@@ -40,7 +40,7 @@ def dataset(tmp_path):
     )
     from camvidseg.palette import build_rgb_palette
 
-    pal = build_rgb_palette(list(COLOURS.items()), "camvid32", ["Void"])
+    pal = build_rgb_palette(list(COLORS.items()), "camvid32", ["Void"])
     pal |= {"layout": "camvid32", "ignore_index": 255}
     (tmp_path / "palette.json").write_text(json.dumps(pal))
     return tmp_path
@@ -74,13 +74,13 @@ def test_masks_hold_class_ids_and_keep_a_palette(dataset):
     assert mask.getpalette()[3:6] == [128, 64, 128]  # Road looks like Road in a viewer
 
 
-def test_unknown_colours_are_counted_and_ignored(dataset):
+def test_unknown_colors_are_counted_and_ignored(dataset):
     label = np.asarray(Image.open(dataset / "CamVid/train_labels/a_L.png")).copy()
     label[0, :3] = (1, 2, 3)
     Image.fromarray(label).save(dataset / "CamVid/train_labels/a_L.png")
     result, out = convert(dataset)
     assert result.returncode == 0
-    assert "3 pixel(s) of unknown colour(s) [[1, 2, 3]] ignored" in result.stdout
+    assert "3 pixel(s) of unknown color(s) [[1, 2, 3]] ignored" in result.stdout
     assert (np.asarray(Image.open(out / "masks/train/a.png"))[0, :3] == 255).all()
     index = json.loads((out / "index.json").read_text())
     assert list(index["unknown_pixels"].values()) == [3]
@@ -88,7 +88,7 @@ def test_unknown_colours_are_counted_and_ignored(dataset):
     shutil.rmtree(out)
     result, out = convert(dataset, "--strict-colors")
     assert result.returncode == 2 and not out.exists()
-    assert "a_L.png: 3 pixel(s) with colour [1, 2, 3] not in the palette" in result.stderr
+    assert "a_L.png: 3 pixel(s) with color [1, 2, 3] not in the palette" in result.stderr
 
 
 def test_size_mismatch_names_the_file(dataset):

@@ -18,7 +18,7 @@ def palette(tmp_path, csv_text, *extra):
     return run_cli("palette", "--manifest", manifest, "--out", out, *extra, check=False), out
 
 
-def test_palette_ids_names_colours_and_ignore(tmp_path):
+def test_palette_ids_names_colors_and_ignore(tmp_path):
     result, out = palette(tmp_path, GOOD)
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())
@@ -38,7 +38,7 @@ def test_palette_ids_names_colours_and_ignore(tmp_path):
         ("name,r,g,b\nSky,300,0,0\nRoad,1,1,1\n", "(300, 0, 0) of 'Sky' is outside 0-255"),
         (
             "name,r,g,b\nSky,1,2,3\nRoad,1,2,3\n",
-            "colour (1, 2, 3) of 'Road' is already used by 'Sky'",
+            "color (1, 2, 3) of 'Road' is already used by 'Sky'",
         ),
         ("name,r,g,b\nSky,1,2,3\nSky,4,5,6\n", "duplicate class name 'Sky'"),
         ("name,r,g,b\nSky,1,2,3\n", "needs at least 2 classes"),

@@ -1,5 +1,6 @@
 """CamVid semantic segmentation: the logic behind each Snakemake rule, one module per stage."""
 
-IGNORE_INDEX = (
-    255  # label value that is neither trained nor scored (as in MMSegmentation/torchvision)
-)
+# Label value that is neither trained nor scored (as in MMSegmentation/torchvision).
+IGNORE_INDEX = 255
+# Image files a dataset folder or a predict folder may hold.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

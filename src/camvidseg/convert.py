@@ -1,7 +1,7 @@
 """Stage 3b: convert label images to single-channel class-index masks, once, in parallel.
 
-RGB masks go through one table lookup (24-bit colour -> train id), not one pass per class. Masks
-are written as palette PNGs (mode ``P``) so they still look right in an image viewer. Colours (or
+RGB masks go through one table lookup (24-bit color -> train id), not one pass per class. Masks
+are written as palette PNGs (mode ``P``) so they still look right in an image viewer. Colors (or
 SegNet ids) outside the palette are counted per file and mapped to the ignore index, or are an
 error with ``--strict-colors`` (always an error for the SegNet layout, whose ids are fixed).
 """
@@ -20,9 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from . import IGNORE_INDEX
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
-from .palette import colour_table
+from .palette import color_table
 
-UNKNOWN = 254  # lookup value of a colour the palette does not know; never a train id
+UNKNOWN = 254  # lookup value of a color the palette does not know; never a train id
 
 _table: np.ndarray | None = None
 _job: dict = {}
@@ -30,7 +30,7 @@ _cache_arrays: dict[str, np.ndarray] = {}  # this worker's open cache files
 
 
 def lookup_table(palette: dict) -> np.ndarray:
-    """Dense table from the label value (24-bit colour, or index) to train id."""
+    """Dense table from the label value (24-bit color, or index) to train id."""
     if palette["encoding"] == "rgb":
         table = np.full(1 << 24, UNKNOWN, dtype=np.uint8)
         for entry in palette["lookup"]:
@@ -99,13 +99,13 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
         )
         examples = [v.tolist() for v in np.unique(raw[unknown], axis=0)[:3]]
         if _job["strict"] or _job["encoding"] == "index":
-            what = "colour" if _job["encoding"] == "rgb" else "id"
+            what = "color" if _job["encoding"] == "rgb" else "id"
             raise UserError(
                 f"{label_path}: {count} pixel(s) with {what} {examples[0]} not in the palette"
             )
         ids = np.where(unknown, IGNORE_INDEX, ids).astype(np.uint8)
     mask = Image.fromarray(ids, mode="P")
-    mask.putpalette(_job["colours"])
+    mask.putpalette(_job["colors"])
     mask.save(out_path, optimize=False, compress_level=1)
     if cache_slot is not None:
         images_npy, masks_npy, row = cache_slot
@@ -178,7 +178,7 @@ def convert_dataset(
     job = {
         "encoding": palette["encoding"],
         "strict": strict,
-        "colours": colour_table(palette).reshape(-1).tolist(),
+        "colors": color_table(palette).reshape(-1).tolist(),
     }
     table = lookup_table(palette)
     unknown: dict[str, int] = {}
@@ -190,7 +190,7 @@ def convert_dataset(
         ):
             if count:
                 unknown[label] = count
-                print(f"warning: {label}: {count} pixel(s) of unknown colour(s) {examples} ignored")
+                print(f"warning: {label}: {count} pixel(s) of unknown color(s) {examples} ignored")
             if done % step == 0 or done == len(tasks):
                 print(f"converted {done}/{len(tasks)} masks", flush=True)
     return {"splits": index, "cache": caches, "unknown_pixels": unknown}
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     total = sum(index["unknown_pixels"].values())
     if total:
         print(
-            f"{total} pixel(s) of unknown colours in {len(index['unknown_pixels'])} file(s) "
+            f"{total} pixel(s) of unknown colors in {len(index['unknown_pixels'])} file(s) "
             "mapped to the ignore index",
             file=sys.stderr,
         )

@@ -18,11 +18,11 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from . import IMAGE_SUFFIXES
 from .errors import UserError, cli
 from .fileio import atomic_path, write_json
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
 LAYOUT_LABEL_DIR = {"camvid32": "{split}_labels", "segnet11": "{split}annot"}
 

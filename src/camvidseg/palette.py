@@ -2,7 +2,7 @@
 
 ``class_dict.csv`` (columns name,r,g,b) of the CamVid archive, or the palette this project ships
 for the SegNet layout, becomes ``palette.json``: the trained classes (contiguous ids, names,
-colours), the ignore index, and a lookup from every source label value to a train id.
+colors), the ignore index, and a lookup from every source label value to a train id.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import argparse
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from . import IGNORE_INDEX
 from .errors import UserError, cli
 from .fileio import read_json, write_json
 
 # The standard SegNet grouping of the 32 CamVid classes into 11 (the rest is ignored), so results
-# compare with published CamVid tables. Colours are those of SegNet's own scripts.
+# compare with published CamVid tables. Colors are those of SegNet's own scripts.
 CAMVID11_GROUPS: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {
     "Sky": ((128, 128, 128), ("Sky",)),
     "Building": ((128, 0, 0), ("Building", "Archway", "Bridge", "Tunnel", "Wall")),
@@ -48,29 +50,29 @@ def read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
         reader.fieldnames = header
         classes: list[tuple[str, tuple[int, int, int]]] = []
         names: set[str] = set()
-        colours: dict[tuple[int, int, int], str] = {}
+        colors: dict[tuple[int, int, int], str] = {}
         for line_no, row in enumerate(reader, start=2):
             name = (row["name"] or "").strip()
             if not name:
                 raise UserError(f"{path}:{line_no}: empty class name")
             try:
-                colour = tuple(int(str(row[c]).strip()) for c in ("r", "g", "b"))
+                color = tuple(int(str(row[c]).strip()) for c in ("r", "g", "b"))
             except ValueError:
                 raise UserError(
-                    f"{path}:{line_no}: colour of {name!r} is not three integers"
+                    f"{path}:{line_no}: color of {name!r} is not three integers"
                 ) from None
-            if any(not 0 <= v <= 255 for v in colour):
-                raise UserError(f"{path}:{line_no}: colour {colour} of {name!r} is outside 0-255")
+            if any(not 0 <= v <= 255 for v in color):
+                raise UserError(f"{path}:{line_no}: color {color} of {name!r} is outside 0-255")
             if name in names:
                 raise UserError(f"{path}:{line_no}: duplicate class name {name!r}")
-            if colour in colours:
+            if color in colors:
                 raise UserError(
-                    f"{path}:{line_no}: colour {colour} of {name!r} is already used by "
-                    f"{colours[colour]!r}"
+                    f"{path}:{line_no}: color {color} of {name!r} is already used by "
+                    f"{colors[color]!r}"
                 )
             names.add(name)
-            colours[colour] = name
-            classes.append((name, colour))  # type: ignore[arg-type]
+            colors[color] = name
+            classes.append((name, color))  # type: ignore[arg-type]
     if len(classes) < 2:
         raise UserError(f"{path}: needs at least 2 classes, found {len(classes)}")
     return classes
@@ -79,7 +81,7 @@ def read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
 def build_rgb_palette(
     class_dict: list[tuple[str, tuple[int, int, int]]], grouping: str, ignore_classes: list[str]
 ) -> dict:
-    """Trained classes and the colour lookup for RGB label masks (the camvid32 layout)."""
+    """Trained classes and the color lookup for RGB label masks (the camvid32 layout)."""
     known = {name for name, _ in class_dict}
     unknown = [n for n in ignore_classes if n not in known]
     if unknown:
@@ -95,8 +97,8 @@ def build_rgb_palette(
                 f"dataset.classes: camvid11 needs CamVid class names; none found for {missing}"
             )
         classes, train_id = [], {}
-        for i, (group, (colour, members)) in enumerate(CAMVID11_GROUPS.items()):
-            classes.append({"id": i, "name": group, "color": list(colour)})
+        for i, (group, (color, members)) in enumerate(CAMVID11_GROUPS.items()):
+            classes.append({"id": i, "name": group, "color": list(color)})
             train_id.update({m: i for m in members if m not in ignore_classes})
     else:
         raise UserError(f"dataset.classes: unknown grouping {grouping!r}")
@@ -110,8 +112,8 @@ def build_rgb_palette(
 def build_segnet_palette() -> dict:
     """The SegNet copy of CamVid: index labels 0..10, 11 = void."""
     classes = [
-        {"id": i, "name": name, "color": list(colour)}
-        for i, (name, (colour, _)) in enumerate(CAMVID11_GROUPS.items())
+        {"id": i, "name": name, "color": list(color)}
+        for i, (name, (color, _)) in enumerate(CAMVID11_GROUPS.items())
     ]
     lookup = [{"value": c["id"], "name": c["name"], "train_id": c["id"]} for c in classes]
     lookup.append({"value": SEGNET11_VOID_VALUE, "name": "Void", "train_id": IGNORE_INDEX})
@@ -132,14 +134,22 @@ def class_names(palette: dict) -> list[str]:
     return [c["name"] for c in palette["classes"]]
 
 
-def colour_table(palette: dict):
-    """(256, 3) uint8 array: train id -> display colour; ignore and unused ids are black."""
-    import numpy as np
-
+def color_table(palette: dict):
+    """(256, 3) uint8 array: train id -> display color; ignore and unused ids are black."""
     table = np.zeros((256, 3), dtype=np.uint8)
     for c in palette["classes"]:
         table[c["id"]] = c["color"]
     return table
+
+
+def colorize(ids: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """(H, W) ids -> (H, W, 3) RGB; the ignore index shows black."""
+    return colors[ids]
+
+
+def overlay(image: np.ndarray, ids: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(ids, colors)
+    return blended.clip(0, 255).astype(np.uint8)
 
 
 @cli

@@ -1,4 +1,4 @@
-"""Segment every image in a folder with the trained model: colour masks and overlays."""
+"""Segment every image in a folder with the trained model: color masks and overlays."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from . import IMAGE_SUFFIXES
 from .dataset import read_image
 from .errors import UserError, cli
-from .extract import IMAGE_SUFFIXES
 from .fileio import atomic_path, read_json
-from .palette import colour_table
-from .visualize import colorize, overlay
+from .palette import color_table, colorize, overlay
 
 
 @cli
@@ -37,13 +36,13 @@ def main(argv: list[str] | None = None) -> None:
         )
     device = pick_device(args.device)
     model, _ = load_trained(args.model, device)
-    colours = colour_table(read_json(args.palette))
+    colors = color_table(read_json(args.palette))
     with atomic_path(args.out, is_dir=True) as tmp:
         for n, path in enumerate(images, start=1):
             image = read_image(str(path))
             ids = predict_image(model, image, device)
-            Image.fromarray(colorize(ids, colours)).save(tmp / f"{path.stem}_mask.png")
-            Image.fromarray(overlay(image, ids, colours, args.alpha)).save(
+            Image.fromarray(colorize(ids, colors)).save(tmp / f"{path.stem}_mask.png")
+            Image.fromarray(overlay(image, ids, colors, args.alpha)).save(
                 tmp / f"{path.stem}_overlay.png"
             )
             print(f"predicted {n}/{len(images)}: {path.name}", flush=True)

@@ -1,9 +1,9 @@
 """The embedded default dataset: procedural street scenes in the exact layout of the CamVid archive.
 
 ``train/ train_labels/ val/ val_labels/ test/ test_labels/ class_dict.csv`` with the 32 CamVid
-classes and colours, label files ``<stem>_L.png``, packed as a byte-for-byte reproducible .tar.gz.
+classes and colors, label files ``<stem>_L.png``, packed as a byte-for-byte reproducible .tar.gz.
 The scenes (sky, buildings, trees, road with lane markings, sidewalks, cars, poles with signs,
-pedestrians, fences) are drawn in label space first, then rendered with class-typical colours,
+pedestrians, fences) are drawn in label space first, then rendered with class-typical colors,
 shading and noise, so a segmentation model has something real to learn.
 """
 
@@ -56,7 +56,7 @@ CAMVID32 = [
     ("Wall", (64, 192, 0)),
 ]
 
-# What each class looks like in the photo (not its label colour).
+# What each class looks like in the photo (not its label color).
 APPEARANCE = {
     "Sky": (150, 190, 235),
     "Building": (150, 110, 90),
@@ -145,7 +145,7 @@ def draw_scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
 
 
 def render(rng: np.random.Generator, label: np.ndarray) -> np.ndarray:
-    """Photo-like RGB for a label map: class colours, per-object shading, texture and noise."""
+    """Photo-like RGB for a label map: class colors, per-object shading, texture and noise."""
     height, width = label.shape
     image = np.zeros((height, width, 3), dtype=np.float32)
     for i, (name, _) in enumerate(CAMVID32):

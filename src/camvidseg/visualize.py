@@ -1,7 +1,7 @@
 """Stage 6: pictures of the trained model's predictions in ``results/vis_data/``.
 
 For a deterministic choice of images per split: the image, ground truth and prediction in the
-dataset's colours, an alpha overlay, and a side-by-side panel (image | prediction | label) with a
+dataset's colors, an alpha overlay, and a side-by-side panel (image | prediction | label) with a
 legend of the classes present. Names are ``{split}_{stem}_{kind}.png``, so nothing collides.
 """
 
@@ -16,16 +16,7 @@ from PIL import Image
 from . import IGNORE_INDEX
 from .errors import cli
 from .fileio import atomic_path, read_json
-
-
-def colorize(ids: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """(H, W) ids -> (H, W, 3) RGB; the ignore index shows black."""
-    return colours[ids]
-
-
-def overlay(image: np.ndarray, ids: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(ids, colours)
-    return blended.clip(0, 255).astype(np.uint8)
+from .palette import color_table, colorize, overlay
 
 
 def choose(count: int, wanted: int) -> list[int]:
@@ -77,9 +68,7 @@ def visualize(
 ) -> int:
     from .dataset import SegmentationDataset
     from .inference import predict_image
-    from .palette import colour_table
-
-    colours = colour_table(palette)
+    colors = color_table(palette)
     written = 0
     for split in splits:
         dataset = SegmentationDataset(prepared, split)
@@ -89,9 +78,9 @@ def visualize(
             stem = f"{split}_{dataset.items[i]['stem']}"
             pictures = {
                 "image": image,
-                "label": colorize(label, colours),
-                "pred": colorize(pred, colours),
-                "overlay": overlay(image, pred, colours, alpha),
+                "label": colorize(label, colors),
+                "pred": colorize(pred, colors),
+                "overlay": overlay(image, pred, colors, alpha),
             }
             for kind, array in pictures.items():
                 Image.fromarray(array).save(out / f"{stem}_{kind}.png")

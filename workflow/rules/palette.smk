@@ -1,4 +1,4 @@
-# Stage 3: class_dict.csv (or the SegNet palette) -> palette.json with ids, names and colours.
+# Stage 3: class_dict.csv (or the SegNet palette) -> palette.json with ids, names and colors.
 
 
 rule palette:

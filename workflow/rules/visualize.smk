@@ -1,4 +1,4 @@
-# Stage 6: image | prediction | label panels, colour masks and overlays in results/vis_data/.
+# Stage 6: image | prediction | label panels, color masks and overlays in results/vis_data/.
 
 
 rule visualize:
