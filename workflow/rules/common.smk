@@ -30,7 +30,7 @@ def validate_config():
     import jsonschema
     import yaml
 
-    path = os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+    path = os.path.join(workflow.basedir, "src/camvidseg/config.schema.yaml")
     with open(path) as handle:
         coerce_cli_strings(config, yaml.safe_load(handle))
     try:

@@ -1,0 +1,66 @@
+"""The one definition of every setting: ``config.schema.yaml`` (type, default, description).
+
+The Snakefile validates the user's config against it; each stage's CLI takes its defaults and
+help texts from it; the training fingerprint is computed over the settings it marks as changing
+the result (a property with ``x-run-only: true``, such as the log interval, does not).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+@functools.cache
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _node(dotted: str) -> dict:
+    node = schema()
+    for key in dotted.split("."):
+        try:
+            node = node["properties"][key]
+        except KeyError:
+            raise KeyError(f"no setting {dotted!r} in {SCHEMA_PATH.name}") from None
+    return node
+
+
+def default(dotted: str):
+    """Default of one setting, e.g. ``default("train.lr")``."""
+    return _node(dotted).get("default")
+
+
+def describe(dotted: str) -> str:
+    """The schema's description of a setting (for ``--help``); empty when it has none."""
+    return _node(dotted).get("description", "")
+
+
+def resolve(section: str, values: dict | None = None) -> dict:
+    """``values`` of one config section over the schema's defaults, refusing unknown keys."""
+    properties = _node(section)["properties"]
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(properties))
+    if unknown:
+        raise UserError(f"{section}: unknown setting(s) {', '.join(unknown)}")
+    return {key: values.get(key, node.get("default")) for key, node in properties.items()}
+
+
+def result_settings(section: str, values: dict) -> dict:
+    """The settings of ``section`` that change what a stage produces (drops ``x-run-only``)."""
+    properties = _node(section)["properties"]
+    return {k: v for k, v in values.items() if not properties.get(k, {}).get("x-run-only")}
+
+
+def digest(*parts: object) -> str:
+    """Short, stable hash of JSON-able parts (dict key order does not matter)."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
