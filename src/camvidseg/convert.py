@@ -8,7 +8,6 @@ error with ``--strict-colors`` (always an error for the SegNet layout, whose ids
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import sys
@@ -17,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from . import IGNORE_INDEX
+from . import IGNORE_INDEX, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
 from .palette import color_table
+from .settings import describe, option
 
 UNKNOWN = 254  # lookup value of a color the palette does not know; never a train id
 
@@ -209,18 +209,15 @@ def prepare(
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command.parser(__file__, __doc__)
     parser.add_argument("--manifest", required=True, help="dataset.json from the extract stage")
     parser.add_argument("--palette", required=True, help="palette.json from the palette stage")
     parser.add_argument("--out", required=True, type=Path, help="folder for masks and index.json")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--strict-colors", action="store_true")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument(
-        "--cache-images",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also store decoded images and masks as uint8 .npy per split (fast loading)",
+        "--strict-colors", action="store_true", help=describe("dataset.strict_colors")
     )
+    parser.add_argument("--cache-images", **option("dataset.cache_images"))
     args = parser.parse_args(argv)
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     index = prepare(

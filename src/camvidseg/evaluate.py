@@ -6,18 +6,20 @@ is whole-image at full resolution.
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
-import torch
-
+from . import command
 from .errors import cli
 from .fileio import atomic_path, read_json, write_json
-from .inference import pick_device, predict_batch
+
+# torch and the model code are imported where used, so that `--help` answers at once.
 
 
 def evaluate(model, dataset, class_names: list[str], device: str) -> dict:
+    import torch
+
+    from .inference import predict_batch
     from .metrics import SegMetric
 
     metric = SegMetric(class_names)
@@ -49,19 +51,23 @@ def write_per_class_csv(summary: dict, path: Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
+    parser = command.parser(__file__, __doc__)
+    parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
+    parser.add_argument(
+        "--prepared", required=True, type=Path, help="folder from the convert stage"
+    )
+    parser.add_argument("--palette", required=True, type=Path, help="palette.json")
+    parser.add_argument("--split", required=True, help="train, val or test")
+    command.add_device(parser)
+    parser.add_argument("--out-json", required=True, type=Path, help="scores to write (.json)")
+    parser.add_argument("--out-csv", required=True, type=Path, help="per-class table (.csv)")
+    args = parser.parse_args(argv)
+
     from .dataset import SegmentationDataset
+    from .inference import pick_device
     from .model import load_trained
     from .palette import class_names
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
-    parser.add_argument("--prepared", required=True, type=Path)
-    parser.add_argument("--palette", required=True, type=Path)
-    parser.add_argument("--split", required=True)
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    parser.add_argument("--out-json", required=True, type=Path)
-    parser.add_argument("--out-csv", required=True, type=Path)
-    args = parser.parse_args(argv)
     device = pick_device(args.device)
     model, meta = load_trained(args.model, device)
     names = class_names(read_json(args.palette))

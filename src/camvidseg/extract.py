@@ -8,7 +8,6 @@ CamVid archive's RGB masks with ``class_dict.csv``, or the SegNet copy's index m
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import stat
@@ -18,9 +17,10 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from . import IMAGE_SUFFIXES
+from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
 from .fileio import atomic_path, write_json
+from .settings import option
 
 SPLITS = ("train", "val", "test")
 CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
@@ -211,12 +211,16 @@ def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = F
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command.parser(__file__, __doc__)
     parser.add_argument("--archive", nargs="+", type=Path, help="archive (or its parts, in order)")
     parser.add_argument("--directory", type=Path, help="an already-extracted dataset (read only)")
     parser.add_argument("--dest", type=Path, help="folder to extract into")
-    parser.add_argument("--layout", default="auto", choices=["auto", "camvid32", "segnet11"])
-    parser.add_argument("--expect-camvid-sizes", action="store_true")
+    parser.add_argument("--layout", **option("dataset.layout"))
+    parser.add_argument(
+        "--expect-camvid-sizes",
+        action="store_true",
+        help="warn when the split sizes differ from CamVid's 367/101/233",
+    )
     parser.add_argument("--manifest", required=True, type=Path, help="dataset.json to write")
     args = parser.parse_args(argv)
     if bool(args.archive) == bool(args.directory):

@@ -9,7 +9,6 @@ never installed into the training environment. Credentials stay with those CLIs.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
@@ -22,8 +21,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import command
 from .errors import UserError, cli
 from .fileio import atomic_path
+from .settings import describe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NETWORK_ERRORS = ("ConnectionError", "Name or service not known", "Network is unreachable")
@@ -173,22 +174,32 @@ def join_parts(parts: list[Path], out: Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="route", required=True)
-    url = sub.add_parser("url", help="download an archive over http(s)")
-    url.add_argument("--url", required=True)
-    url.add_argument("--sha256", default="")
+    parser = command.parser(__file__, __doc__)
+    sub = parser.add_subparsers(
+        dest="route", required=True, metavar="route", help="where from (route --help: its options)"
+    )
+    routes = {
+        "url": "download an archive over http(s)",
+        "opendatalab": "download with the opendatalab CLI (odl)",
+        "openxlab": "download with the openxlab CLI",
+        "weights": "torchvision ImageNet backbone weights",
+    }
+    for route, what in routes.items():
+        sub.add_parser(route, help=what, description=what, formatter_class=parser.formatter_class)
+    url, weights = sub.choices["url"], sub.choices["weights"]
+    url.add_argument("--url", required=True, help=describe("dataset.url"))
+    url.add_argument("--sha256", default="", help=describe("dataset.sha256"))
     for route in ("opendatalab", "openxlab"):
-        tool = sub.add_parser(route, help=f"download with the {route} CLI")
-        tool.add_argument("--download-dir", required=True, type=Path)
-    weights = sub.add_parser("weights", help="torchvision ImageNet backbone weights")
-    weights.add_argument("--model", required=True)
+        sub.choices[route].add_argument(
+            "--download-dir", required=True, type=Path, help="folder the CLI downloads into"
+        )
+    weights.add_argument("--model", required=True, help=describe("model.name"))
     for p in (url, weights):
-        p.add_argument("--retries", type=int, default=5)
+        p.add_argument("--retries", type=int, default=5, help="tries after the first failure")
         p.add_argument("--backoff", type=float, default=2.0, help="first wait between tries (s)")
-        p.add_argument("--timeout", type=float, default=60.0)
+        p.add_argument("--timeout", type=float, default=60.0, help="socket timeout (s)")
     for p in sub.choices.values():
-        p.add_argument("--out", required=True, type=Path)
+        p.add_argument("--out", required=True, type=Path, help="file to write")
     args = parser.parse_args(argv)
 
     if args.route == "url":

@@ -7,15 +7,15 @@ colors), the ignore index, and a lookup from every source label value to a train
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
 import numpy as np
 
-from . import IGNORE_INDEX
+from . import IGNORE_INDEX, command
 from .errors import UserError, cli
 from .fileio import read_json, write_json
+from .settings import option
 
 # The standard SegNet grouping of the 32 CamVid classes into 11 (the rest is ignored), so results
 # compare with published CamVid tables. Colors are those of SegNet's own scripts.
@@ -154,10 +154,10 @@ def overlay(image: np.ndarray, ids: np.ndarray, colors: np.ndarray, alpha: float
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command.parser(__file__, __doc__)
     parser.add_argument("--manifest", required=True, help="dataset.json from the extract stage")
-    parser.add_argument("--classes", default="camvid32", choices=["camvid32", "camvid11"])
-    parser.add_argument("--ignore-classes", nargs="*", default=["Void"])
+    parser.add_argument("--classes", **option("dataset.classes"))
+    parser.add_argument("--ignore-classes", **option("dataset.ignore_classes"))
     parser.add_argument("--out", required=True, help="palette.json to write")
     args = parser.parse_args(argv)
     palette = make_palette(read_json(args.manifest), args.classes, args.ignore_classes)

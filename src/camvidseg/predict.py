@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from PIL import Image
 
-from . import IMAGE_SUFFIXES
-from .dataset import read_image
+from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json
 from .palette import color_table, colorize, overlay
+from .settings import describe, option
 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
+    parser = command.parser(__file__, __doc__)
+    parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
+    parser.add_argument("--palette", required=True, type=Path, help="palette.json")
+    parser.add_argument("--input-dir", required=True, type=Path, help=describe("predict.input_dir"))
+    parser.add_argument("--alpha", **option("vis.alpha"))
+    command.add_device(parser)
+    parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
+    args = parser.parse_args(argv)
+
+    # Imported after parsing: torch takes seconds to load and --help needs none of it.
+    from .dataset import read_image
     from .inference import pick_device, predict_image
     from .model import load_trained
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path)
-    parser.add_argument("--palette", required=True, type=Path)
-    parser.add_argument("--input-dir", required=True, type=Path)
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
     if not args.input_dir.is_dir():
         raise UserError(f"predict.input_dir: {args.input_dir} is not a folder")
     images = sorted(p for p in args.input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

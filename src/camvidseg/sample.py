@@ -9,7 +9,6 @@ shading and noise, so a segmentation model has something real to learn.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import tarfile
@@ -18,8 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import command
 from .errors import cli
 from .fileio import atomic_path
+from .settings import option
 
 CAMVID32 = [
     ("Animal", (64, 128, 64)),
@@ -206,14 +207,10 @@ def build_sample(
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command.parser(__file__, __doc__)
     parser.add_argument("--out", required=True, help="archive to write (.tar.gz)")
-    parser.add_argument("--train", type=int, default=48)
-    parser.add_argument("--val", type=int, default=12)
-    parser.add_argument("--test", type=int, default=12)
-    parser.add_argument("--height", type=int, default=120)
-    parser.add_argument("--width", type=int, default=160)
-    parser.add_argument("--seed", type=int, default=0)
+    for key in ("train", "val", "test", "height", "width", "seed"):
+        parser.add_argument(f"--{key}", **option(f"dataset.sample.{key}"))
     args = parser.parse_args(argv)
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     build_sample(Path(args.out), sizes, args.height, args.width, args.seed)

@@ -7,6 +7,7 @@ the result (a property with ``x-run-only: true``, such as the log interval, does
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import json
@@ -42,6 +43,29 @@ def default(dotted: str):
 def describe(dotted: str) -> str:
     """The schema's description of a setting (for ``--help``); empty when it has none."""
     return _node(dotted).get("description", "")
+
+
+_ARG_TYPES = {"integer": int, "number": float, "string": str}
+
+
+def option(dotted: str) -> dict:
+    """``argparse`` keywords for the command-line twin of a setting: its schema default, help
+    text and choices, so a CLI never re-declares them (``add_argument("--lr", **option(...))``)."""
+    node = _node(dotted)
+    keywords = {"default": node.get("default"), "help": node.get("description", "")}
+    if "enum" in node:
+        keywords["choices"] = node["enum"]
+    elif node.get("type") == "boolean":
+        keywords["action"] = argparse.BooleanOptionalAction
+    elif node.get("type") == "array":
+        items = node.get("items", {})
+        fixed = node.get("minItems") == node.get("maxItems")
+        keywords["nargs"] = node["minItems"] if fixed and "minItems" in node else "*"
+        keywords["choices"] = items.get("enum")
+        keywords["type"] = _ARG_TYPES.get(items.get("type", "string"))
+    else:
+        keywords["type"] = _ARG_TYPES[node["type"]]
+    return {key: value for key, value in keywords.items() if value is not None}
 
 
 def resolve(section: str, values: dict | None = None) -> dict:

@@ -18,40 +18,67 @@ import re
 import sys
 from pathlib import Path
 
+from . import command
 from .errors import UserError, cli
+from .settings import describe
+
+
+def train_help(key: str) -> str:
+    """Help of a flag: the schema's description of ``train.<key>`` (or of a dotted key)."""
+    return describe(key if "." in key else f"train.{key}")
+
 
 TRUSTED_PREFIX = "camvidseg-workdir://"  # MMEngine checkpoint scheme for our own work dir
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = command.parser(__file__, __doc__)
     p.add_argument("--prepared", required=True, type=Path, help="folder from the convert stage")
-    p.add_argument("--palette", required=True, type=Path)
+    p.add_argument("--palette", required=True, type=Path, help="palette.json")
     p.add_argument("--out-model", required=True, type=Path, help="weights-only best model (.pth)")
     p.add_argument("--out-history", required=True, type=Path, help="loss/mIoU per step (.json)")
     p.add_argument("--work-root", required=True, type=Path, help="checkpoints, one dir per setup")
-    p.add_argument("--model", default="deeplabv3_resnet50")
+    p.add_argument("--model", default="deeplabv3_resnet50", help=describe("model.name"))
     p.add_argument("--backbone-weights", default="none", help="'none' or a weights file")
     p.add_argument("--load-from", default=None, help="initial weights of the whole model (file)")
-    p.add_argument("--aux-loss-weight", type=float, default=0.4)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument(
+        "--aux-loss-weight", type=float, default=0.4, help=train_help("model.aux_loss_weight")
+    )
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cuda", "cpu"], help=train_help("device")
+    )
     p.add_argument("--gpus", type=int, default=1, help="processes (GPUs) for DDP")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10, help=train_help("epochs"))
     p.add_argument("--batch-size", type=int, default=3, help="per process")
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
-    p.add_argument("--crop-size", type=int, nargs=2, default=[360, 480], metavar=("H", "W"))
-    p.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 2.0])
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-keep-ckpts", type=int, default=2)
-    p.add_argument("--val-interval", type=int, default=1)
-    p.add_argument("--warmup-iters", type=int, default=50)
-    p.add_argument("--log-interval", type=int, default=10)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--sync-bn", action="store_true")
+    p.add_argument("--lr", type=float, default=2e-4, help=train_help("lr"))
+    p.add_argument("--weight-decay", type=float, default=1e-4, help=train_help("weight_decay"))
+    p.add_argument(
+        "--optimizer", default="adamw", choices=["adamw", "sgd"], help=train_help("optimizer")
+    )
+    p.add_argument(
+        "--crop-size",
+        type=int,
+        nargs=2,
+        default=[360, 480],
+        metavar=("H", "W"),
+        help=train_help("crop_size"),
+    )
+    p.add_argument(
+        "--scale-range", type=float, nargs=2, default=[0.5, 2.0], help=train_help("scale_range")
+    )
+    p.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=True, help=train_help("amp")
+    )
+    p.add_argument("--seed", type=int, default=0, help=train_help("seed"))
+    p.add_argument("--max-keep-ckpts", type=int, default=2, help=train_help("max_keep_ckpts"))
+    p.add_argument("--val-interval", type=int, default=1, help=train_help("val_interval"))
+    p.add_argument("--warmup-iters", type=int, default=50, help=train_help("warmup_iters"))
+    p.add_argument("--log-interval", type=int, default=10, help=train_help("log_interval"))
+    p.add_argument("--num-workers", type=int, default=0, help="data loader workers per process")
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads of the job"
+    )
+    p.add_argument("--sync-bn", action="store_true", help=train_help("sync_bn"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     return p.parse_args(argv)
 

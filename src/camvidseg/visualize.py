@@ -7,16 +7,16 @@ legend of the classes present. Names are ``{split}_{stem}_{kind}.png``, so nothi
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from . import IGNORE_INDEX
+from . import IGNORE_INDEX, command
 from .errors import cli
 from .fileio import atomic_path, read_json
 from .palette import color_table, colorize, overlay
+from .settings import option
 
 
 def choose(count: int, wanted: int) -> list[int]:
@@ -68,6 +68,7 @@ def visualize(
 ) -> int:
     from .dataset import SegmentationDataset
     from .inference import predict_image
+
     colors = color_table(palette)
     written = 0
     for split in splits:
@@ -101,19 +102,22 @@ def visualize(
 
 @cli
 def main(argv: list[str] | None = None) -> None:
+    parser = command.parser(__file__, __doc__)
+    parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
+    parser.add_argument(
+        "--prepared", required=True, type=Path, help="folder from the convert stage"
+    )
+    parser.add_argument("--palette", required=True, type=Path, help="palette.json")
+    parser.add_argument("--splits", **option("vis.splits"))
+    parser.add_argument("--num-images", **option("vis.num_images"))
+    parser.add_argument("--alpha", **option("vis.alpha"))
+    command.add_device(parser)
+    parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
+    args = parser.parse_args(argv)
+
     from .inference import pick_device
     from .model import load_trained
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path)
-    parser.add_argument("--prepared", required=True, type=Path)
-    parser.add_argument("--palette", required=True, type=Path)
-    parser.add_argument("--splits", nargs="+", default=["val", "test"])
-    parser.add_argument("--num-images", type=int, default=4, help="per split")
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args(argv)
     device = pick_device(args.device)
     model, _ = load_trained(args.model, device)
     with atomic_path(args.out, is_dir=True) as tmp:

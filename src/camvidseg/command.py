@@ -1,0 +1,46 @@
+"""What every stage's command line shares: ``camvidseg <stage>`` usage and help with defaults.
+
+Kept free of heavy imports: ``--help`` must answer before torch or matplotlib is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help where a default exists and is not said."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default in ("", [], argparse.SUPPRESS)
+        if action.option_strings and not unset and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def parser(module_file: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of the stage defined in ``module_file`` (pass ``__file__``, ``__doc__``)."""
+    return argparse.ArgumentParser(
+        prog=f"camvidseg {Path(module_file).stem}",
+        description=summary(doc),
+        formatter_class=_HelpFormatter,
+    )
+
+
+def summary(doc: str | None) -> str:
+    """First line of a stage's docstring, as plain text without its "Stage N:" prefix."""
+    lines = (doc or "").strip().splitlines()
+    first = lines[0].replace("``", "").rstrip(".") if lines else ""
+    head, sep, rest = first.partition(": ")
+    text = rest if sep and head.startswith("Stage ") else first
+    return text[:1].upper() + text[1:]
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the stages that run the trained model (the setting ``train.device``)."""
+    from .settings import option
+
+    parser.add_argument("--device", **option("train.device"))
