@@ -1,7 +1,9 @@
 import os
 import re
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -79,3 +81,23 @@ def jobs_planned(result) -> dict[str, int]:
         if name != "total":
             counts[name] = int(count)
     return counts
+
+
+def png_bomb(path, width=20000, height=10000):
+    """A real, valid 1-bit PNG of width x height pixels in a few kB (decodes to 600 MB RGB)."""
+    row = b"\x00" + bytes((width + 7) // 8)
+    compressor, data = zlib.compressobj(9), b""
+    for _ in range(height):
+        data += compressor.compress(row)
+    data += compressor.flush()
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+    return path

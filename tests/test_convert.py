@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import png_bomb, run_cli
 from PIL import Image
 
 COLORS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
@@ -106,3 +106,23 @@ def test_corrupt_png_names_the_file(dataset):
     assert (
         result.stderr.count("\n") == 1 and "a_L.png: corrupt or unreadable label" in result.stderr
     )
+
+
+@pytest.mark.parametrize("cache", ["--cache-images", "--no-cache-images"])
+def test_image_bomb_is_one_line_naming_the_file(dataset, cache):
+    """Convert decodes images itself (the extract check may be bypassed by a CLI user)."""
+    bomb = png_bomb(dataset / "CamVid/train/a.png")
+    result, out = convert(dataset, cache)
+    assert result.returncode == 2 and not out.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {bomb}: refusing image") and "bomb" in lines[0]
+
+
+def test_read_image_refuses_a_bomb_before_decoding(tmp_path):
+    from camvidseg.dataset import read_image
+    from camvidseg.errors import UserError
+
+    bomb = png_bomb(tmp_path / "big.png")
+    with pytest.raises(UserError, match=r"big\.png: refusing image of 20000x10000 pixels"):
+        read_image(str(bomb))

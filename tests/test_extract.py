@@ -1,12 +1,16 @@
 """Safe extraction and layout checks: every bad input is one line naming the file, no output."""
 
 import io
+import json
+import os
 import shutil
+import stat
+import subprocess
 import tarfile
 import zipfile
 
 import pytest
-from conftest import run_cli
+from conftest import png_bomb, run_cli, snakemake
 
 
 def make_tar(path, members, mode="w:gz"):
@@ -46,8 +50,6 @@ def test_sample_archive_extracts_and_pairs(tmp_path, sample_archive):
     assert result.returncode == 0, result.stderr
     assert "layout: camvid32" in result.stdout
     assert "'train': 4, 'val': 2, 'test': 2" in result.stdout
-    import json
-
     data = json.loads(manifest.read_text())
     pair = data["splits"]["train"][0]
     assert pair["label"] == f"train_labels/{pair['stem']}_L.png"
@@ -67,22 +69,96 @@ def test_escaping_member_paths_are_refused(tmp_path, member, fragment):
     assert_refused(*extract(tmp_path, archive), "bad.tar.gz", repr(member), fragment)
 
 
+def cve_2025_4517_archive(path, dest_len, target):
+    """The realpath-overflow attack on Python's tarfile filters (CVE-2025-4517), as in CPython's
+    own test: a chain of symlinks whose resolved path exceeds PATH_MAX hides where ``escape``
+    points (the folder above the extraction root), then a hard link through it overwrites
+    ``target`` there and a new file is created beside it."""
+    steps = "abcdefghijklmnop"
+    component = "d" * ((os.pathconf("/", "PC_PATH_MAX") - dest_len) // (len(steps) + 1))
+    with tarfile.open(path, "w:gz") as tar:
+
+        def add(name, kind=tarfile.REGTYPE, link="", content=b""):
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size, info.mode = kind, link, len(content), 0o777
+            tar.addfile(info, io.BytesIO(content) if content else None)
+
+        folder = ""
+        for step in steps:
+            add(os.path.join(folder, component), tarfile.DIRTYPE)
+            add(os.path.join(folder, step), tarfile.SYMTYPE, component)
+            folder = os.path.join(folder, component)
+        deep_link = os.path.join(*steps, "l" * 254)
+        add(deep_link, tarfile.SYMTYPE, os.path.join(*[".."] * len(steps)))
+        add("escape", tarfile.SYMTYPE, os.path.join(deep_link, ".."))
+        add("flaglink", tarfile.LNKTYPE, os.path.join("escape", target.name))
+        add("flaglink", content=b"overwritten")
+        add("escape/newfile", content=b"new")
+    return path
+
+
+def test_cve_2025_4517_archive_cannot_write_outside(tmp_path):
+    flag = tmp_path / "flag"  # the escape target: the folder above the extraction root
+    flag.write_text("original")
+    # The stage extracts into a temporary sibling of --dest: tmp_path/.out.<8 random chars>.
+    archive = cve_2025_4517_archive(
+        tmp_path / "CamVid.tar.gz", len(str(tmp_path / ".out.")) + 8, flag
+    )
+    result, dest, manifest = extract(tmp_path, archive)
+    assert flag.read_text() == "original"
+    assert not (tmp_path / "newfile").exists()
+    assert_refused(result, dest, manifest, "CamVid.tar.gz", "refusing symlink member 'a'")
+
+
 @pytest.mark.parametrize(
-    ("kind", "target"),
+    ("kind", "target", "what"),
     [
-        (tarfile.SYMTYPE, "../../etc/passwd"),
-        (tarfile.SYMTYPE, "/etc/passwd"),
-        (tarfile.LNKTYPE, "../outside"),
+        (tarfile.SYMTYPE, "../../etc/passwd", "symlink"),
+        (tarfile.SYMTYPE, "/etc/passwd", "symlink"),
+        (tarfile.SYMTYPE, "train/a.png", "symlink"),  # even one that stays inside
+        (tarfile.LNKTYPE, "../outside", "hard link"),
+        (tarfile.LNKTYPE, "CamVid/not_in_the_archive.png", "hard link"),  # was a KeyError
     ],
 )
-def test_links_pointing_outside_are_refused(tmp_path, kind, target):
+def test_links_are_refused(tmp_path, kind, target, what):
     archive = make_tar(tmp_path / "links.tar.gz", {"CamVid/link": (kind, target)})
-    assert_refused(*extract(tmp_path, archive), "'CamVid/link'", "pointing outside")
+    assert_refused(
+        *extract(tmp_path, archive), f"refusing {what} member 'CamVid/link'", "holds no links"
+    )
 
 
-def test_device_member_is_refused(tmp_path):
-    archive = make_tar(tmp_path / "dev.tar", {"CamVid/dev": (tarfile.CHRTYPE, "")}, mode="w")
-    assert_refused(*extract(tmp_path, archive), "special file", "'CamVid/dev'")
+def test_symlink_chain_is_refused_as_a_link_not_as_corrupt(tmp_path):
+    archive = make_tar(
+        tmp_path / "chain.tar.gz",
+        {
+            "CamVid/x": (tarfile.SYMTYPE, "y"),
+            "CamVid/y": (tarfile.SYMTYPE, "z"),
+            "CamVid/z": (tarfile.SYMTYPE, "x"),
+            "CamVid/x/evil.txt": b"evil",
+        },
+    )
+    result, dest, manifest = extract(tmp_path, archive)
+    assert "truncated or corrupt" not in result.stderr
+    assert_refused(result, dest, manifest, "refusing symlink member 'CamVid/x'")
+
+
+def test_zip_symlink_is_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("CamVid/link")
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(info, "train/a.png")
+    assert_refused(*extract(tmp_path, archive), "refusing symlink member 'CamVid/link'")
+
+
+@pytest.mark.parametrize("kind", [stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK])
+def test_zip_special_member_is_refused(tmp_path, kind):
+    archive = tmp_path / "special.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("CamVid/special")
+        info.external_attr = (kind | 0o644) << 16
+        zf.writestr(info, "")
+    assert_refused(*extract(tmp_path, archive), "special file", "'CamVid/special'")
 
 
 def test_truncated_archive_is_refused(tmp_path, sample_archive):
@@ -205,3 +281,118 @@ def test_existing_folder_is_never_replaced(tmp_path, sample_archive):
     result, _, manifest = extract(tmp_path, sample_archive)
     assert result.returncode == 2 and "folder exists and is not empty" in result.stderr
     assert (dest / "mine.txt").read_text() == "the user's" and not manifest.exists()
+
+
+def sample_members(sample_archive):
+    with tarfile.open(sample_archive) as source:
+        return {m.name: source.extractfile(m).read() for m in source if m.isfile()}
+
+
+@pytest.mark.parametrize("tool", ["zipfile.writestr", "zip -r", "DOS attributes"])
+def test_valid_zips_are_accepted(tmp_path, sample_archive, tool):
+    """Members with permission bits but no file-type bits, or DOS attributes, are plain files."""
+    archive = tmp_path / "CamVid.zip"
+    members = sample_members(sample_archive)
+    if tool == "zip -r":
+        with tarfile.open(sample_archive) as tar:
+            tar.extractall(tmp_path / "tree", filter="data")
+        subprocess.run(["zip", "-qr", archive, "CamVid"], cwd=tmp_path / "tree", check=True)
+    else:
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members.items():
+                if tool == "zipfile.writestr":
+                    zf.writestr(name, data)  # external_attr 0o600 << 16, no S_IFREG bits
+                else:
+                    info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+                    info.create_system, info.external_attr = 0, 0x20  # MS-DOS "archive" bit
+                    zf.writestr(info, data)
+    result, dest, manifest = extract(tmp_path, archive)
+    assert result.returncode == 0, result.stderr
+    for name, data in members.items():
+        assert (dest / name).read_bytes() == data
+    assert json.loads(manifest.read_text())["sizes"] == {"train": 4, "val": 2, "test": 2}
+
+
+def zero_bomb(path, size):
+    """A .tar.gz with one zero-filled member of ``size`` bytes (compresses about 1000:1)."""
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo("CamVid/zeros.bin")
+        info.size = size
+
+        class Zeros(io.RawIOBase):
+            left = size
+
+            def readinto(self, buffer):
+                n = min(len(buffer), self.left)
+                buffer[:n] = bytes(n)
+                self.left -= n
+                return n
+
+        tar.addfile(info, Zeros())
+    return path
+
+
+def test_decompression_bomb_tar_is_refused_before_writing(tmp_path):
+    archive = zero_bomb(tmp_path / "bomb.tar.gz", 80 * 2**20)
+    assert archive.stat().st_size < 2**20
+    assert_refused(
+        *extract(tmp_path, archive),
+        "bomb.tar.gz: refusing to unpack",
+        "'CamVid/zeros.bin'",
+        "dataset.max_unpack_ratio",
+    )
+
+
+def test_decompression_bomb_zip_is_refused(tmp_path):
+    archive = tmp_path / "bomb.zip"
+    with (
+        zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf,
+        zf.open("CamVid/zeros.bin", "w", force_zip64=True) as member,
+    ):
+        for _ in range(80):
+            member.write(bytes(2**20))
+    assert_refused(*extract(tmp_path, archive), "refusing to unpack", "dataset.max_unpack_ratio")
+
+
+def test_unpack_limits_are_settings(tmp_path, sample_archive):
+    dest, manifest = tmp_path / "out", tmp_path / "dataset.json"
+    result = run_cli(
+        "extract", "--archive", sample_archive, "--dest", dest, "--manifest", manifest,
+        "--max-unpack-gib", "0.00001", check=False,
+    )  # fmt: skip
+    assert_refused(result, dest, manifest, "more than dataset.max_unpack_gib (1e-05 GiB)")
+
+
+def test_archive_larger_than_the_free_disk_is_refused(tmp_path):
+    """A header declaring 1 TiB (its data need not even be there): refused for the disk."""
+    archive = tmp_path / "huge.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("CamVid/huge.bin")
+        info.size = 2**40
+        tar.addfile(info)  # no data follows: extraction would fail, the check comes first
+    dest, manifest = tmp_path / "out", tmp_path / "dataset.json"
+    result = run_cli(
+        "extract", "--archive", archive, "--dest", dest, "--manifest", manifest,
+        "--max-unpack-ratio", "1e12", "--max-unpack-gib", "1e6", check=False,
+    )  # fmt: skip
+    assert_refused(result, dest, manifest, "'CamVid/huge.bin'", "more than the free space")
+
+
+def test_image_bomb_in_the_dataset_is_named(tmp_path, tree):
+    victim = sorted((tree / "train").iterdir())[0]
+    png_bomb(victim)
+    assert_one_line(
+        *index(tmp_path, tree), f"{victim}: refusing image", "decompression bomb"
+    )
+
+
+def test_workflow_passes_the_unpack_limit_to_extract(tmp_path):
+    result = snakemake(
+        tmp_path, "--until", "extract", "--config", "dataset={max_unpack_gib: 0.00001}",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    log = (tmp_path / "results/logs/extract.log").read_text().strip().splitlines()
+    assert log[-1].startswith("error: resources/camvid_sample.tar.gz: refusing to unpack")
+    assert "dataset.max_unpack_gib (1e-05 GiB)" in log[-1]
+    assert not (tmp_path / "results/data/extracted").exists()

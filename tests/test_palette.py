@@ -69,3 +69,19 @@ def test_camvid11_grouping(tmp_path):
     by_name = {e["name"]: e["train_id"] for e in data["lookup"]}
     assert by_name["LaneMkgsDriv"] == by_name["Road"] == 3
     assert by_name["SUVPickupTruck"] == 8 and by_name["Void"] == 255
+
+
+def test_class_dict_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    (tmp_path / "class_dict.csv").write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    result, out = palette(tmp_path, None)
+    assert result.returncode == 0, result.stderr
+    assert [c["name"] for c in json.loads(out.read_text())["classes"]] == ["Sky", "Road"]
+
+
+def test_class_dict_in_latin1_is_one_line_naming_file_and_encoding(tmp_path):
+    (tmp_path / "class_dict.csv").write_bytes((GOOD + "Caf\u00e9,1,2,3\n").encode("latin-1"))
+    result, out = palette(tmp_path, None)
+    assert result.returncode == 2 and not out.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "class_dict.csv: not UTF-8 text (byte 0xe9" in lines[0] and "Latin-1" in lines[0]

@@ -3,12 +3,13 @@
 import shutil
 
 import numpy as np
-from conftest import jobs_planned, run_cli, snakemake
+from conftest import jobs_planned, png_bomb, run_cli, snakemake
 from PIL import Image
 
 
-def predict(run_dir, images, out, check=True):
-    model, palette = run_dir / "results/model/best.pth", run_dir / "results/data/palette.json"
+def predict(run_dir, images, out, check=True, model=None):
+    model = model or run_dir / "results/model/best.pth"
+    palette = run_dir / "results/data/palette.json"
     return run_cli(
         "predict",
         "--model",
@@ -51,3 +52,48 @@ def test_predict_on_empty_folder_is_one_line(tiny_run, tmp_path):
 def test_predict_rule_joins_the_dag_when_configured(tiny_run, tmp_path):
     result = snakemake(tiny_run, "-n", "--config", f"predict={{input_dir: {tmp_path}}}")
     assert jobs_planned(result) == {"predict": 1, "all": 1}
+
+
+def assert_one_line(result, out, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert not out.exists()
+
+
+def images_folder(tmp_path, *names):
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for name in names:
+        Image.fromarray(np.full((8, 8, 3), 99, np.uint8)).save(folder / name)
+    return folder
+
+
+def test_same_stem_with_two_suffixes_is_refused_before_loading(tmp_path):
+    """x.png and x.jpg would both become x_mask.png: one output pair, "2 images" in the log."""
+    folder = images_folder(tmp_path, "x.png", "x.jpg", "y.png")
+    out = tmp_path / "predict"
+    result = predict(tmp_path, folder, out, check=False)
+    assert_one_line(result, out, "x.jpg and x.png", "would both be written as x_mask.png")
+
+
+def test_pickled_model_file_is_one_line(tmp_path):
+    import argparse
+
+    import torch
+
+    model = tmp_path / "model.pth"
+    torch.save({"meta": argparse.Namespace(model="x"), "state_dict": {}}, model)
+    out = tmp_path / "predict"
+    result = predict(tmp_path, images_folder(tmp_path, "a.png"), out, check=False, model=model)
+    assert_one_line(result, out, f"{model}: refused: not a plain weights file", "(--model)")
+
+
+def test_image_bomb_is_refused_before_loading(tmp_path):
+    folder = images_folder(tmp_path, "a.png")
+    png_bomb(folder / "b.png")
+    out = tmp_path / "predict"
+    result = predict(tmp_path, folder, out, check=False)
+    assert_one_line(result, out, f"{folder / 'b.png'}: refusing image of 20000x10000 pixels")

@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from . import IGNORE_INDEX, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
+from .images import checked_size, open_checked
 from .palette import color_table
 from .settings import describe, option
 
@@ -43,17 +44,8 @@ def lookup_table(palette: dict) -> np.ndarray:
     return table
 
 
-def open_png(path: Path, what: str) -> Image.Image:
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise UserError(f"{path}: corrupt or unreadable {what} ({err})") from None
-    return image
-
-
 def label_ids(path: Path, encoding: str, table: np.ndarray) -> np.ndarray:
-    label = open_png(path, "label")
+    label = open_checked(path, "label")
     if encoding == "rgb":
         rgb = np.asarray(label.convert("RGB"), dtype=np.uint32)
         key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
@@ -83,7 +75,7 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
     image_path, label_path, out_path = (Path(p) for p in task[:3])
     cache_slot = task[3]  # (images .npy, masks .npy, row) or None
     assert _table is not None
-    image = open_png(image_path, "image")
+    image = open_checked(image_path, "image")
     ids = label_ids(label_path, _job["encoding"], _table)
     if ids.shape[::-1] != image.size:
         raise UserError(
@@ -117,13 +109,7 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
 def create_cache(out: Path, split: str, paths: list[Path]) -> tuple[str, str] | None:
     """Preallocate ``cache/{split}_{images,masks}.npy`` (uint8, memory-mappable), or None when
     the split's images differ in size (then the loader decodes PNGs instead)."""
-    sizes = set()
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                sizes.add(image.size)
-        except (UnidentifiedImageError, OSError):
-            raise UserError(f"{path}: corrupt or unreadable image") from None
+    sizes = {checked_size(path, "image") for path in paths}
     if len(sizes) != 1:
         print(f"{split}: images of {len(sizes)} different sizes, not cached")
         return None

@@ -19,11 +19,14 @@ from torch.utils.data import Dataset
 from . import IGNORE_INDEX
 from .errors import UserError
 from .fileio import read_json
+from .images import checked_size
 
 cv2.setNumThreads(1)  # loader workers are the parallelism; OpenCV's own threads only contend
 
 
 def read_image(path: str) -> np.ndarray:
+    """RGB uint8 array; the size is checked from the header first (OpenCV would decode a bomb)."""
+    checked_size(path, "image")
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise UserError(f"{path}: cannot read image")

@@ -1,15 +1,18 @@
 """Stage 2: extract the archive safely and check the dataset layout.
 
-Refuses archive members that would land outside the target (absolute paths, ``..``, links pointing
-out, device files), naming the member. Then finds the dataset root, recognises the layout (the
-CamVid archive's RGB masks with ``class_dict.csv``, or the SegNet copy's index masks in
-``*annot/``), pairs every image with its label by file stem, and writes ``dataset.json``.
+Refuses, naming the member, archive members that could land outside the target (absolute paths,
+``..``, any link: CamVid has none), device files, and archives whose members declare more bytes
+than the unpack limits or the free disk allow. Extracts into a fresh folder. Then finds the
+dataset root, recognises the layout (the CamVid archive's RGB masks with ``class_dict.csv``, or
+the SegNet copy's index masks in ``*annot/``), pairs every image with its label by file stem,
+checks every picture's header (size limit), and writes ``dataset.json``.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import sys
 import tarfile
@@ -20,7 +23,8 @@ from pathlib import Path, PurePosixPath
 from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
 from .fileio import atomic_path, write_json
-from .settings import option
+from .images import checked_size
+from .settings import default, option
 
 SPLITS = ("train", "val", "test")
 CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
@@ -58,52 +62,91 @@ class _ConcatenatedParts(io.RawIOBase):
 def _check_member_path(name: str, archive: Path) -> None:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
-        raise UserError(f"{archive}: refusing member {name!r} with an absolute path")
+        raise UserError(f"{archive}: refusing member {_shown(name)} with an absolute path")
     if ".." in path.parts:
-        raise UserError(f"{archive}: refusing member {name!r} that climbs out with '..'")
+        raise UserError(f"{archive}: refusing member {_shown(name)} that climbs out with '..'")
 
 
-def _check_link(name: str, target: str, archive: Path, hard: bool) -> None:
-    """Refuse a link whose target, resolved inside the archive, would leave it."""
-    outside = UserError(f"{archive}: refusing link {name!r} -> {target!r} pointing outside")
-    if target.startswith("/"):
-        raise outside
-    # A symlink's target is relative to its folder; a hard link's to the archive root.
-    base = PurePosixPath() if hard else PurePosixPath(name).parent
-    depth = 0
-    for part in (base / target).parts:
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                raise outside
-        elif part != ".":
-            depth += 1
+def _shown(name: str, limit: int = 80) -> str:
+    """A member name for an error line: crafted archives use names of hundreds of characters."""
+    return repr(name) if len(name) <= limit else repr(name[: limit // 2] + "..." + name[-20:])
 
 
-def _extract_tar(parts: list[Path], dest: Path) -> int:
+def _refuse_links_and_specials(name: str, kind: str, archive: Path) -> None:
+    """CamVid archives hold only files and folders. Links are refused outright instead of being
+    resolved: Python's own link checks were bypassed (CVE-2025-4517), so none is trusted."""
+    if kind in ("symlink", "hard link"):
+        raise UserError(
+            f"{archive}: refusing {kind} member {_shown(name)} (a dataset archive holds no links)"
+        )
+    if kind != "file":
+        raise UserError(f"{archive}: refusing special file member {_shown(name)}")
+
+
+class UnpackBudget:
+    """Refuses an archive whose members declare more bytes than the limits allow, before the
+    member that crosses them is written: a high ratio to the archive's size is a decompression
+    bomb (CamVid's PNG/JPEG images do not compress), and nothing may fill the disk."""
+
+    RATIO_FLOOR = 64 * 2**20  # tiny archives of text compress well; below this, ratio is no sign
+
+    def __init__(self, parts: list[Path], dest: Path, max_ratio: float, max_gib: float):
+        self.archive, self.total = parts[0], 0
+        size = sum(part.stat().st_size for part in parts)
+        ratio_limit = max(max_ratio * size, self.RATIO_FLOOR)
+        self.limits = [
+            (ratio_limit, f"{max_ratio:g}x the archive's {size} bytes (dataset.max_unpack_ratio)"),
+            (max_gib * 2**30, f"dataset.max_unpack_gib ({max_gib:g} GiB)"),
+            (shutil.disk_usage(dest).free, f"the free space on the disk of {dest}"),
+        ]
+
+    def add(self, name: str, size: int) -> None:
+        self.total += size
+        for limit, what in self.limits:
+            if self.total > limit:
+                raise UserError(
+                    f"{self.archive}: refusing to unpack: members up to {_shown(name)} declare "
+                    f"{self.total} bytes, more than {what}"
+                )
+
+
+def _tar_kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hard link"
+    return "file" if member.isfile() or member.isdir() else "special"
+
+
+def _extract_tar(parts: list[Path], dest: Path, budget: UnpackBudget) -> int:
     count = 0
     with _ConcatenatedParts(parts) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
         for member in tar:
             _check_member_path(member.name, parts[0])
-            if member.issym() or member.islnk():
-                _check_link(member.name, member.linkname, parts[0], hard=member.islnk())
-            elif not (member.isfile() or member.isdir()):
-                raise UserError(f"{parts[0]}: refusing special file member {member.name!r}")
+            _refuse_links_and_specials(member.name, _tar_kind(member), parts[0])
+            budget.add(member.name, member.size)
             tar.extract(member, dest, filter="data")
             count += 1
     return count
 
 
-def _extract_zip(archive: Path, dest: Path) -> int:
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    """What a zip member is. Only type bits that say link/device/fifo/socket make it special:
+    many tools write permission bits alone (zipfile.writestr's 0o600) or DOS attributes."""
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_IFMT(mode) in (0, stat.S_IFREG, stat.S_IFDIR):
+        return "file"
+    return "special"
+
+
+def _extract_zip(archive: Path, dest: Path, budget: UnpackBudget) -> int:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
             _check_member_path(info.filename, archive)
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                _check_link(info.filename, zf.read(info).decode(), archive, hard=False)
-                raise UserError(f"{archive}: refusing symlink member {info.filename!r} in a zip")
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise UserError(f"{archive}: refusing special file member {info.filename!r}")
+            _refuse_links_and_specials(info.filename, _zip_kind(info), archive)
+            budget.add(info.filename, info.file_size)
         bad = zf.testzip()
         if bad is not None:
             raise UserError(f"{archive}: member {bad!r} is corrupt (CRC mismatch)")
@@ -111,17 +154,26 @@ def _extract_zip(archive: Path, dest: Path) -> int:
         return len(zf.infolist())
 
 
-def extract_archive(parts: list[Path], dest: Path) -> int:
-    """Extract ``parts`` (one archive, possibly split) into ``dest``; returns the member count."""
+def extract_archive(
+    parts: list[Path],
+    dest: Path,
+    max_ratio: float = default("dataset.max_unpack_ratio"),
+    max_gib: float = default("dataset.max_unpack_gib"),
+) -> int:
+    """Extract ``parts`` (one archive, possibly split) into the fresh, empty folder ``dest``;
+    returns the member count."""
     for part in parts:
         if not part.is_file():
             raise UserError(f"{part}: archive not found")
+    if any(dest.iterdir()):
+        raise UserError(f"{dest}: extraction needs a fresh, empty folder")
+    budget = UnpackBudget(parts, dest, max_ratio, max_gib)
     try:
         if zipfile.is_zipfile(parts[0]):
             if len(parts) > 1:
                 raise UserError(f"{parts[0]}: multi-part zip archives are not supported")
-            return _extract_zip(parts[0], dest)
-        return _extract_tar(parts, dest)
+            return _extract_zip(parts[0], dest, budget)
+        return _extract_tar(parts, dest, budget)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
         if isinstance(err, OSError) and not isinstance(err, EOFError) and err.errno is not None:
             raise
@@ -172,6 +224,9 @@ def pair_split(root: Path, split: str, layout: str) -> list[dict]:
         raise UserError(f"{image_dir}: " + "; ".join(problems))
     if not images:
         raise UserError(f"{image_dir}: split is empty")
+    for stem in images:  # headers only: a bomb or a non-image is named here, not in a worker
+        checked_size(images[stem], "image")
+        checked_size(labels[stem], "label")
     return [
         {
             "stem": s,
@@ -222,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         help="warn when the split sizes differ from CamVid's 367/101/233",
     )
     parser.add_argument("--manifest", required=True, type=Path, help="dataset.json to write")
+    parser.add_argument("--max-unpack-ratio", **option("dataset.max_unpack_ratio"))
+    parser.add_argument("--max-unpack-gib", **option("dataset.max_unpack_gib"))
     args = parser.parse_args(argv)
     if bool(args.archive) == bool(args.directory):
         parser.error("give exactly one of --archive or --directory")
@@ -229,7 +286,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.dest is None:
             parser.error("--archive needs --dest")
         with atomic_path(args.dest, is_dir=True) as tmp:
-            count = extract_archive(args.archive, tmp)
+            count = extract_archive(
+                args.archive, tmp, args.max_unpack_ratio, args.max_unpack_gib
+            )
             print(f"extracted {count} members of {args.archive[0]}")
             manifest = index_dataset(tmp, args.layout, args.expect_camvid_sizes)
         manifest["root"] = os.path.join(args.dest, os.path.relpath(manifest["root"], tmp))

@@ -41,18 +41,23 @@ def backbone_weights_url(name: str) -> str:
     return getattr(tvm, MODELS[name][2]).IMAGENET1K_V1.url
 
 
-def read_weights(path: Path, key: str) -> dict:
-    """A weights file's state dict, read with ``weights_only=True``: a file that needs code to
-    unpickle is refused. ``key`` names the setting the file came from, for the error."""
+def read_plain(path: Path, key: str) -> object:
+    """A file read with ``weights_only=True``: one that needs code to unpickle is refused in
+    one line. ``key`` names the setting or option the file came from, for the error."""
     if not path.is_file():
         raise UserError(f"{path}: file not found ({key})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle that needs code, or not a checkpoint at all
         raise UserError(
             f"{path}: refused: not a plain weights file ({type(err).__name__}); only tensors "
             f"and plain containers are loaded from user files ({key})"
         ) from None
+
+
+def read_weights(path: Path, key: str) -> dict:
+    """A weights file's state dict, read weights-only (see ``read_plain``)."""
+    state = read_plain(path, key)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -154,7 +159,9 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[SegmentationModel, di
     """The weights-only model file the train stage exports (read with weights_only=True)."""
     if not path.is_file():
         raise UserError(f"{path}: trained model not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_plain(path, "--model")
+    if not (isinstance(checkpoint, dict) and {"meta", "state_dict"} <= checkpoint.keys()):
+        raise UserError(f"{path}: not a model file exported by the train stage (--model)")
     meta = checkpoint["meta"]
     model = SegmentationModel(meta["model"], meta["num_classes"], meta["aux_loss_weight"])
     model.load_state_dict(checkpoint["state_dict"])

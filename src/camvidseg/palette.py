@@ -8,6 +8,7 @@ colors), the ignore index, and a lookup from every source label value to a train
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,15 @@ def read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     """Read and validate ``class_dict.csv``; every problem is one line naming the file."""
     if not path.is_file():
         raise UserError(f"{path}: class_dict.csv not found")
-    with path.open(newline="") as handle:
+    try:
+        # utf-8-sig: spreadsheet programs often start a UTF-8 CSV with a byte-order mark.
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}, "
+            "perhaps Latin-1); save it as UTF-8"
+        ) from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
         missing = [c for c in ("name", "r", "g", "b") if c not in header]

@@ -9,8 +9,33 @@ from PIL import Image
 from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json
+from .images import checked_size
 from .palette import color_table, colorize, overlay
 from .settings import describe, option
+
+
+def input_images(folder: Path) -> list[Path]:
+    """The images to segment, checked before the model is loaded: each output pair is named
+    after the stem, so ``x.png`` and ``x.jpg`` would write the same files (refused), and every
+    header is checked for size (a decompression bomb is named, not decoded)."""
+    if not folder.is_dir():
+        raise UserError(f"predict.input_dir: {folder} is not a folder")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise UserError(f"predict.input_dir: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    by_stem: dict[str, list[str]] = {}
+    for path in images:
+        by_stem.setdefault(path.stem, []).append(path.name)
+    clashes = [names for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        more = f" (and {len(clashes) - 1} more such group(s))" if len(clashes) > 1 else ""
+        raise UserError(
+            f"predict.input_dir: {' and '.join(clashes[0])} in {folder} would both be written "
+            f"as {Path(clashes[0][0]).stem}_mask.png{more}; rename or move one"
+        )
+    for path in images:
+        checked_size(path, "image")
+    return images
 
 
 @cli
@@ -23,19 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     command.add_device(parser)
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
+    images = input_images(args.input_dir)
 
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
     from .dataset import read_image
     from .inference import pick_device, predict_image
     from .model import load_trained
 
-    if not args.input_dir.is_dir():
-        raise UserError(f"predict.input_dir: {args.input_dir} is not a folder")
-    images = sorted(p for p in args.input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise UserError(
-            f"predict.input_dir: no images ({', '.join(IMAGE_SUFFIXES)}) in {args.input_dir}"
-        )
     device = pick_device(args.device)
     model, _ = load_trained(args.model, device)
     colors = color_table(read_json(args.palette))

@@ -62,7 +62,7 @@ TRAIN = config["train"]
 
 def code(*modules):
     """Source files of a step: declared as inputs so a code change re-runs the step."""
-    shared = ["__init__", "errors", "fileio"]
+    shared = ["__init__", "errors", "fileio", "images", "settings"]
     return [os.path.join(SRC, "camvidseg", f"{m}.py") for m in shared + list(modules)]
 
 

@@ -42,8 +42,12 @@ else:
         params:
             layout=DATASET["layout"],
             expect=EXPECT_FULL,
+            max_ratio=DATASET["max_unpack_ratio"],
+            max_gib=DATASET["max_unpack_gib"],
         message:
             "Extracting {input.archive[0]} safely and checking the layout"
         shell:
             "python -m camvidseg.extract --archive {input.archive} --dest {output.tree}"
-            " --layout {params.layout} {params.expect} --manifest {output.manifest} > {log} 2>&1"
+            " --layout {params.layout} {params.expect} --manifest {output.manifest}"
+            " --max-unpack-ratio {params.max_ratio:q} --max-unpack-gib {params.max_gib:q}"
+            " > {log} 2>&1"
