@@ -23,6 +23,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/visualize.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/provenance.smk"
 
 
 wildcard_constraints:
@@ -33,3 +34,4 @@ rule all:
     default_target: True
     input:
         final_outputs(),
+        rules.provenance.output.record,

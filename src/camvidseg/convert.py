@@ -188,6 +188,8 @@ def prepare(
     """Write the whole ``out`` folder (masks, cache, index.json) or nothing; return the index."""
     with atomic_path(out, is_dir=True) as tmp:
         index = convert_dataset(manifest, palette, tmp, threads, strict, out, cache_images)
+        # The data's identity (extract stage) keys the training fingerprint, which hashes this file.
+        index["content_id"] = manifest.get("content_id")
         # Mask and cache paths are relative to the folder, so they survive the rename.
         write_json(tmp / "index.json", index)
     return index

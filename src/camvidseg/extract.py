@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
 from .fileio import atomic_path, write_json
+from .identity import HashCache, content_id
 from .images import checked_size
 from .settings import default, option
 
@@ -279,6 +280,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manifest", required=True, type=Path, help="dataset.json to write")
     parser.add_argument("--max-unpack-ratio", **option("dataset.max_unpack_ratio"))
     parser.add_argument("--max-unpack-gib", **option("dataset.max_unpack_gib"))
+    parser.add_argument(
+        "--content-id",
+        default="auto",
+        help="the data's identity as the workflow computed it; auto: hash what is read here",
+    )
     args = parser.parse_args(argv)
     if bool(args.archive) == bool(args.directory):
         parser.error("give exactly one of --archive or --directory")
@@ -298,7 +304,22 @@ def main(argv: list[str] | None = None) -> None:
         if not args.directory.is_dir():
             raise UserError(f"{args.directory}: dataset.path is not a folder")
         manifest = index_dataset(args.directory, args.layout, args.expect_camvid_sizes)
+    # Carried through prepared/index.json into the training fingerprint: new pixels under the
+    # same file names must never resume (or reuse) a model trained on the old ones.
+    manifest["content_id"] = (
+        data_identity(args.archive or args.directory)
+        if args.content_id == "auto"
+        else args.content_id
+    )
+    print(f"content id: {manifest['content_id']}")
     write_json(args.manifest, manifest)
+
+
+def data_identity(source: list[Path] | Path) -> str:
+    cache = HashCache.from_env()
+    content = content_id(source, cache)
+    cache.save()
+    return content
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 import glob
 import re
+import sys
 import shlex
 import shutil
 
@@ -59,11 +60,18 @@ DATASET = config["dataset"]
 MODEL = config["model"]
 TRAIN = config["train"]
 
+# Parse-time helpers from the package itself (standard library only, importable anywhere).
+sys.path.insert(0, SRC)
+from camvidseg import codegraph, identity
 
-def code(*modules):
-    """Source files of a step: declared as inputs so a code change re-runs the step."""
-    shared = ["__init__", "errors", "fileio", "images", "settings"]
-    return [os.path.join(SRC, "camvidseg", f"{m}.py") for m in shared + list(modules)]
+# Archive hashes are computed once and kept here, keyed by path, size and mtime (jobs share it).
+os.environ[identity.CACHE_ENV] = identity.CACHE_FILE
+
+
+def code(module):
+    """Source files a rule running ``python -m camvidseg.<module>`` executes: the module's
+    import closure inside the package, declared as inputs so any edit of them re-runs the rule."""
+    return [str(path) for path in codegraph.code_files(module)]
 
 
 def uses_cuda():
@@ -108,13 +116,28 @@ def obtain_command():
     return f"python -m camvidseg.obtain {source} --download-dir resources/{source}/download"
 
 
-def local_archive_parts():
-    """dataset.path as archive parts: X.tar.gz.00 brings its siblings .01, .02 ... in order."""
+def local_dataset_path():
+    """dataset.path, which must exist: a missing one stops the run before any job (results of
+    an earlier run, or of the sample, must never stand in for the data the config names)."""
     path = DATASET["path"]
     if not path:
         raise WorkflowError(
             "invalid config: dataset.path: required when dataset.source is local"
         )
+    if not os.path.exists(path):
+        stop(f"dataset.path: {path} does not exist (dataset.source: local)")
+    return path
+
+
+def stop(message):
+    """End the run before any job with one line (a WorkflowError would add a traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def local_archive_parts():
+    """dataset.path as archive parts: X.tar.gz.00 brings its siblings .01, .02 ... in order."""
+    path = local_dataset_path()
     if re.search(r"\.\d+$", path):
         stem = path.rsplit(".", 1)[0]
         parts = [
@@ -124,7 +147,24 @@ def local_archive_parts():
     return [path]
 
 
-LOCAL_FOLDER = DATASET["source"] == "local" and os.path.isdir(DATASET["path"])
+LOCAL_FOLDER = DATASET["source"] == "local" and os.path.isdir(local_dataset_path())
+
+
+def dataset_content_id():
+    """The data's identity for the extract/index rule (a param, so a swapped archive or an edited
+    file in a dataset folder re-runs it even when no mtime says so). Archives that a rule of this
+    workflow obtains are hashed by the extract job instead ("auto"): they do not exist yet
+    when a first run parses, and Snakemake already re-runs what follows them when they change."""
+    if DATASET["source"] != "local":
+        return "auto"
+    cache = identity.HashCache.from_env()
+    parts = [local_dataset_path()] if LOCAL_FOLDER else local_archive_parts()
+    content = identity.content_id(parts, cache)
+    cache.save()
+    return content
+
+
+DATASET_CONTENT_ID = dataset_content_id()
 
 
 EXPECT_FULL = "" if DATASET["source"] == "sample" else "--expect-camvid-sizes"

@@ -3,7 +3,7 @@
 
 rule convert_masks:
     input:
-        code("convert", "palette"),
+        code("convert"),
         manifest="results/data/dataset.json",
         palette="results/data/palette.json",
     output:

@@ -3,7 +3,7 @@
 
 rule evaluate:
     input:
-        code("evaluate", "metrics", "model", "dataset", "inference", "palette"),
+        code("evaluate"),
         model="results/model/best.pth",
         prepared="results/data/prepared",
         palette="results/data/palette.json",

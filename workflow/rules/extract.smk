@@ -16,11 +16,13 @@ if LOCAL_FOLDER:
         params:
             layout=DATASET["layout"],
             expect=EXPECT_FULL,
+            content_id=DATASET_CONTENT_ID,
         message:
             "Checking the dataset folder {input.folder} in place (nothing is copied)"
         shell:
             "python -m camvidseg.extract --directory {input.folder} --layout {params.layout}"
-            " {params.expect} --manifest {output} > {log} 2>&1"
+            " {params.expect} --content-id {params.content_id:q} --manifest {output}"
+            " > {log} 2>&1"
 
 else:
 
@@ -44,10 +46,12 @@ else:
             expect=EXPECT_FULL,
             max_ratio=DATASET["max_unpack_ratio"],
             max_gib=DATASET["max_unpack_gib"],
+            content_id=DATASET_CONTENT_ID,
         message:
             "Extracting {input.archive[0]} safely and checking the layout"
         shell:
             "python -m camvidseg.extract --archive {input.archive} --dest {output.tree}"
-            " --layout {params.layout} {params.expect} --manifest {output.manifest}"
+            " --layout {params.layout} {params.expect} --content-id {params.content_id:q}"
+            " --manifest {output.manifest}"
             " --max-unpack-ratio {params.max_ratio:q} --max-unpack-gib {params.max_gib:q}"
             " > {log} 2>&1"

@@ -11,7 +11,7 @@ if DATASET["source"] != "local":
 
     rule obtain_dataset:
         input:
-            code("obtain", "sample"),
+            code("sample" if DATASET["source"] == "sample" else "obtain"),
         output:
             archive_name(),
         log:
@@ -29,7 +29,7 @@ if DATASET["source"] != "local":
 
 rule fetch_backbone_weights:
     input:
-        code("obtain", "model"),
+        code("obtain"),
     output:
         "resources/weights/{model}_backbone.pth",
     log:

@@ -4,7 +4,7 @@ if config["predict"]["input_dir"]:
 
     rule predict:
         input:
-            code("predict", "model", "inference", "visualize", "dataset", "palette"),
+            code("predict"),
             model="results/model/best.pth",
             palette="results/data/palette.json",
             images=config["predict"]["input_dir"],

@@ -5,7 +5,7 @@
 
 rule train:
     input:
-        code("train", "model", "dataset", "metrics", "palette"),
+        code("train"),
         prepared="results/data/prepared",
         palette="results/data/palette.json",
         backbone=backbone_weights_file(),

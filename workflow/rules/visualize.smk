@@ -3,7 +3,7 @@
 
 rule visualize:
     input:
-        code("visualize", "model", "dataset", "inference", "palette"),
+        code("visualize"),
         model="results/model/best.pth",
         prepared="results/data/prepared",
         palette="results/data/palette.json",

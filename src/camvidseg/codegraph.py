@@ -1,0 +1,101 @@
+"""The package's import graph, read from the source with ``ast`` (nothing is imported).
+
+Two uses: each rule's code inputs are the import closure of the stage module it runs (so editing
+any file a stage really uses re-runs it, and nothing else does), and the architecture check
+(docs/architecture.md): stages import only shared rooms, never each other.
+The Snakefile imports this module while it parses, so it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+PACKAGE = "camvidseg"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Shared rooms: the only modules a module may import. Stages are the modules with a ``main``
+# (``camvidseg <stage>``, run by the rules); no module imports a stage. ``palette`` is both: a
+# stage (parses class_dict.csv) and the room that owns everything about classes and colors.
+# docs/architecture.md explains this list; tests/test_codegraph.py checks the code against it.
+ROOMS = (
+    "__init__",
+    "errors",
+    "fileio",
+    "command",
+    "settings",
+    "images",
+    "dataset",
+    "model",
+    "metrics",
+    "inference",
+    "device",
+    "launch",
+    "palette",
+    "identity",
+    "codegraph",
+)
+
+
+def modules(package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """Every module of the package, by name (``__init__`` is the package itself)."""
+    return sorted(p.stem for p in package_dir.glob("*.py") if p.stem != "__main__")
+
+
+def stages(package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """Modules with a top-level ``main``: the commands that rules and ``camvidseg <stage>`` run."""
+    return [m for m in modules(package_dir) if "main" in _top_functions(package_dir / f"{m}.py")]
+
+
+def _top_functions(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=path.name)
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def _target(node: ast.ImportFrom | ast.Import, alias: ast.alias, package_dir: Path) -> str | None:
+    """The package module an import names, or None when it names something outside."""
+    if isinstance(node, ast.Import):
+        parts = alias.name.split(".")
+        if parts[0] != PACKAGE:
+            return None
+        return parts[1] if len(parts) > 1 else "__init__"
+    if node.level == 0 and not (node.module or "").startswith(PACKAGE):
+        return None
+    if node.level > 1:
+        return None
+    dotted = (node.module or "").removeprefix(PACKAGE).lstrip(".")
+    if dotted:
+        return dotted.split(".")[0]
+    # ``from . import x``: x is a module when a file of that name exists, else a name in __init__.
+    return alias.name if (package_dir / f"{alias.name}.py").is_file() else "__init__"
+
+
+@functools.cache
+def imports(module: str, package_dir: Path = PACKAGE_DIR) -> frozenset[str]:
+    """Package modules that ``module`` imports anywhere in its source (function bodies included)."""
+    tree = ast.parse((package_dir / f"{module}.py").read_text(), filename=f"{module}.py")
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.update(t for alias in node.names if (t := _target(node, alias, package_dir)))
+    found.discard(module)
+    return frozenset(found)
+
+
+def closure(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """``module`` and every package module it imports, directly or not; importing any module of
+    the package runs ``__init__`` first, so that is always part of it."""
+    seen: set[str] = set()
+    todo = [module, "__init__"]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(imports(name, package_dir))
+    return sorted(seen)
+
+
+def code_files(module: str) -> list[Path]:
+    """Source files a rule running ``python -m camvidseg.<module>`` depends on."""
+    return [PACKAGE_DIR / f"{name}.py" for name in closure(module)]
