@@ -70,7 +70,8 @@ os.environ[identity.CACHE_ENV] = identity.CACHE_FILE
 
 def code(module):
     """Source files a rule running ``python -m camvidseg.<module>`` executes: the module's
-    import closure inside the package, declared as inputs so any edit of them re-runs the rule."""
+    import closure inside the package, declared as inputs so any edit of them re-runs the rule.
+    """
     return [str(path) for path in codegraph.code_files(module)]
 
 
@@ -118,7 +119,8 @@ def obtain_command():
 
 def local_dataset_path():
     """dataset.path, which must exist: a missing one stops the run before any job (results of
-    an earlier run, or of the sample, must never stand in for the data the config names)."""
+    an earlier run, or of the sample, must never stand in for the data the config names).
+    """
     path = DATASET["path"]
     if not path:
         raise WorkflowError(
@@ -154,7 +156,8 @@ def dataset_content_id():
     """The data's identity for the extract/index rule (a param, so a swapped archive or an edited
     file in a dataset folder re-runs it even when no mtime says so). Archives that a rule of this
     workflow obtains are hashed by the extract job instead ("auto"): they do not exist yet
-    when a first run parses, and Snakemake already re-runs what follows them when they change."""
+    when a first run parses, and Snakemake already re-runs what follows them when they change.
+    """
     if DATASET["source"] != "local":
         return "auto"
     cache = identity.HashCache.from_env()

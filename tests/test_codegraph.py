@@ -1,0 +1,150 @@
+"""The import graph: rules declare exactly their stage's import closure as code inputs, stages
+import only shared rooms, and docs/architecture.md lists the rooms and stages the code has."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, TINY
+
+from camvidseg import codegraph
+
+# Loads the workflow through Snakemake's API (nothing runs) and prints, per rule, its shell
+# command, its params and the package files among its inputs.
+RULES_SCRIPT = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, ResourceSettings
+snakefile, workdir, configfile, overrides, package = sys.argv[1:]
+with SnakemakeApi() as api:
+    workflow = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(
+            configfiles=[Path(configfile)], config=json.loads(overrides)
+        ),
+        snakefile=Path(snakefile),
+        workdir=Path(workdir),
+    )._workflow  # the parsed rules; no public accessor in Snakemake 9
+    rules = {
+        rule.name: {
+            "shell": rule.shellcmd or "",
+            "params": [str(p) for p in rule.params if isinstance(p, str)],
+            "code": sorted(f for f in map(str, rule.input) if f.startswith(package)),
+        }
+        for rule in workflow.rules
+    }
+print("RULES=" + json.dumps(rules))
+"""
+
+
+def declared_rules(workdir, configfile, overrides) -> dict:
+    package = str(codegraph.PACKAGE_DIR)
+    result = subprocess.run(
+        [sys.executable, "-c", RULES_SCRIPT, str(REPO / "Snakefile"), str(workdir),
+         str(configfile), json.dumps(overrides), package],
+        capture_output=True, text=True, check=False, cwd=workdir,
+    )  # fmt: skip
+    line = next((x for x in result.stdout.splitlines() if x.startswith("RULES=")), None)
+    assert line, result.stdout + result.stderr
+    return json.loads(line.removeprefix("RULES="))
+
+
+def test_closure_follows_every_kind_of_import(tmp_path):
+    package = tmp_path / "camvidseg"
+    package.mkdir()
+    sources = {
+        "__init__": "LIMIT = 1\n",
+        "stage": "from . import LIMIT, helper\n\ndef main():\n    from .lazy import x\n",
+        "helper": "import camvidseg.deep\nimport numpy\n",
+        "lazy": "from camvidseg import other\nx = 1\n",
+        "deep": "",
+        "other": "from .deep import nothing\n",
+        "unused": "import os\n",
+    }
+    for name, text in sources.items():
+        (package / f"{name}.py").write_text(text)
+    assert codegraph.closure("stage", package) == [
+        "__init__", "deep", "helper", "lazy", "other", "stage",
+    ]  # fmt: skip
+    assert codegraph.closure("unused", package) == ["__init__", "unused"]
+
+
+def test_train_closure_includes_what_it_imports_inside_functions():
+    assert {"inference", "model", "dataset", "metrics", "palette"} <= set(
+        codegraph.closure("train")
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["tiny", "folder_and_predict", "default_config"],
+)
+def test_rules_declare_the_import_closure_of_the_stage_they_run(case, tmp_path, sample_archive):
+    configfile, overrides = TINY, {}
+    if case == "folder_and_predict":
+        (tmp_path / "data").mkdir()
+        (tmp_path / "new_images").mkdir()
+        overrides = {
+            "dataset": {"source": "local", "path": str(tmp_path / "data")},
+            "predict": {"input_dir": str(tmp_path / "new_images")},
+        }
+    elif case == "default_config":
+        configfile = REPO / "config/config.yaml"
+    rules = declared_rules(tmp_path, configfile, overrides)
+    expected_rules = {
+        "tiny": {"obtain_dataset", "extract", "convert_masks", "train", "provenance"},
+        "folder_and_predict": {"index_dataset", "predict"},
+        "default_config": {"fetch_backbone_weights", "obtain_dataset"},
+    }[case]
+    assert expected_rules <= rules.keys()
+    for name, rule in rules.items():
+        commands = " ".join([rule["shell"], *rule["params"]])
+        modules = set(re.findall(r"-m camvidseg\.(\w+)", commands))
+        if not modules:
+            assert not rule["code"], name
+            continue
+        assert len(modules) == 1, (name, modules)
+        expected = sorted(str(p) for p in codegraph.code_files(modules.pop()))
+        assert rule["code"] == expected, name
+
+
+def test_stages_import_only_rooms():
+    modules = codegraph.modules()
+    stages = set(codegraph.stages())
+    rooms = set(codegraph.ROOMS)
+    unplaced = sorted(set(modules) - stages - rooms)
+    assert not unplaced, f"neither a stage (no main) nor listed in codegraph.ROOMS: {unplaced}"
+    for module in modules:
+        outside = sorted(codegraph.imports(module) - rooms)
+        assert not outside, f"{module} imports {outside}, which are not rooms"
+    for room in rooms & set(modules):
+        assert room == "palette" or room not in stages, f"room {room} has a main"
+
+
+def test_parse_time_rooms_use_the_standard_library_only():
+    """The Snakefile imports codegraph and identity while it parses, in Snakemake's interpreter."""
+    for module in ("__init__", "codegraph", "identity"):
+        tree_imports = re.findall(
+            r"^(?:from|import) (\S+)", (codegraph.PACKAGE_DIR / f"{module}.py").read_text(), re.M
+        )
+        standard = sys.stdlib_module_names | {"__future__"}
+        third_party = [m for m in tree_imports if m.split(".")[0] not in standard]
+        assert not third_party, (module, third_party)
+        assert codegraph.imports(module) <= {"__init__"}, module
+
+
+def listed(doc: str, heading: str) -> set[str]:
+    paragraph = re.search(rf"^{heading}: (.*?)(?:\n\n|\Z)", doc, re.S | re.M)
+    assert paragraph, f"docs/architecture.md has no '{heading}:' paragraph"
+    items = re.sub(r"\([^)]*\)", "", paragraph.group(1))  # what each room owns, in parentheses
+    return set(re.findall(r"`(\w+)`", items))
+
+
+def test_architecture_doc_lists_the_rooms_and_stages_of_the_code():
+    doc = (REPO / "docs/architecture.md").read_text()
+    assert listed(doc, "Rooms") == set(codegraph.ROOMS)
+    assert listed(doc, "Stages") == set(codegraph.stages())
+    assert len(doc.splitlines()) <= 70, "keep it to one page"
