@@ -47,7 +47,7 @@ def test_training_parameter_reruns_training_and_downstream_only(tiny_run):
 
 def test_visualization_parameter_reruns_only_visualization(tiny_run):
     result = snakemake(tiny_run, "-n", "--config", "vis={num_images: 2}")
-    assert set(jobs_planned(result)) == {"visualize", "all"}
+    assert set(jobs_planned(result)) == {"visualize", "provenance", "all"}
 
 
 def test_code_change_reruns_the_step(tiny_run):

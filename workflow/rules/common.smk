@@ -69,8 +69,8 @@ os.environ[identity.CACHE_ENV] = identity.CACHE_FILE
 
 
 def code(module):
-    """Source files a rule running ``python -m camvidseg.<module>`` executes: the module's
-    import closure inside the package, declared as inputs so any edit of them re-runs the rule.
+    """Source files that ``python -m camvidseg.<module>`` executes (the module's import closure
+    inside the package), declared as inputs so that any edit of them re-runs the step.
     """
     return [str(path) for path in codegraph.code_files(module)]
 
