@@ -19,31 +19,36 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 class Handler(http.server.BaseHTTPRequestHandler):
     drops_left = 0  # responses cut off half-way before the server behaves
-    requests: typing.ClassVar[list] = []
-
-    files: typing.ClassVar[dict] = {}  # extra paths served whole
+    requests: typing.ClassVar[list] = []  # Range header of each request to a file
+    files: typing.ClassVar[dict] = {}  # path -> bytes, served with Range support
+    etags: typing.ClassVar[dict] = {}  # path -> ETag header value (If-Range is ignored)
+    redirects: typing.ClassVar[dict] = {}  # path -> Location
+    hits: typing.ClassVar[list] = []  # every path asked for
 
     def do_GET(self):
-        Handler.requests.append(self.headers.get("Range"))
-        if self.path in Handler.files:
-            body = Handler.files[self.path]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+        path = self.path.split("?", 1)[0]
+        Handler.hits.append(path)
+        if path in Handler.redirects:
+            self.send_response(302)
+            self.send_header("Location", Handler.redirects[path])
             self.end_headers()
-            self.wfile.write(body)
             return
-        if self.path != "/CamVid.tar.gz":
+        if path not in Handler.files:
             self.send_error(404)
             return
+        Handler.requests.append(self.headers.get("Range"))
+        payload = Handler.files[path]
         start = 0
         if self.headers.get("Range"):
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
         else:
             self.send_response(200)
-        body = PAYLOAD[start:]
+        body = payload[start:]
         self.send_header("Content-Length", str(len(body)))
+        if path in Handler.etags:
+            self.send_header("ETag", Handler.etags[path])
         self.end_headers()
         if Handler.drops_left:
             Handler.drops_left -= 1
@@ -62,7 +67,8 @@ def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    Handler.requests, Handler.drops_left, Handler.files = [], 0, {}
+    Handler.requests, Handler.hits, Handler.drops_left = [], [], 0
+    Handler.files, Handler.etags, Handler.redirects = {"/CamVid.tar.gz": PAYLOAD}, {}, {}
     yield f"http://127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
     httpd.server_close()
@@ -105,11 +111,61 @@ def test_dropped_connection_resumes_with_range(tmp_path, server):
     assert "resuming at" in result.stdout and "retrying in" in result.stdout
 
 
+def interrupted(tmp_path, url):
+    """A first run that dies half-way (one try, connection dropped): leaves X.part behind."""
+    Handler.drops_left = 1
+    result, out = fetch(tmp_path, url, "--retries", "1")
+    assert result.returncode == 2 and not out.exists()
+    part = tmp_path / "CamVid.tar.gz.part"
+    assert 0 < part.stat().st_size < len(PAYLOAD)
+    Handler.requests.clear()
+    return part.stat().st_size
+
+
 def test_interrupted_download_is_resumed_by_the_next_run(tmp_path, server):
-    (tmp_path / "CamVid.tar.gz.part").write_bytes(PAYLOAD[:1000])  # left by a killed run
+    have = interrupted(tmp_path, f"{server}/CamVid.tar.gz")
     result, out = fetch(tmp_path, f"{server}/CamVid.tar.gz")
     assert result.returncode == 0 and out.read_bytes() == PAYLOAD
-    assert Handler.requests == ["bytes=1000-"]
+    assert Handler.requests == [f"bytes={have}-"]
+    assert not (tmp_path / "CamVid.tar.gz.part.json").exists()  # the record goes with the part
+
+
+def test_partial_download_is_not_resumed_from_another_url(tmp_path, server):
+    """Issue 10.8: kill a download, point the URL at another mirror, rerun: fresh bytes."""
+    interrupted(tmp_path, f"{server}/CamVid.tar.gz")
+    other = bytes(reversed(PAYLOAD))
+    Handler.files["/mirror/CamVid.tar.gz"] = other
+    digest = hashlib.sha256(other).hexdigest()
+    result, out = fetch(tmp_path, f"{server}/mirror/CamVid.tar.gz", "--sha256", digest)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == other and "sha256 verified" in result.stdout
+    assert "restarting the download: CamVid.tar.gz.part was started from another URL" in (
+        result.stdout
+    )
+    assert Handler.requests == [None]  # no Range: started over
+
+
+def test_partial_download_without_a_record_restarts(tmp_path, server):
+    (tmp_path / "CamVid.tar.gz.part").write_bytes(b"x" * 1000)  # from an unknown source
+    result, out = fetch(tmp_path, f"{server}/CamVid.tar.gz")
+    assert result.returncode == 0 and out.read_bytes() == PAYLOAD
+    assert "CamVid.tar.gz.part has no record of its URL" in result.stdout
+    assert Handler.requests == [None]
+
+
+def test_partial_download_restarts_when_the_file_on_the_server_changed(tmp_path, server):
+    Handler.etags["/CamVid.tar.gz"] = '"v1"'
+    interrupted(tmp_path, f"{server}/CamVid.tar.gz")
+    record = json.loads((tmp_path / "CamVid.tar.gz.part.json").read_text())
+    assert record["etag"] == '"v1"' and record["length"] == len(PAYLOAD)
+    assert "127.0.0.1" not in json.dumps(record)  # the URL is kept hashed
+    new = PAYLOAD[::-1]
+    Handler.files["/CamVid.tar.gz"], Handler.etags["/CamVid.tar.gz"] = new, '"v2"'
+    result, out = fetch(tmp_path, f"{server}/CamVid.tar.gz")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == new
+    assert 'the file on the server changed (ETag "v1" -> "v2")' in result.stdout
+    assert Handler.requests[0].startswith("bytes=") and Handler.requests[1] is None
 
 
 def test_checksum_mismatch_is_one_line_and_leaves_nothing(tmp_path, server):
@@ -125,7 +181,7 @@ def test_unreachable_url_says_how_to_provide_the_archive(tmp_path, server):
     line = result.stderr.strip()
     assert "\n" not in line and "after 2 tries" in line and "dataset.source: local" in line
     result, _ = fetch(tmp_path, f"{server}/missing.tar.gz")
-    assert "HTTP 404" in result.stderr and len(Handler.requests) == 1  # 404 is not retried
+    assert "HTTP 404" in result.stderr and Handler.hits == ["/missing.tar.gz"]  # not retried
 
 
 STAND_IN = """#!{python}
@@ -192,9 +248,13 @@ def test_cli_failure_is_one_line_with_the_likely_cause(tmp_path, message, hint):
         check=False,
     )
     assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: `") and f"failed (exit 1: {message})" in last
-    assert hint in last and "dataset.source: local" in last
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # the CLI's traceback goes to a file, not the log
+    assert lines[0].startswith("error: `") and f"failed (exit 1: {message})" in lines[0]
+    assert hint in lines[0] and "dataset.source: local" in lines[0]
+    saved = tmp_path / "dl" / "openxlab-error.log"
+    assert f"its full output is in {saved}" in lines[0]
+    assert saved.read_text().startswith("Traceback (most recent call last)")
     assert not (tmp_path / "x.tar.gz").exists()
 
 
@@ -216,36 +276,14 @@ def test_missing_cli_says_what_to_do(tmp_path):
     assert "make download-tools" in line
 
 
-def test_backbone_weights_offline_is_one_line(tmp_path):
-    # No network here: the real torchvision URL fails, with a way out.
-    out = tmp_path / "w.pth"
-    result = run_cli(
-        "obtain",
-        "weights",
-        "--model",
-        "lraspp_mobilenet_v3_large",
-        "--out",
-        out,
-        "--retries",
-        "2",
-        "--backoff",
-        "0.05",
-        check=False,
-        env={"https_proxy": "http://127.0.0.1:9"},
-    )
-    assert result.returncode == 2 and not out.exists()
-    line = result.stderr.strip()
-    assert "\n" not in line and "model.backbone_weights" in line
-
-
 @pytest.mark.parametrize("route", ["url", "local"])
 def test_workflow_takes_the_archive_by_url_or_local_path(tmp_path, server, sample_archive, route):
     data = sample_archive.read_bytes()
-    Handler.files = {"/mirror/CamVid.tgz": data}
+    Handler.files["/mirror/CamVid.tgz"] = data
     dataset = {
         "url": {
             "source": "url",
-            "url": f"{server}/mirror/CamVid.tgz",
+            "url": f"{server}/mirror/CamVid.tgz?X-Amz-Signature=SECRET789",  # a signed URL
             "sha256": hashlib.sha256(data).hexdigest(),
         },
         "local": {"source": "local", "path": str(sample_archive)},
@@ -259,3 +297,62 @@ def test_workflow_takes_the_archive_by_url_or_local_path(tmp_path, server, sampl
     downloaded = tmp_path / "run/resources/CamVid.tar.gz"
     assert downloaded.is_file() == (route == "url")
     assert sample_archive.read_bytes() == data  # the user's file is untouched
+    # The token is in no file the run wrote: logs, outputs, Snakemake's metadata and logs.
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(".snakemake" in p.parts for p in written)
+    assert [p for p in written if b"SECRET789" in p.read_bytes()] == []
+    if route == "url":
+        log = (tmp_path / "run/results/logs/obtain_dataset.log").read_text()
+        assert f"downloading {server}/mirror/CamVid.tgz?<redacted>" in log
+
+
+def test_upper_case_scheme_is_accepted(tmp_path, server):
+    result, out = fetch(tmp_path, server.replace("http://", "HTTP://") + "/CamVid.tar.gz")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == PAYLOAD
+
+
+def test_redirects_are_followed_only_to_http(tmp_path, server):
+    Handler.redirects = {"/hop1": f"{server}/hop2", "/hop2": f"{server}/CamVid.tar.gz"}
+    result, out = fetch(tmp_path, f"{server}/hop1")
+    assert result.returncode == 0 and out.read_bytes() == PAYLOAD
+    Handler.redirects = {"/hop1": f"{server}/hop2", "/hop2": "ftp://127.0.0.1/CamVid.tar.gz"}
+    result, out = fetch(tmp_path / "x", f"{server}/hop1")
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"{server}/hop2 redirects to 'ftp://127.0.0.1/CamVid.tar.gz'" in result.stderr
+    assert "only http(s) redirects are followed" in result.stderr
+
+
+def test_signed_url_query_is_never_written(tmp_path, server):
+    url = f"{server}/CamVid.tar.gz?X-Amz-Signature=SECRET123&token=SECRET456"
+    result, _ = fetch(tmp_path, url, "--sha256", "0" * 64)
+    assert result.returncode == 2
+    assert "SECRET" not in result.stdout + result.stderr
+    assert f"{server}/CamVid.tar.gz?<redacted>: sha256 mismatch" in result.stderr
+    assert f"downloading {server}/CamVid.tar.gz?<redacted>" in result.stdout
+
+
+def test_host_name_lookup_failure_is_not_retried(tmp_path):
+    result, out = fetch(tmp_path, "http://camvid.invalid/CamVid.tar.gz", "--backoff", "30")
+    assert result.returncode == 2 and not out.exists()
+    assert "retrying" not in result.stdout
+    line = result.stderr.strip()
+    assert "\n" not in line and "host name lookup failed" in line
+    assert "dataset.source: local" in line
+
+
+def test_backbone_weights_with_unresolvable_proxy_fail_at_once(tmp_path):
+    """Offline (the issue: 5 tries of a DNS failure, ~70 s): one line, no retry. The proxy
+    name makes the lookup fail here whatever the network, so nothing is downloaded."""
+    out = tmp_path / "w.pth"
+    result = run_cli(
+        "obtain", "weights", "--model", "lraspp_mobilenet_v3_large", "--out", out,
+        "--backoff", "30", check=False,
+        env={"https_proxy": "http://proxy.invalid:3128", "http_proxy": "http://proxy.invalid:3128"},
+    )  # fmt: skip
+    assert result.returncode == 2 and not out.exists()
+    assert "retrying" not in result.stdout
+    line = result.stderr.strip()
+    assert "\n" not in line and "host name lookup failed" in line
+    assert "model.backbone_weights" in line

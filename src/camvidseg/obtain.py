@@ -14,16 +14,19 @@ import http.client
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from . import command
 from .errors import UserError, cli
-from .fileio import atomic_path
+from .fileio import atomic_path, read_json, write_json
 from .settings import describe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -62,25 +65,156 @@ class _Progress:
                 print(f"  {self.done / 2**20:8.1f} MiB", flush=True)
 
 
-def _fetch_once(url: str, part: Path, timeout: float) -> None:
+SAFE_SCHEMES = ("http", "https")
+
+
+def redact_url(url: str) -> str:
+    """``url`` as the project writes it anywhere (logs, errors, Snakemake params): a signed URL
+    carries its token in the query, so the query, the fragment and any user:password go."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"<redacted>@{host}" if "@" in parts.netloc else host
+    query = "<redacted>" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def check_http_url(url: str, key: str) -> None:
+    parts = urllib.parse.urlsplit(url)  # lower-cases the scheme: HTTP:// is http://
+    if parts.scheme not in SAFE_SCHEMES or not parts.netloc:
+        raise UserError(f"{key}: {redact_url(url)!r} is not an http(s) URL")
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to http(s), at every hop (urllib itself also follows ftp://)."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        location = headers.get("Location") or headers.get("URI") or ""
+        target = urllib.parse.urljoin(req.full_url, location)
+        if urllib.parse.urlsplit(target).scheme not in SAFE_SCHEMES:
+            raise UserError(
+                f"{redact_url(req.full_url)} redirects to {redact_url(target)!r}: only http(s) "
+                "redirects are followed"
+            )
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
+def _record_path(part: Path) -> Path:
+    """Beside ``X.part``: which URL (hashed: no token is written) and which version of the
+    file on the server (ETag, Last-Modified, size) the partial bytes came from."""
+    return part.with_name(part.name + ".json")
+
+
+def _url_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _validators(response) -> dict:
+    total = None
+    if response.status == 206:
+        match = re.fullmatch(r"bytes \d+-\d+/(\d+)", response.headers.get("Content-Range", ""))
+        total = int(match.group(1)) if match else None
+    elif response.headers.get("Content-Length") is not None:
+        total = int(response.headers["Content-Length"])
+    etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
+    return {"etag": etag, "last_modified": modified, "length": total}
+
+
+def _resumable_bytes(url: str, part: Path, record: dict | None) -> int:
+    """Bytes of ``part`` to resume from: none unless it was started from this very URL."""
     have = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": "camvidseg", **({"Range": f"bytes={have}-"} if have else {})}
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if have and response.status != 206:
-            have = 0  # the server ignored Range: start over
-        if have:
-            print(f"resuming at {have} bytes", flush=True)
-        length = response.headers.get("Content-Length")
-        expected = int(length) + have if length is not None else None
-        progress = _Progress(expected, have)
-        with part.open("ab" if have else "wb") as out:
-            while block := response.read(1 << 16):
-                out.write(block)
-                progress.update(len(block))
+    if have and record is not None and record.get("url_sha256") == _url_key(url):
+        return have
+    if have:
+        why = "was started from another URL" if record else "has no record of its URL"
+        print(f"restarting the download: {part.name} {why}", flush=True)
+    return 0
+
+
+def _changed(response, record: dict) -> str | None:
+    """Why the server's answer to a range request cannot continue our bytes, if it cannot."""
+    if response.status != 206:
+        return f"the server sent the whole file (HTTP {response.status}), not the missing range"
+    now = _validators(response)
+    for key, label in (("etag", "ETag"), ("last_modified", "Last-Modified"), ("length", "size")):
+        if None not in (record.get(key), now[key]) and record[key] != now[key]:
+            return f"the file on the server changed ({label} {record[key]} -> {now[key]})"
+    return None
+
+
+def _request(url: str, have: int, record: dict | None, timeout: float):
+    headers = {"User-Agent": "camvidseg"}
+    if have and record is not None:
+        headers["Range"] = f"bytes={have}-"
+        etag = record.get("etag") or ""
+        validator = etag if etag and not etag.startswith("W/") else record.get("last_modified")
+        if validator:  # a server that honours If-Range sends the whole file if it changed
+            headers["If-Range"] = validator
+    return _OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def _receive(response, part: Path, have: int) -> None:
+    if have:
+        print(f"resuming at {have} bytes", flush=True)
+    length = response.headers.get("Content-Length")
+    expected = int(length) + have if length is not None else None
+    progress = _Progress(expected, have)
+    with part.open("ab" if have else "wb") as out:
+        while block := response.read(1 << 16):
+            out.write(block)
+            progress.update(len(block))
     size = part.stat().st_size
     if expected is not None and size < expected:
         raise http.client.IncompleteRead(b"", expected - size)
+
+
+def _fetch_once(url: str, part: Path, timeout: float) -> None:
+    record_path = _record_path(part)
+    try:
+        record = read_json(record_path) if record_path.is_file() else None
+    except ValueError:  # unreadable: as if there were none
+        record = None
+    have = _resumable_bytes(url, part, record)
+    response = _request(url, have, record, timeout)
+    try:
+        why = _changed(response, record) if have else None
+        if why:
+            print(f"restarting the download: {why}", flush=True)
+            response.close()
+            have, response = 0, _request(url, 0, None, timeout)
+        if not have:
+            write_json(record_path, {"url_sha256": _url_key(url), **_validators(response)})
+        _receive(response, part, have)
+    finally:
+        response.close()
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _record_path(part).unlink(missing_ok=True)
+
+
+def _retry_reason(err: Exception, part: Path, shown: str, hint: str) -> str:
+    """Why an attempt failed, to retry it; raises for errors that retrying cannot heal."""
+    if isinstance(err, urllib.error.HTTPError):
+        if err.code == 416:  # our partial file is not a prefix of this resource
+            _discard(part)
+        elif err.code < 500 and err.code not in (408, 429):
+            raise UserError(f"cannot download {shown}: HTTP {err.code} {err.reason}; {hint}")
+        return f"HTTP {err.code}"
+    reason = getattr(err, "reason", err)
+    if isinstance(reason, socket.gaierror):
+        raise UserError(
+            f"cannot download {shown}: host name lookup failed ({reason.strerror}; offline, or "
+            f"a wrong host or proxy name); {hint}"
+        )
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        raise UserError(f"cannot download {shown}: {reason.verify_message}; {hint}")
+    return str(reason) or type(err).__name__
 
 
 def download(
@@ -93,40 +227,33 @@ def download(
     hint: str = HOW_TO_PROVIDE,
 ) -> None:
     """Download ``url`` to ``out`` via ``out.part``, resuming and retrying; verify ``sha256``."""
-    if not re.match(r"^https?://", url):
-        raise UserError(f"dataset.url: {url!r} is not an http(s) URL")
+    check_http_url(url, "dataset.url")
+    shown = redact_url(url)
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out.with_name(out.name + ".part")
-    print(f"downloading {url}", flush=True)
+    print(f"downloading {shown}", flush=True)
     for attempt in range(1, retries + 1):
         try:
             _fetch_once(url, part, timeout)
             break
-        except urllib.error.HTTPError as err:
-            if err.code == 416:  # our partial file is not a prefix of this resource
-                part.unlink(missing_ok=True)
-            elif err.code < 500 and err.code not in (408, 429):
-                raise UserError(
-                    f"cannot download {url}: HTTP {err.code} {err.reason}; {hint}"
-                ) from None
-            reason = f"HTTP {err.code}"
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-            reason = str(getattr(err, "reason", err)) or type(err).__name__
+            reason = _retry_reason(err, part, shown, hint)
         if attempt == retries:
-            raise UserError(f"cannot download {url} after {retries} tries ({reason}); {hint}")
+            raise UserError(f"cannot download {shown} after {retries} tries ({reason}); {hint}")
         wait = backoff * 2 ** (attempt - 1)
         print(f"attempt {attempt} failed ({reason}); retrying in {wait:.1f} s", flush=True)
         time.sleep(wait)
     if sha256:
         actual = sha256_of(part)
         if actual != sha256.lower():
-            part.unlink()
+            _discard(part)
             raise UserError(
-                f"{url}: sha256 mismatch (expected {sha256}, got {actual}); "
+                f"{shown}: sha256 mismatch (expected {sha256}, got {actual}); "
                 "the download was removed"
             )
         print("sha256 verified", flush=True)
     os.replace(part, out)
+    _record_path(part).unlink(missing_ok=True)
 
 
 def find_tool(name: str, package: str) -> str:
@@ -139,18 +266,24 @@ def find_tool(name: str, package: str) -> str:
     return found
 
 
-def run_tool(command: list[str], login_hint: str) -> None:
+def run_tool(command: list[str], login_hint: str, download_dir: Path) -> None:
+    """Run a dataset CLI. When it fails, its stderr (often a long traceback) goes to a file in
+    ``download_dir`` and the log gets one line with the likely cause."""
     print("running:", " ".join(command), flush=True)
     result = subprocess.run(command, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
-    sys.stderr.write(result.stderr)
-    if result.returncode:
-        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        offline = any(sign in result.stderr for sign in NETWORK_ERRORS)
-        hint = "no network connection to the dataset server" if offline else login_hint
-        raise UserError(
-            f"`{' '.join(command[:3])}` failed (exit {result.returncode}: {last[:200]}); "
-            f"{hint}; {HOW_TO_PROVIDE}"
-        )
+    if not result.returncode:
+        sys.stderr.write(result.stderr)
+        return
+    saved = download_dir / f"{Path(command[0]).name}-error.log"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(result.stderr)
+    last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+    offline = any(sign in result.stderr for sign in NETWORK_ERRORS)
+    hint = "no network connection to the dataset server" if offline else login_hint
+    raise UserError(
+        f"`{' '.join(command[:3])}` failed (exit {result.returncode}: {last[:200]}); "
+        f"{hint}; its full output is in {saved}; {HOW_TO_PROVIDE}"
+    )
 
 
 def archive_parts(folder: Path) -> list[Path]:
@@ -195,7 +328,13 @@ def main(argv: list[str] | None = None) -> None:
         )
     weights.add_argument("--model", required=True, help=describe("model.name"))
     for p in (url, weights):
-        p.add_argument("--retries", type=int, default=5, help="tries after the first failure")
+        p.add_argument(
+            "--retries",
+            type=int,
+            default=5,
+            help="attempts in all; errors that cannot heal (host name lookup, most HTTP 4xx) "
+            "are not retried",
+        )
         p.add_argument("--backoff", type=float, default=2.0, help="first wait between tries (s)")
         p.add_argument("--timeout", type=float, default=60.0, help="socket timeout (s)")
     for p in sub.choices.values():
@@ -207,7 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.route == "opendatalab":
         odl = find_tool("odl", "opendatalab")
         run_tool(
-            [odl, "get", "CamVid", "-d", str(args.download_dir)], "log in with `odl login` first"
+            [odl, "get", "CamVid", "-d", str(args.download_dir)],
+            "log in with `odl login` first",
+            args.download_dir,
         )
         join_parts(archive_parts(args.download_dir), args.out)
     elif args.route == "openxlab":
@@ -223,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
                 str(args.download_dir),
             ],
             "log in with `openxlab login` (your keys stay in your home directory)",
+            args.download_dir,
         )
         join_parts(archive_parts(args.download_dir), args.out)
     else:

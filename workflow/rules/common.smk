@@ -3,6 +3,7 @@ import re
 import sys
 import shlex
 import shutil
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -47,6 +48,9 @@ def validate_config():
 validate_config()
 
 SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+from camvidseg.obtain import redact_url
+
 # Jobs (local, conda or SLURM) inherit this: rules run `python -m camvidseg.<stage>` from src/
 # without installing the package.
 os.environ.update(
@@ -112,8 +116,12 @@ def obtain_command():
             raise WorkflowError(
                 "invalid config: dataset.url: required when dataset.source is url"
             )
-        url, sha256 = shlex.quote(DATASET["url"]), shlex.quote(DATASET["sha256"])
-        return f"python -m camvidseg.obtain url --url {url} --sha256 {sha256}"
+        # The URL reaches the job through its environment, not its command line: Snakemake
+        # writes params and commands into .snakemake/metadata, and a signed URL's token must
+        # not be written anywhere (params.url holds it redacted, so a new path still re-runs).
+        os.environ.update(CAMVIDSEG_DATASET_URL=DATASET["url"])
+        sha256 = shlex.quote(DATASET["sha256"])
+        return f'python -m camvidseg.obtain url --url "$CAMVIDSEG_DATASET_URL" --sha256 {sha256}'
     return f"python -m camvidseg.obtain {source} --download-dir resources/{source}/download"
 
 
