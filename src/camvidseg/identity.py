@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import urllib.parse
 from pathlib import Path
 
 # The Snakefile sets this for itself and its jobs: the cache lives in the workflow's folder.
@@ -95,3 +96,13 @@ def content_id(paths: list[Path | str] | Path | str, cache: HashCache | None = N
     if len(paths) == 1 and paths[0].is_dir():
         return folder_id(paths[0])
     return "sha256:" + (cache or HashCache()).sha256(paths)
+
+
+def redact_url(url: str) -> str:
+    """``url`` as the project writes it anywhere (logs, errors, Snakemake params): a signed URL
+    carries its token in the query, so the query, the fragment and any user:password go."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"<redacted>@{host}" if "@" in parts.netloc else host
+    query = "<redacted>" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))

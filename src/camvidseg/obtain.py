@@ -27,6 +27,7 @@ from pathlib import Path
 from . import command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
+from .identity import redact_url
 from .settings import describe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,16 +67,6 @@ class _Progress:
 
 
 SAFE_SCHEMES = ("http", "https")
-
-
-def redact_url(url: str) -> str:
-    """``url`` as the project writes it anywhere (logs, errors, Snakemake params): a signed URL
-    carries its token in the query, so the query, the fragment and any user:password go."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"<redacted>@{host}" if "@" in parts.netloc else host
-    query = "<redacted>" if parts.query else ""
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def check_http_url(url: str, key: str) -> None:

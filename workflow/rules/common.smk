@@ -3,7 +3,6 @@ import re
 import sys
 import shlex
 import shutil
-import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -48,9 +47,6 @@ def validate_config():
 validate_config()
 
 SRC = os.path.join(workflow.basedir, "src")
-sys.path.insert(0, SRC)
-from camvidseg.obtain import redact_url
-
 # Jobs (local, conda or SLURM) inherit this: rules run `python -m camvidseg.<stage>` from src/
 # without installing the package.
 os.environ.update(

@@ -20,7 +20,7 @@ if DATASET["source"] != "local":
             DOWNLOAD_ENV
         params:
             source=DATASET["source"],
-            url=redact_url(DATASET["url"]),
+            url=identity.redact_url(DATASET["url"]),
             command=obtain_command(),
         message:
             "Obtaining the CamVid archive (dataset.source: {params.source})"
