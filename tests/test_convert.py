@@ -1,11 +1,16 @@
 """RGB/SegNet labels -> class-index masks: correctness, unknown colors, bad files."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
-from conftest import png_bomb, run_cli
+from conftest import REPO, png_bomb, run_cli
 from PIL import Image
 
 COLORS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
@@ -126,3 +131,24 @@ def test_read_image_refuses_a_bomb_before_decoding(tmp_path):
     bomb = png_bomb(tmp_path / "big.png")
     with pytest.raises(UserError, match=r"big\.png: refusing image of 20000x10000 pixels"):
         read_image(str(bomb))
+
+
+def test_a_killed_conversion_leaves_no_temporary_folder_after_the_next_run(dataset):
+    """SIGKILL while the masks are being written leaves .prepared.<...>; the next run removes
+    it (it knows the writer is gone) and writes the output."""
+    command = [sys.executable, "-m", "camvidseg.convert", "--manifest", dataset / "dataset.json",
+               "--palette", dataset / "palette.json", "--out", dataset / "prepared"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    job = subprocess.Popen(command, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(dataset.glob(".prepared.*")) and job.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    os.killpg(job.pid, signal.SIGKILL)  # the converter and its worker processes
+    job.wait()
+    leftovers = list(dataset.glob(".prepared.*"))
+    assert leftovers and not (dataset / "prepared").exists()
+    result, out = convert(dataset)
+    assert result.returncode == 0, result.stderr
+    assert f"removed {leftovers[0]}, left by a run that was killed" in result.stdout
+    assert not list(dataset.glob(".prepared.*")) and (out / "index.json").is_file()

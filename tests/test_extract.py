@@ -100,7 +100,8 @@ def cve_2025_4517_archive(path, dest_len, target):
 def test_cve_2025_4517_archive_cannot_write_outside(tmp_path):
     flag = tmp_path / "flag"  # the escape target: the folder above the extraction root
     flag.write_text("original")
-    # The stage extracts into a temporary sibling of --dest: tmp_path/.out.<8 random chars>.
+    # The stage extracts into a temporary sibling of --dest, tmp_path/.out.<pid@host.>XXXXXXXX;
+    # the component length tolerates ~200 characters more than this estimate.
     archive = cve_2025_4517_archive(
         tmp_path / "CamVid.tar.gz", len(str(tmp_path / ".out.")) + 8, flag
     )

@@ -1,11 +1,19 @@
-"""Atomic outputs: a stage either leaves a complete output or none at all."""
+"""Atomic outputs: a stage either leaves a complete output or none at all.
+
+The temporary sibling an output is written into carries its writer's process id and host in its
+name; a process killed outright (SIGKILL, out of memory) cannot remove it, so the next write of
+the same output removes every such sibling whose writer is no longer running on this host.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +29,13 @@ def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
         # Snakemake removes a directory() output before its job; anything else may be the user's.
         raise UserError(f"{final}: folder exists and is not empty; remove it or choose another")
     final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_stale_temporaries(final):
+        print(f"removed {leftover}, left by a run that was killed", flush=True)
+    prefix = f".{final.name}.{os.getpid()}@{socket.gethostname()}."
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
         os.close(fd)
         tmp = Path(name)
     umask = os.umask(0)
@@ -42,6 +53,33 @@ def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the temporary siblings of ``final`` whose writer died on this host; returns them."""
+    host = re.escape(socket.gethostname())
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)@{host}\.\w{{8}}")
+    removed = []
+    for sibling in final.parent.glob(f".{glob.escape(final.name)}.*"):
+        match = pattern.fullmatch(sibling.name)
+        pid = int(match.group(1)) if match else None
+        if pid is not None and (pid == os.getpid() or not _running(pid)):
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    return removed
 
 
 def write_json(path: Path | str, data: object) -> None:
