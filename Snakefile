@@ -23,6 +23,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/visualize.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/provenance.smk"
 
 

@@ -34,6 +34,9 @@ def test_training_env_matches_requirements():
         "pillow",
         "pandas",
         "matplotlib",
+        "onnx",
+        "onnxscript",
+        "onnxruntime",
     }
     assert runtime <= listed.keys()
 
@@ -57,3 +60,15 @@ def test_every_rule_has_log_conda_and_message():
             name = rule.split(":")[0]
             for directive in ("log:", "conda:", "message:"):
                 assert directive in rule, f"{smk.name}: rule {name} lacks {directive}"
+
+
+def test_deploy_env_matches_its_requirements_and_has_no_torch():
+    required = pins((REPO / "requirements-deploy.txt").read_text().splitlines())
+    env = yaml.safe_load((REPO / "envs/deploy.yaml").read_text())
+    pip = pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)))
+    assert pip == required
+    main = pins((REPO / "requirements.txt").read_text().splitlines())
+    for name, version in required.items():
+        assert main.get(name) == version, f"{name}: deploy {version}, requirements {main.get(name)}"
+    assert {"onnxruntime", "numpy", "pillow"} <= pip.keys()
+    assert not {"torch", "torchvision", "mmengine-lite", "opencv-python-headless"} & pip.keys()

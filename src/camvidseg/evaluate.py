@@ -1,40 +1,90 @@
 """Stage 5: score the trained model on a split: ``{split}.json`` and ``{split}_per_class.csv``.
 
-Uses the same ``SegMetric`` as training's validation (a dataset-wide confusion matrix); inference
-is whole-image at full resolution.
+Uses the same ``SegMetric`` as training's validation (a dataset-wide confusion matrix), at full
+resolution, with the inference of ``eval.mode`` and ``eval.tta`` (whole image, sliding windows,
+multi-scale and flip). When that is not plain whole-image inference, the whole-image scores are
+computed too and both are recorded under ``modes``, so the report can show them side by side.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 from pathlib import Path
 
 from . import command
-from .errors import cli
+from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
+from .settings import option
 
 # torch and the model code are imported where used, so that `--help` answers at once.
 
+HEADLINE = ("mIoU", "mAcc", "aAcc", "mDice", "num_classes_scored")
 
-def evaluate(model, dataset, class_names: list[str], device: str) -> dict:
+
+def evaluate(model, dataset, class_names: list[str], device: str, settings: list[dict]) -> list:
+    """One summary (scores, per class, confusion) per inference setting, in the same order."""
     import torch
 
     from .inference import predict_batch
     from .metrics import SegMetric
 
-    metric = SegMetric(class_names)
+    metrics = [SegMetric(class_names) for _ in settings]
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=0)
     step = max(len(dataset) // 10, 1)
     for i, batch in enumerate(loader, start=1):
-        preds = predict_batch(model, batch["inputs"], device)
-        labels = batch["data_samples"]["labels"].to(preds.device)
-        metric.process(
-            batch, [{"pred": p, "label": lab} for p, lab in zip(preds, labels, strict=True)]
-        )
+        for metric, setting in zip(metrics, settings, strict=True):
+            preds = predict_batch(model, batch["inputs"], device, setting)
+            labels = batch["data_samples"]["labels"].to(preds.device)
+            samples = [{"pred": p, "label": lab} for p, lab in zip(preds, labels, strict=True)]
+            metric.process(batch, samples)
         if i % step == 0 or i == len(dataset):
             print(f"evaluated {i}/{len(dataset)} images", flush=True)
-    metric.evaluate(len(dataset))
-    return metric.summary | {"confusion": metric.confusion.astype(int).tolist()}
+    summaries = []
+    for metric in metrics:
+        metric.evaluate(len(dataset))
+        summaries.append(metric.summary | {"confusion": metric.confusion.astype(int).tolist()})
+    return summaries
+
+
+def inference_setting(args: argparse.Namespace) -> dict:
+    """The ``eval`` section's inference keys from the command line, checked."""
+    setting = {
+        "mode": args.mode,
+        "crop_size": list(args.crop_size),
+        "stride": list(args.stride),
+        "tta": {"flip": args.flip, "scales": [float(s) for s in args.scales]},
+    }
+    if args.mode == "slide" and any(
+        s > c for s, c in zip(args.stride, args.crop_size, strict=True)
+    ):
+        raise UserError(
+            f"eval.stride: {args.stride} exceeds eval.crop_size {args.crop_size}; windows would "
+            "leave pixels unscored"
+        )
+    if not args.scales or any(s <= 0 for s in args.scales):
+        raise UserError(f"eval.tta.scales: {args.scales} must be one or more positive numbers")
+    if args.mode == "whole":
+        setting["crop_size"] = setting["stride"] = None
+    return setting
+
+
+def settings_to_score(setting: dict) -> list[dict]:
+    """The configured inference, and whole-image inference beside it when that differs."""
+    from .inference import WHOLE, is_whole
+
+    return [setting] if is_whole(setting) else [setting, WHOLE]
+
+
+def score_modes(setting: dict, summaries: list[dict]) -> dict:
+    """``modes``: headline scores per inference setting, keyed by its label."""
+    from .inference import mode_label
+
+    settings = settings_to_score(setting)
+    return {
+        mode_label(s): {k: summary[k] for k in HEADLINE}
+        for s, summary in zip(settings, summaries, strict=True)
+    }
 
 
 def write_per_class_csv(summary: dict, path: Path) -> None:
@@ -49,8 +99,16 @@ def write_per_class_csv(summary: dict, path: Path) -> None:
             )
 
 
-@cli
-def main(argv: list[str] | None = None) -> None:
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """``eval.mode``, ``eval.crop_size``, ``eval.stride``, ``eval.tta.*`` as flags."""
+    parser.add_argument("--mode", **option("eval.mode"))
+    parser.add_argument("--crop-size", metavar=("H", "W"), **option("eval.crop_size"))
+    parser.add_argument("--stride", metavar=("H", "W"), **option("eval.stride"))
+    parser.add_argument("--flip", **option("eval.tta.flip"))
+    parser.add_argument("--scales", metavar="S", **option("eval.tta.scales"))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
     parser.add_argument(
@@ -59,26 +117,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--palette", required=True, type=Path, help="palette.json")
     parser.add_argument("--split", required=True, help="train, val or test")
     command.add_device(parser)
+    add_inference_options(parser)
     parser.add_argument("--out-json", required=True, type=Path, help="scores to write (.json)")
     parser.add_argument("--out-csv", required=True, type=Path, help="per-class table (.csv)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     from .dataset import SegmentationDataset
-    from .inference import pick_device
+    from .inference import mode_label, pick_device
     from .model import load_trained
     from .palette import class_names
 
+    setting = inference_setting(args)
     device = pick_device(args.device)
     model, meta = load_trained(args.model, device)
     names = class_names(read_json(args.palette))
-    summary = evaluate(model, SegmentationDataset(args.prepared, args.split), names, device)
-    summary = {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]} | summary
+    settings = settings_to_score(setting)
+    dataset = SegmentationDataset(args.prepared, args.split)
+    summaries = evaluate(model, dataset, names, device, settings)
+    summary = (
+        {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
+        | {"inference": setting | {"label": mode_label(setting)}}
+        | summaries[0]
+        | {"modes": score_modes(setting, summaries)}
+    )
     write_json(args.out_json, summary)
     write_per_class_csv(summary, args.out_csv)
-    print(
-        f"{args.split}: mIoU {summary['mIoU']:.4f}  mAcc {summary['mAcc']:.4f}  "
-        f"aAcc {summary['aAcc']:.4f}  ({summary['num_classes_scored']} classes scored)"
-    )
+    for label, scores in summary["modes"].items():
+        print(
+            f"{args.split} [{label}]: mIoU {scores['mIoU']:.4f}  mAcc {scores['mAcc']:.4f}  "
+            f"aAcc {scores['aAcc']:.4f}  ({scores['num_classes_scored']} classes scored)"
+        )
 
 
 if __name__ == "__main__":

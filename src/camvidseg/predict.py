@@ -1,4 +1,8 @@
-"""Segment every image in a folder with the trained model: color masks and overlays."""
+"""Segment every image in a folder with the trained model: color masks and overlays.
+
+``--backend torch`` runs ``best.pth``; ``--backend onnx`` runs the exported ``model.onnx`` through
+onnxruntime and imports no torch (nor OpenCV), so it works in the slim ``envs/deploy.yaml``.
+"""
 
 from __future__ import annotations
 
@@ -38,10 +42,30 @@ def input_images(folder: Path) -> list[Path]:
     return images
 
 
+def load_segmenter(backend: str, model_path: Path, device: str):
+    """(read an image file, segment an RGB array) for the backend; only torch's imports torch."""
+    if backend == "onnx":
+        from .deploy import onnx_predict, open_session, read_rgb
+
+        session = open_session(model_path, device=device)
+        return read_rgb, lambda image: onnx_predict(session, image)
+    # Imported after parsing: torch takes seconds to load and --help needs none of it.
+    from .dataset import read_image
+    from .inference import pick_device, predict_image
+    from .model import load_trained
+
+    device = pick_device(device)
+    model, _ = load_trained(model_path, device)
+    return read_image, lambda image: predict_image(model, image, device)
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     parser = command.parser(__file__, __doc__)
-    parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
+    parser.add_argument(
+        "--model", required=True, type=Path, help="best.pth (torch) or model.onnx (onnx)"
+    )
+    parser.add_argument("--backend", **option("predict.backend"))
     parser.add_argument("--palette", required=True, type=Path, help="palette.json")
     parser.add_argument("--input-dir", required=True, type=Path, help=describe("predict.input_dir"))
     parser.add_argument("--alpha", **option("vis.alpha"))
@@ -49,19 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
-
-    # Imported after parsing: torch takes seconds to load and --help needs none of it.
-    from .dataset import read_image
-    from .inference import pick_device, predict_image
-    from .model import load_trained
-
-    device = pick_device(args.device)
-    model, _ = load_trained(args.model, device)
+    read, segment = load_segmenter(args.backend, args.model, args.device)
     colors = color_table(read_json(args.palette))
     with atomic_path(args.out, is_dir=True) as tmp:
         for n, path in enumerate(images, start=1):
-            image = read_image(str(path))
-            ids = predict_image(model, image, device)
+            image = read(str(path))
+            ids = segment(image)
             Image.fromarray(colorize(ids, colors)).save(tmp / f"{path.stem}_mask.png")
             Image.fromarray(overlay(image, ids, colors, args.alpha)).save(
                 tmp / f"{path.stem}_overlay.png"

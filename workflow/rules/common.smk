@@ -215,9 +215,26 @@ def loader_workers(wildcards, threads, resources):
     return max(threads // gpu_processes(wildcards, resources), 1) if uses_cuda() else 0
 
 
+def eval_mode_flags():
+    """eval.mode / crop_size / stride / tta as the evaluate CLI's flags (quote each with :q)."""
+    e = config["eval"]
+    return [
+        "--mode",
+        e["mode"],
+        "--crop-size",
+        *map(str, e["crop_size"]),
+        "--stride",
+        *map(str, e["stride"]),
+        "--flip" if e["tta"]["flip"] else "--no-flip",
+        "--scales",
+        *map(str, e["tta"]["scales"]),
+    ]
+
+
 def final_outputs():
     targets = expand("results/metrics/{split}.json", split=config["eval"]["splits"])
     targets += ["results/vis_data", "results/plots/training_curves.png"]
+    targets += ["results/model/export_check.json", "results/model/MODEL_CARD.md"]
     if config["predict"]["input_dir"]:
         targets.append("results/predict")
     return targets

@@ -1,4 +1,5 @@
-# Stage 5: per-class IoU / mIoU of the trained model on a split, at full resolution.
+# Stage 5: per-class IoU / mIoU of the trained model on a split, at full resolution, with the
+# configured inference (eval.mode whole/slide, eval.tta flip/scales).
 
 
 rule evaluate:
@@ -22,9 +23,11 @@ rule evaluate:
         **INFER_GPU_RESOURCES,
     params:
         device=TRAIN["device"],
+        mode=eval_mode_flags(),
     message:
         "Evaluating the trained model on the {wildcards.split} split"
     shell:
         "python -m camvidseg.evaluate --model {input.model} --prepared {input.prepared}"
         " --palette {input.palette} --split {wildcards.split} --device {params.device}"
+        " {params.mode:q}"
         " --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"

@@ -5,7 +5,11 @@ if config["predict"]["input_dir"]:
     rule predict:
         input:
             code("predict"),
-            model="results/model/best.pth",
+            model=(
+                "results/model/model.onnx"
+                if config["predict"]["backend"] == "onnx"
+                else "results/model/best.pth"
+            ),
             palette="results/data/palette.json",
             images=config["predict"]["input_dir"],
         output:
@@ -19,9 +23,11 @@ if config["predict"]["input_dir"]:
         params:
             alpha=config["vis"]["alpha"],
             device=TRAIN["device"],
+            backend=config["predict"]["backend"],
         message:
             "Segmenting the images in {input.images}"
         shell:
-            "python -m camvidseg.predict --model {input.model} --palette {input.palette}"
+            "python -m camvidseg.predict --backend {params.backend:q} --model {input.model:q}"
+            " --palette {input.palette}"
             " --input-dir {input.images} --alpha {params.alpha} --device {params.device}"
             " --out {output} > {log} 2>&1"
