@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from camvidseg import cost
 from camvidseg.deploy import open_session
-from camvidseg.export import DeployedNetwork, export_onnx
+from camvidseg.export import export_onnx
+from camvidseg.inference import DeployedNetwork
 from camvidseg.model import SegmentationModel
 
 CLASSES = 11  # the SegNet grouping published CamVid tables use

@@ -12,7 +12,7 @@ CHAIN = ["sample", "obtain", "extract", "palette", "convert", "train", "evaluate
          "plots", "predict"]  # fmt: skip
 COMMANDS = [[stage] for stage in CHAIN] + [
     ["obtain", route] for route in ("url", "opendatalab", "openxlab", "weights")
-]
+] + [["export"], ["export", "onnx"], ["export", "check"], ["card"]]
 
 # Runs `camvidseg <args> --help` in a fresh interpreter and reports, for every parser that
 # parsed, the options without help, its prog, and which heavy libraries got imported.

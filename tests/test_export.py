@@ -174,11 +174,11 @@ def test_model_card_snippets_reproduce_the_stored_val_miou(run_dir, tmp_path):
     assert all(len(block.splitlines()) <= 10 for block in (torch_loader, onnx_loader, scoring))
     stored = read(run_dir, "metrics/val.json")["modes"]["whole"]["mIoU"]
     for name, loader in (("torch", torch_loader), ("onnx", onnx_loader)):
-        (tmp_path / f"{name}.py").write_text(loader + "\n" + scoring + "\n")
-    result = subprocess.run([sys.executable, tmp_path / "torch.py"], cwd=run_dir,
+        (tmp_path / f"snippet_{name}.py").write_text(loader + "\n" + scoring + "\n")
+    result = subprocess.run([sys.executable, tmp_path / "snippet_torch.py"], cwd=run_dir,
                             capture_output=True, text=True)  # fmt: skip
     assert printed_miou(result) == pytest.approx(stored, abs=1e-4)
-    result = torchless("file", tmp_path / "onnx.py", cwd=run_dir)  # the onnx one needs no torch
+    result = torchless("file", tmp_path / "snippet_onnx.py", cwd=run_dir)  # needs no torch
     assert printed_miou(result) == pytest.approx(stored, abs=0.001)
     assert loaded_modules(result) <= DEPLOY_MODULES
 

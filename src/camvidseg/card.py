@@ -1,6 +1,7 @@
-"""Stage 8: the model card ``MODEL_CARD.md`` (and its HTML for the report), written from the run's
-own outputs: model, classes and colors, data, training recipe, scores per split and class, cost
-and speed, export parity, limits, and how to load the model with PyTorch and with onnxruntime.
+"""Stage 8: write the model card (MODEL_CARD.md, and as HTML for the report) from the run's outputs.
+
+Model, classes and colors, data, training recipe, scores per split and class, cost and speed,
+export parity, limits, and how to load the model with PyTorch and with onnxruntime.
 
 The three code blocks under "How to use" are complete programs (a test runs them): either loader,
 followed by the scoring block, prints the val mIoU stored in ``metrics/val.json``.
@@ -13,9 +14,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from . import command
 from .errors import cli
 from .fileio import atomic_path, read_json
-from .model import IMAGENET_MEAN, IMAGENET_STD, MODELS
 
 ARCHITECTURES = {
     "deeplabv3_resnet50": "DeepLabV3 (ASPP) head on a ResNet-50 backbone",
@@ -54,6 +55,8 @@ def sha256_prefix(path: Path) -> str:
 
 
 def model_section(run: dict) -> str:
+    from .model import MODELS
+
     name, meta, settings = run["meta"]["model"], run["meta"], run["settings"]
     weights = settings["model"]["backbone_weights"]
     init = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", "none": "none (from scratch)"}
@@ -251,6 +254,8 @@ def limits_section(run: dict) -> str:
 
 
 def torch_snippet(run: dict) -> str:
+    from .model import IMAGENET_MEAN, IMAGENET_STD, MODELS
+
     name, k = run["meta"]["model"], len(run["palette"]["classes"])
     builder, has_aux, _ = MODELS[name]
     aux = ", aux_loss=True" if has_aux and run["meta"]["aux_loss_weight"] > 0 else ""
@@ -366,9 +371,19 @@ def gather(args: argparse.Namespace) -> dict:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("model", "onnx", "palette", "manifest", "prepared", "history", "check", "cost"):
-        parser.add_argument(f"--{name}", required=True, type=Path)
+    parser = command.parser(__file__, __doc__)
+    inputs = {
+        "model": "best.pth from training",
+        "onnx": "model.onnx from export",
+        "palette": "palette.json",
+        "manifest": "dataset.json from extract",
+        "prepared": "folder from convert (index.json)",
+        "history": "history.json from training",
+        "check": "export_check.json",
+        "cost": "cost.json",
+    }
+    for name, what in inputs.items():
+        parser.add_argument(f"--{name}", required=True, type=Path, help=what)
     parser.add_argument("--metrics", required=True, nargs="+", type=Path, help="{split}.json")
     parser.add_argument("--settings", required=True, help="JSON: dataset, model, train sections")
     parser.add_argument("--out", required=True, type=Path, help="MODEL_CARD.md")

@@ -30,6 +30,8 @@ ROOMS = (
     "model",
     "metrics",
     "inference",
+    "deploy",
+    "cost",
     "device",
     "launch",
     "palette",

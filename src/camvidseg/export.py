@@ -1,4 +1,4 @@
-"""Stage 7: export ``best.pth`` to ONNX and check the export against PyTorch.
+"""Stage 7: export best.pth to ONNX and check the export against PyTorch (and measure its cost).
 
 ``onnx``: ``model.onnx`` at opset ``OPSET`` (``torch.onnx.export``, the dynamo exporter), input
 ``image`` uint8 (batch, 3, height, width) RGB with all three sizes dynamic, output ``logits`` float
@@ -11,16 +11,15 @@ agreement < 99.9 % or |ΔmIoU| > 0.001. It also measures what the model costs (`
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
-
+from . import command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
+
+# torch, onnx and onnxruntime are imported where used, so that `--help` answers at once.
 
 # The oldest opset torch's dynamo exporter writes; onnxruntime has run it since 1.14.
 OPSET = 18
@@ -28,27 +27,13 @@ MIN_AGREEMENT = 0.999
 MAX_MIOU_DELTA = 0.001
 
 
-class DeployedNetwork(torch.nn.Module):
-    """uint8 RGB (N, 3, H, W) -> logits (N, K, H, W): normalisation, then the network without its
-    auxiliary head (a training-only branch)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.net = copy.deepcopy(model.net)
-        if getattr(self.net, "aux_classifier", None) is not None:
-            self.net.aux_classifier = None
-        self.register_buffer("mean", model.data_preprocessor.mean.clone(), False)
-        self.register_buffer("std", model.data_preprocessor.std.clone(), False)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net((image.float() - self.mean) / self.std)["out"]
-
-
 def export_onnx(model, palette: dict, meta: dict, out: Path) -> None:
     """Write ``out`` (atomically) from a loaded model; metadata: classes, colors, provenance."""
     import onnx
+    import torch
 
     from .deploy import INPUT_NAME, OUTPUT_NAME
+    from .inference import DeployedNetwork
 
     network = DeployedNetwork(model).eval()
     example = torch.zeros(1, 3, 64, 96, dtype=torch.uint8)
@@ -81,6 +66,9 @@ def export_onnx(model, palette: dict, meta: dict, out: Path) -> None:
 
 def compare(model, session, dataset, class_names: list[str]) -> dict:
     """PyTorch (fp32 on the CPU) vs onnxruntime on every image of ``dataset``."""
+    import numpy as np
+    import torch
+
     from .deploy import onnx_logits
     from .inference import predict_logits
     from .metrics import confusion_matrix, summarize
@@ -122,11 +110,14 @@ def verdict(parity: dict, onnx_path: Path, split: str) -> None:
         )
 
 
-def measure_cost(model, onnx_path: Path, image: np.ndarray, device: str, args) -> dict:
+def measure_cost(model, onnx_path: Path, image, device: str, args) -> dict:
     """Parameters, GFLOPs and eager vs onnxruntime speed at ``image``'s size (cost.py): on the
     CPU, and on CUDA too when ``device`` is cuda."""
+    import torch
+
     from . import cost
     from .deploy import open_session
+    from .inference import DeployedNetwork
 
     budget_s = args.budget
     session = open_session(onnx_path, threads=args.threads)
@@ -155,6 +146,8 @@ def measure_cost(model, onnx_path: Path, image: np.ndarray, device: str, args) -
 
 
 def run_check(args: argparse.Namespace) -> None:
+    import torch
+
     from .dataset import SegmentationDataset
     from .deploy import open_session
     from .inference import pick_device
@@ -198,28 +191,27 @@ def run_export(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    onnx = commands.add_parser("onnx", help="best.pth -> model.onnx")
-    onnx.add_argument("--model", required=True, type=Path, help="best.pth from training")
-    onnx.add_argument("--palette", required=True, type=Path)
-    onnx.add_argument("--out", required=True, type=Path)
-    check = commands.add_parser("check", help="onnxruntime vs PyTorch on a split, and cost")
-    check.add_argument("--model", required=True, type=Path, help="best.pth from training")
-    check.add_argument("--onnx", required=True, type=Path)
-    check.add_argument("--prepared", required=True, type=Path)
-    check.add_argument("--palette", required=True, type=Path)
-    check.add_argument("--split", default="val")
-    check.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    check.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cuda", "cpu"],
-        help="cuda: also time PyTorch (and onnxruntime, if it can) on CUDA",
+    parser = command.parser(__file__, __doc__)
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="command", help="onnx or check (--help: options)"
     )
-    check.add_argument("--budget", type=float, default=10.0, help="seconds per timing")
-    check.add_argument("--out", required=True, type=Path, help="export_check.json")
-    check.add_argument("--out-cost", required=True, type=Path, help="cost.json")
+    onnx = commands.add_parser("onnx", help="best.pth -> model.onnx", prog="camvidseg export onnx")
+    onnx.add_argument("--model", required=True, type=Path, help="best.pth from training")
+    onnx.add_argument("--palette", required=True, type=Path, help="palette.json (class names)")
+    onnx.add_argument("--out", required=True, type=Path, help="model.onnx to write")
+    check = commands.add_parser(
+        "check", help="onnxruntime vs PyTorch on a split; cost", prog="camvidseg export check"
+    )
+    check.add_argument("--model", required=True, type=Path, help="best.pth from training")
+    check.add_argument("--onnx", required=True, type=Path, help="model.onnx from export onnx")
+    check.add_argument("--prepared", required=True, type=Path, help="folder from convert")
+    check.add_argument("--palette", required=True, type=Path, help="palette.json")
+    check.add_argument("--split", default="val", help="the images to compare on")
+    check.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    command.add_device(check)
+    check.add_argument("--budget", type=float, default=10.0, help="seconds per timing, at most")
+    check.add_argument("--out", required=True, type=Path, help="export_check.json to write")
+    check.add_argument("--out-cost", required=True, type=Path, help="cost.json to write")
     return parser.parse_args(argv)
 
 

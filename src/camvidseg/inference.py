@@ -10,6 +10,7 @@ resized back to the image's size (as MMSegmentation's ``slide`` mode and ``SegTT
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import numpy as np
 import torch
@@ -131,3 +132,20 @@ def predict_image(model, image: np.ndarray, device: str, setting: dict | None = 
     """RGB uint8 (H, W, 3) -> (H, W) uint8 class ids."""
     inputs = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
     return predict_batch(model, inputs, device, setting)[0].cpu().numpy().astype(np.uint8)
+
+
+class DeployedNetwork(torch.nn.Module):
+    """uint8 RGB (N, 3, H, W) -> logits (N, K, H, W): normalisation, then the network without its
+    auxiliary head (a training-only branch). The module ``export`` writes to ONNX, and what
+    ``cost`` times as eager PyTorch."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.net = copy.deepcopy(model.net)
+        if getattr(self.net, "aux_classifier", None) is not None:
+            self.net.aux_classifier = None
+        self.register_buffer("mean", model.data_preprocessor.mean.clone(), False)
+        self.register_buffer("std", model.data_preprocessor.std.clone(), False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net((image.float() - self.mean) / self.std)["out"]

@@ -6,7 +6,7 @@ import json
 
 rule export_onnx:
     input:
-        code("export", "model", "deploy"),
+        code("export"),
         model="results/model/best.pth",
         palette="results/data/palette.json",
     output:
@@ -24,16 +24,7 @@ rule export_onnx:
 
 rule check_export:
     input:
-        code(
-            "export",
-            "model",
-            "deploy",
-            "inference",
-            "metrics",
-            "cost",
-            "dataset",
-            "palette",
-        ),
+        code("export"),
         model="results/model/best.pth",
         onnx="results/model/model.onnx",
         prepared="results/data/prepared",
@@ -61,7 +52,7 @@ rule check_export:
 
 rule model_card:
     input:
-        code("card", "model"),
+        code("card"),
         model="results/model/best.pth",
         onnx="results/model/model.onnx",
         palette="results/data/palette.json",
