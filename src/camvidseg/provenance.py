@@ -29,7 +29,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from . import codegraph
+from . import codegraph, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
 from .identity import CACHE_ENV, CACHE_FILE, HashCache, content_id
@@ -287,9 +287,10 @@ def record_command(args: argparse.Namespace, cache: HashCache) -> None:
     previous = read_json(PREVIOUS) if PREVIOUS.is_file() else {}
     record = build_record(args.targets, previous, cache)
     made = {output for entry in record["stages"].values() for output in entry["outputs"]}
-    missing = sorted(set(args.targets) - made)
-    if missing:
-        raise UserError(f"{missing[0]}: no Snakemake record of the job that made it")
+    # No Snakemake record (--drop-metadata, another persistence backend): say so, keep the hash.
+    record["unrecorded"] = hashes(sorted(set(args.targets) - made), cache)
+    for path in record["unrecorded"]:
+        print(f"warning: {path}: Snakemake kept no record of the job that made it")
     write_json(args.record, record)
     write_json(PREVIOUS, record)
     if args.html:
@@ -307,6 +308,8 @@ def check_command(args: argparse.Namespace, cache: HashCache) -> None:
             " run the workflow first"
         ) from None
     stale = stale_stages(record, cache)
+    for path in record.get("unrecorded", {}):
+        print(f"unknown  {path} (no record of what made it)")
     for name in record["stages"]:
         print(f"{'stale' if name in stale else 'fresh'}  {name}")
         for reason in stale.get(name, []):
@@ -318,12 +321,15 @@ def check_command(args: argparse.Namespace, cache: HashCache) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
+    parser = command.parser(__file__, __doc__)
+    parser.epilog = "exit status: 0 all fresh, 1 something is stale, 2 no usable record"
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["check", "record"],
+        default="check",
+        help="check: list stale stages and why, running nothing; record: write the record",
     )
-    parser.add_argument("action", nargs="?", choices=["check", "record"], default="check")
     parser.add_argument(
         "--record",
         type=Path,

@@ -1,0 +1,190 @@
+"""Issue 10: results are reused only when what made them is unchanged, and say what made them.
+
+Real Snakemake runs of the tiny chain: a missing dataset path stops the run, new pixels under the
+same file names retrain from scratch, an edited label in a folder dataset re-runs what depends on
+it, and results/provenance.json names the data, params and code of every stage.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+from conftest import REPO, jobs_planned, snakemake
+from PIL import Image
+
+from camvidseg import codegraph
+from camvidseg.identity import HashCache, content_id, folder_id
+from camvidseg.sample import build_sample
+
+TINY_SAMPLE = {"train": 6, "val": 2, "test": 2}
+
+
+def local(path) -> tuple[str, str]:
+    return "--config", f"dataset={{source: local, path: '{path}'}}"
+
+
+def provenance_check(workdir) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "camvidseg", "provenance"],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        check=False,
+    )
+
+
+def member_names(archive) -> list[str]:
+    with tarfile.open(archive) as tar:
+        return tar.getnames()
+
+
+def stale_stages(result) -> set[str]:
+    return {line.split()[1] for line in result.stdout.splitlines() if line.startswith("stale ")}
+
+
+@pytest.mark.parametrize("path", ["/does/not/exist", "/does/not/exist.tar.gz.00"])
+def test_missing_dataset_path_stops_before_any_job_in_one_line(tiny_run, path):
+    """Even where results of an earlier run exist (they must not stand in for the data)."""
+    result = snakemake(tiny_run, "-n", *local(path), check=False)
+    assert result.returncode == 2
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line]
+    assert errors == [f"error: dataset.path: {path} does not exist (dataset.source: local)"]
+    assert "Traceback" not in result.stderr and "Job stats" not in result.stdout
+
+
+def test_real_data_config_never_falls_back_to_the_sample(tiny_run):
+    """make real-data where the SegNet subset is absent: one line, not a run on the sample."""
+    result = snakemake(
+        tiny_run, "-n", configfile=REPO / "config/camvid_segnet_subset.yaml", check=False
+    )
+    assert result.returncode == 2
+    assert "error: dataset.path: ../shared/data/camvid-segnet-subset does not exist" in (
+        result.stderr
+    )
+    assert "Job stats" not in result.stdout
+
+
+def test_folder_identity_changes_with_any_file_and_archives_are_hashed_once(tmp_path):
+    folder = tmp_path / "data"
+    (folder / "sub").mkdir(parents=True)
+    label = folder / "sub" / "a_L.png"
+    label.write_bytes(b"1234")
+    before = folder_id(folder)
+    assert folder_id(folder) == before
+    stat = label.stat()
+    label.write_bytes(b"1235")  # same size, same name
+    os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert folder_id(folder) != before
+    archive = tmp_path / "x.tar.gz"
+    archive.write_bytes(b"abc")
+    cache = HashCache(tmp_path / "cache.json")
+    expected = "sha256:" + hashlib.sha256(b"abc").hexdigest()
+    assert content_id(archive, cache) == expected
+    cache.save()
+    # A cache hit costs a stat: the cached value is returned while size and mtime are unchanged.
+    entries = json.loads((tmp_path / "cache.json").read_text())
+    entries[str(archive.resolve())][1] = "cached"
+    (tmp_path / "cache.json").write_text(json.dumps(entries))
+    assert content_id(archive, HashCache(tmp_path / "cache.json")) == "sha256:cached"
+    archive.write_bytes(b"abcd")
+    assert content_id(archive, HashCache(tmp_path / "cache.json")) != "sha256:cached"
+
+
+def test_same_names_new_pixels_retrain_from_scratch(tmp_path):
+    archive = tmp_path / "data" / "CamVid.tar.gz"
+    build_sample(archive, TINY_SAMPLE, 48, 64, seed=1)
+    snakemake(tmp_path, *local(archive))
+    model = tmp_path / "results/model/best.pth"
+    first_model = model.read_bytes()
+    old_names = member_names(archive)
+    stat = archive.stat()
+    build_sample(archive, TINY_SAMPLE, 48, 64, seed=2)
+    # The old mtime too: only the content can tell the two archives apart.
+    os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert member_names(archive) == old_names
+    snakemake(tmp_path, *local(archive))
+    log = (tmp_path / "results/logs/train.log").read_text()
+    assert "resuming from" not in log
+    assert re.search(r"Epoch\(train\) +\[1\]", log), log[-2000:]
+    assert model.read_bytes() != first_model
+    manifest = json.loads((tmp_path / "results/data/dataset.json").read_text())
+    assert manifest["content_id"] == "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    index = json.loads((tmp_path / "results/data/prepared/index.json").read_text())
+    assert index["content_id"] == manifest["content_id"]
+
+
+def test_label_edited_in_a_folder_dataset_reruns_what_depends_on_it(tmp_path, sample_archive):
+    with tarfile.open(sample_archive) as tar:
+        tar.extractall(tmp_path / "data", filter="data")
+    snakemake(tmp_path, *local(tmp_path / "data"))
+    again = snakemake(tmp_path, *local(tmp_path / "data"))
+    assert "Nothing to be done" in again.stdout + again.stderr
+    label = next((tmp_path / "data").rglob("*_labels/*_L.png"))
+    pixels = np.asarray(Image.open(label)).copy()
+    pixels[0, 0] = pixels[-1, -1]
+    Image.fromarray(pixels).save(label)  # edited in place: the folder's mtime stays the same
+    planned = jobs_planned(snakemake(tmp_path, "-n", *local(tmp_path / "data")))
+    assert {"index_dataset", "convert_masks", "train", "evaluate"} <= planned.keys()
+    assert "obtain_dataset" not in planned
+
+
+def test_record_names_the_data_params_and_code_of_every_stage(tiny_run):
+    record = json.loads((tiny_run / "results/provenance.json").read_text())
+    archive = (tiny_run / "resources/camvid_sample.tar.gz").read_bytes()
+    archive_id = "sha256:" + hashlib.sha256(archive).hexdigest()
+    assert record["dataset"] == archive_id
+    stages = record["stages"]
+    assert {s["rule"] for s in stages.values()} == {
+        "obtain_dataset", "extract", "palette", "convert_masks", "train", "evaluate",
+        "visualize", "plots",
+    }  # fmt: skip
+    assert stages["extract"]["inputs"] == {"resources/camvid_sample.tar.gz": archive_id}
+    assert stages["obtain_dataset"]["params"]["seed"] == "1"  # tests/tiny.yaml
+    assert "0.001" in json.dumps(stages["train"]["params"])  # train.lr of tests/tiny.yaml
+    import torch
+
+    for name, stage in stages.items():
+        assert stage["params"] and stage["command"].startswith("python -m camvidseg."), name
+        closure = codegraph.closure(stage["module"])
+        assert sorted(stage["code"]["files"]) == closure, name
+        assert stage["code"]["hash"].startswith("sha256:")
+        assert stage["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
+        assert len(stage["environment"]["git"]["commit"]) == 40
+        assert stage["finished"] >= stage["started"]
+        if name != "obtain_dataset":
+            assert stage["dataset"] == archive_id, name
+    assert stages["visualize"]["after"] == ["convert_masks", "palette", "train"]
+
+
+def test_editing_visualize_makes_exactly_visualize_stale(tiny_run):
+    fresh = provenance_check(tiny_run)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert not stale_stages(fresh)
+    source = REPO / "src/camvidseg/visualize.py"
+    original, stat = source.read_bytes(), source.stat()
+    source.write_bytes(original + b"\n# an edit\n")
+    try:
+        result = provenance_check(tiny_run)
+    finally:
+        source.write_bytes(original)
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert result.returncode == 1
+    assert stale_stages(result) == {"visualize"}
+    assert "code changed: visualize.py" in result.stdout
+
+
+def test_report_shows_the_provenance_record(tiny_run):
+    report = tiny_run / "results/provenance_report.html"
+    snakemake(tiny_run, "--report", report)
+    assert "results/provenance.html" in report.read_text()
+    page = (tiny_run / "results/provenance.html").read_text()
+    record = json.loads((tiny_run / "results/provenance.json").read_text())
+    assert "table id='provenance'" in page
+    assert page.count("<tr>") == len(record["stages"]) + 1  # a header, then one row per job
