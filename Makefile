@@ -6,9 +6,15 @@ CORES ?= 2
 
 .PHONY: demo test real-data report download-tools
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# TORCH_INDEX: a PyTorch wheel index for another CUDA build of the pinned torch/torchvision, e.g.
+# make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126 (the default wheel needs driver >= 580)
+TORCH_INDEX ?=
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) \
+		$$(grep -E '^torch(vision)?==' requirements.txt))
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 

@@ -101,3 +101,38 @@ def png_bomb(path, width=20000, height=10000):
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
     )
     return path
+
+
+def run_in_terminal(command: list, env: dict | None = None, cwd=None, timeout=900):
+    """Run ``command`` with a pseudo-terminal as its controlling terminal, as a user at a
+    terminal would; returns (exit code, everything the terminal showed, newlines as ``\\n``)."""
+    import pty
+    import select
+    import time
+
+    environment = {**os.environ, **(env or {})}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once (the test process has threads)
+        os.chdir(cwd or os.getcwd())
+        os.execvpe(str(command[0]), [str(c) for c in command], environment)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:  # EIO: the child's side of the terminal is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        else:
+            os.kill(pid, 9)
+            raise AssertionError(f"{command} ran past {timeout} s")
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    shown = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return os.waitstatus_to_exitcode(status), shown

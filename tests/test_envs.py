@@ -1,6 +1,10 @@
-"""The conda env files agree with the one place versions are pinned (requirements.txt)."""
+"""The conda env files and pyproject.toml agree with the one place versions are pinned
+(requirements.txt); runtime and dev tools are apart; every pin is used by the code."""
 
+import ast
+import importlib.metadata
 import re
+import subprocess
 
 import yaml
 from conftest import REPO
@@ -32,11 +36,13 @@ def test_training_env_matches_requirements():
         "opencv-python-headless",
         "numpy",
         "pillow",
-        "pandas",
         "matplotlib",
         "onnx",
         "onnxscript",
         "onnxruntime",
+
+
+        "pyyaml",
     }
     assert runtime <= listed.keys()
 
@@ -72,3 +78,76 @@ def test_deploy_env_matches_its_requirements_and_has_no_torch():
         assert main.get(name) == version, f"{name}: deploy {version}, requirements {main.get(name)}"
     assert {"onnxruntime", "numpy", "pillow"} <= pip.keys()
     assert not {"torch", "torchvision", "mmengine-lite", "opencv-python-headless"} & pip.keys()
+
+
+def test_pyproject_declares_exactly_the_pinned_runtime_dependencies():
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    project = read_configuration(REPO / "pyproject.toml", expand=True)["project"]
+    declared = pins(project["dependencies"])
+    assert declared == pins((REPO / "requirements.txt").read_text().splitlines())
+    assert project["license"] == "Apache-2.0"
+    assert "Apache License" in (REPO / "LICENSE").read_text()[:200]
+
+
+def test_dev_tools_are_pinned_apart_from_the_runtime():
+    runtime = pins((REPO / "requirements.txt").read_text().splitlines())
+    dev = pins((REPO / "requirements-dev.txt").read_text().splitlines())
+    assert {"pytest", "ruff", "snakefmt", "playwright"} <= dev.keys()
+    assert not dev.keys() & runtime.keys()
+    # `make` (a fresh clone's only setup, CI included) installs both files.
+    plan = subprocess.run(
+        ["make", "-n", "-W", "requirements.txt", "demo"], cwd=REPO, capture_output=True,
+        text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "pip install --quiet -r requirements.txt -r requirements-dev.txt" in plan
+    assert "--index-url" not in plan
+
+
+def test_older_drivers_get_another_torch_build_only_when_asked():
+    plan = subprocess.run(
+        ["make", "-n", "-W", "requirements.txt", "demo", "TORCH_INDEX=https://example.org/cu126"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "pip install --quiet --index-url https://example.org/cu126 $(grep -E" in plan
+
+
+def imported_modules() -> tuple[set[str], set[str]]:
+    """Top-level third-party modules the package imports: (required, optional), optional being
+    those imported inside ``try: ... except ImportError``."""
+    required, optional = set(), set()
+    for path in (REPO / "src/camvidseg").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        guarded = {
+            id(node)
+            for handler in ast.walk(tree)
+            if isinstance(handler, ast.Try)
+            and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in handler.handlers)
+            for stmt in handler.body
+            for node in ast.walk(stmt)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                (optional if id(node) in guarded else required).add(name.split(".")[0])
+    stdlib = set(__import__("sys").stdlib_module_names) | {"__future__"}
+    return required - stdlib, optional - stdlib - required
+
+
+def test_every_import_is_pinned_and_every_pin_is_used():
+    runtime = pins((REPO / "requirements.txt").read_text().splitlines())
+    distributions = importlib.metadata.packages_distributions()
+    required, optional = imported_modules()
+
+    def dist(module):
+        return distributions[module][0].lower()
+
+    for module in required:
+        assert dist(module) in runtime, f"{module} is imported but {dist(module)} is not pinned"
+    used = {dist(m) for m in required | optional} | {"snakemake", "snakemake-executor-plugin-slurm"}
+    assert set(runtime) <= used, f"pinned but imported by no code: {set(runtime) - used}"

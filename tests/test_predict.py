@@ -39,7 +39,9 @@ def test_predict_writes_mask_and_overlay_per_image(tiny_run, tmp_path):
         mask = np.asarray(Image.open(out / f"{source.stem}_mask.png"))
         assert mask.shape == (48, 64, 3)
         assert (out / f"{source.stem}_overlay.png").is_file()
-    assert len(list(out.iterdir())) == 4
+        panel = Image.open(out / f"{source.stem}_panel.png")
+        assert panel.width > 3 * 64  # image | prediction | overlay, with a legend
+    assert len(list(out.iterdir())) == 6  # mask, overlay and panel per image
 
 
 def test_predict_on_empty_folder_is_one_line(tiny_run, tmp_path):

@@ -21,6 +21,7 @@ from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
 from .images import checked_size, open_checked
 from .palette import color_table
+from .progress import Progress
 from .settings import describe, option
 
 UNKNOWN = 254  # lookup value of a color the palette does not know; never a train id
@@ -168,17 +169,16 @@ def convert_dataset(
     }
     table = lookup_table(palette)
     unknown: dict[str, int] = {}
-    step = max(len(tasks) // 10, 1)
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(max(threads, 1), initializer=_init_worker, initargs=(table, job)) as pool:
-        for done, (label, count, examples) in enumerate(
-            pool.imap_unordered(convert_one, tasks, chunksize=4), start=1
-        ):
+    with (
+        ctx.Pool(max(threads, 1), initializer=_init_worker, initargs=(table, job)) as pool,
+        Progress("convert", len(tasks), "masks") as progress,
+    ):
+        for label, count, examples in pool.imap_unordered(convert_one, tasks, chunksize=4):
             if count:
                 unknown[label] = count
                 print(f"warning: {label}: {count} pixel(s) of unknown color(s) {examples} ignored")
-            if done % step == 0 or done == len(tasks):
-                print(f"converted {done}/{len(tasks)} masks", flush=True)
+            progress.advance()
     return {"splits": index, "cache": caches, "unknown_pixels": unknown}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from . import command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
+from .progress import Progress
 from .settings import option
 
 # torch and the model code are imported where used, so that `--help` answers at once.
@@ -22,7 +23,9 @@ from .settings import option
 HEADLINE = ("mIoU", "mAcc", "aAcc", "mDice", "num_classes_scored")
 
 
-def evaluate(model, dataset, class_names: list[str], device: str, settings: list[dict]) -> list:
+def evaluate(
+    model, dataset, class_names: list[str], device: str, settings: list[dict], split: str = ""
+) -> list:
     """One summary (scores, per class, confusion) per inference setting, in the same order."""
     import torch
 
@@ -31,15 +34,14 @@ def evaluate(model, dataset, class_names: list[str], device: str, settings: list
 
     metrics = [SegMetric(class_names) for _ in settings]
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=0)
-    step = max(len(dataset) // 10, 1)
-    for i, batch in enumerate(loader, start=1):
-        for metric, setting in zip(metrics, settings, strict=True):
-            preds = predict_batch(model, batch["inputs"], device, setting)
-            labels = batch["data_samples"]["labels"].to(preds.device)
-            samples = [{"pred": p, "label": lab} for p, lab in zip(preds, labels, strict=True)]
-            metric.process(batch, samples)
-        if i % step == 0 or i == len(dataset):
-            print(f"evaluated {i}/{len(dataset)} images", flush=True)
+    with Progress(f"evaluate {split}".strip(), len(dataset), "images") as progress:
+        for batch in loader:
+            for metric, setting in zip(metrics, settings, strict=True):
+                preds = predict_batch(model, batch["inputs"], device, setting)
+                labels = batch["data_samples"]["labels"].to(preds.device)
+                samples = [{"pred": p, "label": lab} for p, lab in zip(preds, labels, strict=True)]
+                metric.process(batch, samples)
+            progress.advance(len(batch["inputs"]))
     summaries = []
     for metric in metrics:
         metric.evaluate(len(dataset))
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     names = class_names(read_json(args.palette))
     settings = settings_to_score(setting)
     dataset = SegmentationDataset(args.prepared, args.split)
-    summaries = evaluate(model, dataset, names, device, settings)
+    summaries = evaluate(model, dataset, names, device, settings, args.split)
     summary = (
         {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
         | {"inference": setting | {"label": mode_label(setting)}}

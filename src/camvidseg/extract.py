@@ -25,6 +25,7 @@ from .errors import UserError, cli
 from .fileio import atomic_path, write_json
 from .identity import HashCache, content_id
 from .images import checked_size
+from .progress import Progress
 from .settings import default, option
 
 SPLITS = ("train", "val", "test")
@@ -35,9 +36,10 @@ LAYOUT_LABEL_DIR = {"camvid32": "{split}_labels", "segnet11": "{split}annot"}
 class _ConcatenatedParts(io.RawIOBase):
     """Read ``archive.00, archive.01, ...`` as one stream, as ``cat`` would."""
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], progress: Progress | None = None):
         self._paths = list(paths)
         self._current = None
+        self._progress = progress
 
     def readable(self) -> bool:
         return True
@@ -50,6 +52,8 @@ class _ConcatenatedParts(io.RawIOBase):
                 self._current = self._paths.pop(0).open("rb")
             n = self._current.readinto(buffer)
             if n:
+                if self._progress is not None:
+                    self._progress.advance(n)
                 return n
             self._current.close()
             self._current = None
@@ -121,7 +125,12 @@ def _tar_kind(member: tarfile.TarInfo) -> str:
 
 def _extract_tar(parts: list[Path], dest: Path, budget: UnpackBudget) -> int:
     count = 0
-    with _ConcatenatedParts(parts) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+    size = sum(part.stat().st_size for part in parts)
+    with (
+        Progress("extract", size, "bytes") as progress,
+        _ConcatenatedParts(parts, progress) as raw,
+        tarfile.open(fileobj=raw, mode="r|*") as tar,
+    ):
         for member in tar:
             _check_member_path(member.name, parts[0])
             _refuse_links_and_specials(member.name, _tar_kind(member), parts[0])
@@ -151,8 +160,12 @@ def _extract_zip(archive: Path, dest: Path, budget: UnpackBudget) -> int:
         bad = zf.testzip()
         if bad is not None:
             raise UserError(f"{archive}: member {bad!r} is corrupt (CRC mismatch)")
-        zf.extractall(dest)
-        return len(zf.infolist())
+        members = zf.infolist()
+        with Progress("extract", len(members), "members") as progress:
+            for info in members:
+                zf.extract(info, dest)
+                progress.advance()
+        return len(members)
 
 
 def extract_archive(

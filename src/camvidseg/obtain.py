@@ -28,6 +28,7 @@ from . import command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
 from .identity import redact_url
+from .progress import Progress
 from .settings import describe
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,27 +44,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-class _Progress:
-    """A progress line at most every 2 s (the rule log is a file, so no carriage-return bar)."""
-
-    def __init__(self, total: int | None, start: int):
-        self.total, self.done, self.last = total, start, 0.0
-
-    def update(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= 2 or (self.total and self.done >= self.total):
-            self.last = now
-            if self.total:
-                print(
-                    f"  {self.done / 2**20:8.1f} / {self.total / 2**20:.1f} MiB "
-                    f"({100 * self.done / self.total:5.1f} %)",
-                    flush=True,
-                )
-            else:
-                print(f"  {self.done / 2**20:8.1f} MiB", flush=True)
 
 
 SAFE_SCHEMES = ("http", "https")
@@ -153,11 +133,13 @@ def _receive(response, part: Path, have: int) -> None:
         print(f"resuming at {have} bytes", flush=True)
     length = response.headers.get("Content-Length")
     expected = int(length) + have if length is not None else None
-    progress = _Progress(expected, have)
-    with part.open("ab" if have else "wb") as out:
+    with (
+        part.open("ab" if have else "wb") as out,
+        Progress("download", expected, "bytes", already=have) as progress,
+    ):
         while block := response.read(1 << 16):
             out.write(block)
-            progress.update(len(block))
+            progress.advance(len(block))
     size = part.stat().st_size
     if expected is not None and size < expected:
         raise http.client.IncompleteRead(b"", expected - size)

@@ -151,6 +151,18 @@ def color_table(palette: dict):
     return table
 
 
+def legend_entries(palette: dict, present: set[int]) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, display color) of the ``present`` train ids in id order; the ignore index, where
+    present, as "ignored (<the classes mapped to it>)" in its own display color."""
+    entries = [(c["name"], tuple(c["color"])) for c in palette["classes"] if c["id"] in present]
+    if IGNORE_INDEX in present:
+        names = [e["name"] for e in palette.get("lookup", []) if e["train_id"] == IGNORE_INDEX]
+        shown = ", ".join(names[:2]) + (", …" if len(names) > 2 else "")
+        label = f"ignored ({shown})" if names else "ignored"
+        entries.append((label, tuple(int(v) for v in color_table(palette)[IGNORE_INDEX])))
+    return entries
+
+
 def colorize(ids: np.ndarray, colors: np.ndarray) -> np.ndarray:
     """(H, W) ids -> (H, W, 3) RGB; the ignore index shows black."""
     return colors[ids]

@@ -46,7 +46,8 @@ def training_curves(history: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def per_class_iou(metrics: dict, path: Path) -> None:
+def per_class_iou(metrics: dict):
+    """Horizontal IoU bars per class with the mIoU as a dashed line (a figure)."""
     plt = _pyplot()
     rows = [r for r in metrics["per_class"] if r["IoU"] is not None][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.8))
@@ -58,10 +59,11 @@ def per_class_iou(metrics: dict, path: Path) -> None:
     # Above the axes, right of the title: inside, it would hide a bar.
     ax.legend(loc="lower right", bbox_to_anchor=(1, 1), borderaxespad=0.2, frameon=False)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
-def confusion_heatmap(metrics: dict, path: Path) -> None:
+def confusion_heatmap(metrics: dict):
+    """Row-normalised confusion matrix in percent, class names on both axes (a figure)."""
     cm = np.asarray(metrics["confusion"], dtype=np.float64)
     names = [r["class"] for r in metrics["per_class"]]
     keep = (cm.sum(0) + cm.sum(1)) > 0  # classes seen in ground truth or prediction
@@ -86,7 +88,7 @@ def confusion_heatmap(metrics: dict, path: Path) -> None:
             ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=9, color=color)
     fig.colorbar(image, ax=ax, fraction=0.046, label="% of the row")
     fig.tight_layout()
-    _save(fig, path)
+    return fig
 
 
 def summary_table(all_metrics: list[dict], csv_path: Path, html_path: Path | None) -> None:
@@ -152,8 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     training_curves(read_json(args.history), args.out / "training_curves.png")
     all_metrics = [read_json(path) for path in args.metrics]
     for metrics in all_metrics:
-        per_class_iou(metrics, args.out / f"per_class_iou_{metrics['split']}.png")
-        confusion_heatmap(metrics, args.out / f"confusion_{metrics['split']}.png")
+        _save(per_class_iou(metrics), args.out / f"per_class_iou_{metrics['split']}.png")
+        _save(confusion_heatmap(metrics), args.out / f"confusion_{metrics['split']}.png")
     if args.summary:
         summary_table(all_metrics, args.summary, args.summary_html)
     print(f"plots in {args.out}")

@@ -1,4 +1,5 @@
-"""Segment every image in a folder with the trained model: color masks and overlays.
+"""Segment every image in a folder with the trained model: color masks, overlays and panels
+(image | prediction | overlay, with a legend of the classes found).
 
 ``--backend torch`` runs ``best.pth``; ``--backend onnx`` runs the exported ``model.onnx`` through
 onnxruntime and imports no torch (nor OpenCV), so it works in the slim ``envs/deploy.yaml``.
@@ -8,13 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json
 from .images import checked_size
-from .palette import color_table, colorize, overlay
+from .palette import color_table, colorize, legend_entries, overlay
+from .panel import save_panel
+from .progress import Progress
 from .settings import describe, option
 
 
@@ -74,16 +78,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
     read, segment = load_segmenter(args.backend, args.model, args.device)
-    colors = color_table(read_json(args.palette))
-    with atomic_path(args.out, is_dir=True) as tmp:
-        for n, path in enumerate(images, start=1):
+    palette = read_json(args.palette)
+    colors = color_table(palette)
+    with (
+        atomic_path(args.out, is_dir=True) as tmp,
+        Progress("predict", len(images), "images") as progress,
+    ):
+        for path in images:
             image = read(str(path))
             ids = segment(image)
-            Image.fromarray(colorize(ids, colors)).save(tmp / f"{path.stem}_mask.png")
-            Image.fromarray(overlay(image, ids, colors, args.alpha)).save(
-                tmp / f"{path.stem}_overlay.png"
+            mask, blended = colorize(ids, colors), overlay(image, ids, colors, args.alpha)
+            Image.fromarray(mask).save(tmp / f"{path.stem}_mask.png")
+            Image.fromarray(blended).save(tmp / f"{path.stem}_overlay.png")
+            save_panel(
+                tmp / f"{path.stem}_panel.png",
+                [("image", image), ("prediction", mask), ("overlay", blended)],
+                legend_entries(palette, set(np.unique(ids))),
+                path.name,
             )
-            print(f"predicted {n}/{len(images)}: {path.name}", flush=True)
+            progress.advance()
     print(f"{len(images)} images segmented into {args.out}")
 
 

@@ -247,6 +247,7 @@ def train(args: argparse.Namespace) -> None:
     from .metrics import SegMetric
     from .model import SegmentationModel, load_backbone, load_initial_weights
     from .palette import class_names
+    from .progress import training_hook
 
     distributed = "LOCAL_RANK" in os.environ
     if distributed and not dist.is_initialized():
@@ -353,6 +354,7 @@ def train(args: argparse.Namespace) -> None:
             },
             "logger": {"type": "LoggerHook", "interval": args.log_interval},
         },
+        custom_hooks=[training_hook()],
         visualizer={"type": "Visualizer", "vis_backends": backends},
         randomness={"seed": args.seed},
         launcher="pytorch" if distributed else "none",

@@ -2,7 +2,8 @@
 
 For a deterministic choice of images per split: the image, ground truth and prediction in the
 dataset's colors, an alpha overlay, and a side-by-side panel (image | prediction | label) with a
-legend of the classes present. Names are ``{split}_{stem}_{kind}.png``, so nothing collides.
+legend of the classes present (and of the ignored area, where the label has one). Names are
+``{split}_{stem}_{kind}.png``, so nothing collides.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from PIL import Image
 from . import IGNORE_INDEX, command
 from .errors import cli
 from .fileio import atomic_path, read_json
-from .palette import color_table, colorize, overlay
+from .palette import color_table, colorize, legend_entries, overlay
+from .panel import save_panel
+from .progress import Progress
 from .settings import option
 
 
@@ -26,34 +29,30 @@ def choose(count: int, wanted: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, count - 1, min(wanted, count)).round()})
 
 
-def save_panel(path: Path, pictures: dict, present: set, palette: dict, title: str) -> None:
-    """image | prediction | label (``pictures``' RGB arrays), legend of the ``present`` ids."""
-    import matplotlib
+def draw(model, device: str, dataset, i: int, split: str, palette: dict, alpha: float, out: Path):
+    """The pictures of item ``i`` of ``dataset`` (one split) in ``out``."""
+    from .inference import predict_image
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    height, width = pictures["image"].shape[:2]
-    fig, axes = plt.subplots(1, 3, figsize=(3 * 4, 4 * height / width + 1.2), dpi=100)
-    for ax, kind, name in zip(
-        axes, ("image", "pred", "label"), ("image", "prediction", "label"), strict=True
-    ):
-        ax.imshow(pictures[kind], interpolation="nearest")
-        ax.set_title(name)
-        ax.axis("off")
-    handles = [
-        Patch(color=np.array(c["color"]) / 255, label=c["name"])
-        for c in palette["classes"]
-        if c["id"] in present
-    ]
-    fig.legend(
-        handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False
+    colors = color_table(palette)
+    image, label = dataset.load(i)
+    pred = predict_image(model, image, device)
+    stem = dataset.items[i]["stem"]
+    pictures = {
+        "image": image,
+        "label": colorize(label, colors),
+        "pred": colorize(pred, colors),
+        "overlay": overlay(image, pred, colors, alpha),
+    }
+    for kind, array in pictures.items():
+        Image.fromarray(array).save(out / f"{split}_{stem}_{kind}.png")
+    valid = label != IGNORE_INDEX
+    accuracy = float((pred[valid] == label[valid]).mean()) if valid.any() else float("nan")
+    save_panel(
+        out / f"{split}_{stem}_panel.png",
+        [("image", image), ("prediction", pictures["pred"]), ("label", pictures["label"])],
+        legend_entries(palette, set(np.unique(pred)) | set(np.unique(label))),
+        f"{split} / {stem}: pixel accuracy {accuracy:.1%}",
     )
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def visualize(
@@ -67,37 +66,16 @@ def visualize(
     out: Path,
 ) -> int:
     from .dataset import SegmentationDataset
-    from .inference import predict_image
 
-    colors = color_table(palette)
-    written = 0
+    chosen = []
     for split in splits:
         dataset = SegmentationDataset(prepared, split)
-        for i in choose(len(dataset), num_images):
-            image, label = dataset.load(i)
-            pred = predict_image(model, image, device)
-            stem = f"{split}_{dataset.items[i]['stem']}"
-            pictures = {
-                "image": image,
-                "label": colorize(label, colors),
-                "pred": colorize(pred, colors),
-                "overlay": overlay(image, pred, colors, alpha),
-            }
-            for kind, array in pictures.items():
-                Image.fromarray(array).save(out / f"{stem}_{kind}.png")
-            valid = label != IGNORE_INDEX
-            accuracy = float((pred[valid] == label[valid]).mean()) if valid.any() else float("nan")
-            present = (set(np.unique(pred)) | set(np.unique(label))) - {IGNORE_INDEX}
-            save_panel(
-                out / f"{stem}_panel.png",
-                pictures,
-                present,
-                palette,
-                f"{split} / {dataset.items[i]['stem']}: pixel accuracy {accuracy:.1%}",
-            )
-            written += 1
-            print(f"visualized {stem}", flush=True)
-    return written
+        chosen += [(split, dataset, i) for i in choose(len(dataset), num_images)]
+    with Progress("visualize", len(chosen), "images") as progress:
+        for split, dataset, i in chosen:
+            draw(model, device, dataset, i, split, palette, alpha, out)
+            progress.advance()
+    return len(chosen)
 
 
 @cli

@@ -238,3 +238,17 @@ def final_outputs():
     if config["predict"]["input_dir"]:
         targets.append("results/predict")
     return targets
+
+
+def per_split_reports(pattern, caption, item):
+    """One report entry per scored split, labelled (split, item) so the report's Metrics table
+    reads "val · confusion matrix" instead of a file path; named outputs for ``**``."""
+    return {
+        f"{item}_{split}".replace(" ", "_").replace("-", "_"): report(
+            pattern.format(split=split),
+            caption=caption,
+            category="Metrics",
+            labels={"split": split, "item": item},
+        )
+        for split in config["eval"]["splits"]
+    }

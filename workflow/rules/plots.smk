@@ -7,31 +7,28 @@ rule plots:
         history="results/model/history.json",
         metrics=expand("results/metrics/{split}.json", split=config["eval"]["splits"]),
     output:
+        **per_split_reports(
+            "results/plots/per_class_iou_{split}.png",
+            "../report/per_class_iou.rst",
+            "per-class IoU chart",
+        ),
+        **per_split_reports(
+            "results/plots/confusion_{split}.png",
+            "../report/confusion.rst",
+            "confusion matrix",
+        ),
         curves=report(
             "results/plots/training_curves.png",
             caption="../report/training_curves.rst",
             category="Training",
-        ),
-        iou=report(
-            expand(
-                "results/plots/per_class_iou_{split}.png",
-                split=config["eval"]["splits"],
-            ),
-            caption="../report/per_class_iou.rst",
-            category="Metrics",
-        ),
-        confusion=report(
-            expand(
-                "results/plots/confusion_{split}.png", split=config["eval"]["splits"]
-            ),
-            caption="../report/confusion.rst",
-            category="Metrics",
+            labels={"item": "loss and val mIoU curves"},
         ),
         summary="results/metrics/summary.csv",
         table=report(
             "results/metrics/summary.html",
             caption="../report/summary.rst",
             category="Metrics",
+            labels={"split": "all", "item": "scores table"},
         ),
     log:
         "results/logs/plots.log",

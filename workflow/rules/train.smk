@@ -40,4 +40,4 @@ rule train:
         " --backbone-weights {params.backbone} {params.load_from} {params.settings}"
         " --gpus {params.gpus} --num-workers {params.workers} --threads {threads}"
         " --work-root results/train_work --out-model {output.model}"
-        " --out-history {output.history} 2>&1 | tee {log}"
+        " --out-history {output.history} > {log} 2>&1"

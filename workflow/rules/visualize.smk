@@ -10,9 +10,10 @@ rule visualize:
     output:
         report(
             directory("results/vis_data"),
-            patterns=["{name}_panel.png"],
+            patterns=["{split,train|val|test}_{stem}_panel.png"],
             caption="../report/panel.rst",
             category="Predictions",
+            labels={"split": "{split}", "image": "{stem}", "picture": "panel"},
         ),
     log:
         "results/logs/visualize.log",
