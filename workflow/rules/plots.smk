@@ -28,7 +28,7 @@ rule plots:
             "results/metrics/summary.html",
             caption="../report/summary.rst",
             category="Metrics",
-            labels={"split": "all", "item": "scores table"},
+            labels={"item": "all splits · scores table"},
         ),
     log:
         "results/logs/plots.log",

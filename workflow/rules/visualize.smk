@@ -13,7 +13,7 @@ rule visualize:
             patterns=["{split,train|val|test}_{stem}_panel.png"],
             caption="../report/panel.rst",
             category="Predictions",
-            labels={"split": "{split}", "image": "{stem}", "picture": "panel"},
+            labels={"picture": "{split} · {stem} · panel"},
         ),
     log:
         "results/logs/visualize.log",
