@@ -24,6 +24,7 @@ include: "workflow/rules/visualize.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/runcost.smk"
 include: "workflow/rules/provenance.smk"
 
 

@@ -99,3 +99,18 @@ def test_image_bomb_is_refused_before_loading(tmp_path):
     out = tmp_path / "predict"
     result = predict(tmp_path, folder, out, check=False)
     assert_one_line(result, out, f"{folder / 'b.png'}: refusing image of 20000x10000 pixels")
+
+
+def test_existing_output_folder_is_refused_before_loading(tmp_path):
+    """The README's example run twice: the second run stops at once, naming the folder (the
+    model path here does not even exist: it is never reached)."""
+    out = tmp_path / "predict"
+    out.mkdir()
+    (out / "a_mask.png").write_bytes(b"from the first run")
+    result = predict(tmp_path, images_folder(tmp_path, "a.png"), out, check=False)
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"error: {out}: folder exists and is not empty; remove it or choose another\n"
+    )
+    assert (out / "a_mask.png").read_bytes() == b"from the first run"

@@ -35,6 +35,8 @@ ROOMS = (
     "device",
     "launch",
     "palette",
+    "panel",
+    "progress",
     "identity",
     "codegraph",
 )

@@ -25,9 +25,8 @@ from .errors import UserError
 def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``final``; move it into place only if the block succeeds."""
     final = Path(final)
-    if is_dir and final.is_dir() and any(final.iterdir()):
-        # Snakemake removes a directory() output before its job; anything else may be the user's.
-        raise UserError(f"{final}: folder exists and is not empty; remove it or choose another")
+    if is_dir:
+        refuse_nonempty_folder(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for leftover in remove_stale_temporaries(final):
         print(f"removed {leftover}, left by a run that was killed", flush=True)
@@ -80,6 +79,15 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
                 sibling.unlink(missing_ok=True)
             removed.append(sibling)
     return removed
+
+
+def refuse_nonempty_folder(folder: Path | str) -> None:
+    """A folder output must be absent or empty: a stage never replaces what it did not make.
+    Called early too, so a user learns it before minutes of model loading."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        # Snakemake removes a directory() output before its job; anything else may be the user's.
+        raise UserError(f"{folder}: folder exists and is not empty; remove it or choose another")
 
 
 def write_json(path: Path | str, data: object) -> None:

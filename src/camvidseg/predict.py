@@ -14,7 +14,7 @@ from PIL import Image
 
 from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
-from .fileio import atomic_path, read_json
+from .fileio import atomic_path, read_json, refuse_nonempty_folder
 from .images import checked_size
 from .palette import color_table, colorize, legend_entries, overlay
 from .panel import save_panel
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
+    refuse_nonempty_folder(args.out)
     read, segment = load_segmenter(args.backend, args.model, args.device)
     palette = read_json(args.palette)
     colors = color_table(palette)

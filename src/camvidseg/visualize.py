@@ -15,7 +15,7 @@ from PIL import Image
 
 from . import IGNORE_INDEX, command
 from .errors import cli
-from .fileio import atomic_path, read_json
+from .fileio import atomic_path, read_json, refuse_nonempty_folder
 from .palette import color_table, colorize, legend_entries, overlay
 from .panel import save_panel
 from .progress import Progress
@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     command.add_device(parser)
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
+    refuse_nonempty_folder(args.out)
 
     from .inference import pick_device
     from .model import load_trained

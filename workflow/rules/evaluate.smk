@@ -18,6 +18,8 @@ rule evaluate:
         ),
     log:
         "results/logs/evaluate_{split}.log",
+    benchmark:
+        "results/benchmarks/evaluate_{split}.tsv"
     conda:
         DATA_ENV
     resources:

@@ -8,7 +8,8 @@ rule run_cost:
             "results/benchmarks/convert_masks.tsv",
             "results/benchmarks/train.tsv",
             *expand(
-                "results/benchmarks/evaluate_{split}.tsv", split=config["eval"]["splits"]
+                "results/benchmarks/evaluate_{split}.tsv",
+                split=config["eval"]["splits"],
             ),
         ],
     output:

@@ -15,6 +15,8 @@ rule train:
         history="results/model/history.json",
     log:
         "results/logs/train.log",
+    benchmark:
+        "results/benchmarks/train.tsv"
     conda:
         DATA_ENV
     threads: 4

@@ -1,0 +1,14 @@
+"""The heavy rules are benchmarked; their time and peak memory are one table in the report."""
+
+import csv
+
+
+def test_run_cost_table_holds_time_and_memory_of_the_heavy_jobs(tiny_run):
+    with (tiny_run / "results/benchmarks/summary.csv").open() as handle:
+        rows = {row["job"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"convert_masks", "train", "evaluate_val", "evaluate_test"}
+    for row in rows.values():
+        assert float(row["s"]) > 0 and float(row["max_rss"]) > 10  # a Python process: > 10 MB
+    assert float(rows["train"]["s"]) > float(rows["evaluate_val"]["s"])
+    page = (tiny_run / "results/benchmarks/summary.html").read_text()
+    assert "<th>max RSS (MB)</th>" in page and "<td>train</td>" in page
