@@ -53,7 +53,7 @@ def test_predict_on_empty_folder_is_one_line(tiny_run, tmp_path):
 
 def test_predict_rule_joins_the_dag_when_configured(tiny_run, tmp_path):
     result = snakemake(tiny_run, "-n", "--config", f"predict={{input_dir: {tmp_path}}}")
-    assert jobs_planned(result) == {"predict": 1, "all": 1}
+    assert jobs_planned(result) == {"predict": 1, "provenance": 1, "all": 1}
 
 
 def assert_one_line(result, out, *fragments):

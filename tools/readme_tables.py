@@ -1,0 +1,61 @@
+"""Rewrite a score table in README.md from a run's results/, so the README shows what the code
+produces. Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``.
+
+  python tools/readme_tables.py demo results          # after `make demo`
+  python tools/readme_tables.py real-data results     # after `make real-data ...`
+
+tests/test_readme.py runs the README's commands and fails when the demo table differs from what
+`make demo` produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+KEYS = ("mIoU", "mAcc", "aAcc", "mDice")
+
+
+def render(results: Path) -> str:
+    """The markdown table of every split scored in ``results/metrics/``, val first."""
+    lines = ["| split | " + " | ".join(KEYS) + " | classes scored |", "|---" * 6 + "|"]
+    paths = sorted((results / "metrics").glob("*.json"), key=lambda p: p.stem != "val")
+    for path in paths:
+        metrics = json.loads(path.read_text())
+        if "split" not in metrics:
+            continue  # not a split's scores
+        scores = " | ".join(f"{metrics[k]:.4f}" for k in KEYS)
+        lines.append(f"| {metrics['split']} | {scores} | {metrics['num_classes_scored']} |")
+    return "\n".join(lines)
+
+
+def block(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- table:{re.escape(name)}\b[^>]*-->\n)(.*?)(\n<!-- /table:{name} -->)",
+                      re.S)  # fmt: skip
+
+
+def current(name: str, readme: str) -> str:
+    """The table the README shows now."""
+    found = block(name).search(readme)
+    if not found:
+        raise SystemExit(f"error: README.md has no <!-- table:{name} --> block")
+    return found.group(2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="which table: demo or real-data")
+    parser.add_argument("results", type=Path, help="the run's results/ folder")
+    args = parser.parse_args()
+    text = README.read_text()
+    current(args.name, text)
+    table = render(args.results)
+    README.write_text(block(args.name).sub(lambda m: m.group(1) + table + m.group(3), text))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
