@@ -7,10 +7,13 @@ import sys
 import pytest
 from conftest import REPO
 
+from camvidseg import codegraph
+
 # Written out here rather than taken from the code under test.
 CHAIN = ["sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize",
          "plots", "predict"]  # fmt: skip
-COMMANDS = [[stage] for stage in CHAIN] + [
+STAGES = sorted(set(CHAIN) | set(codegraph.stages()))  # and every command added since
+COMMANDS = [[stage] for stage in STAGES] + [
     ["obtain", route] for route in ("url", "opendatalab", "openxlab", "weights")
 ] + [["export"], ["export", "onnx"], ["export", "check"], ["card"]]
 
