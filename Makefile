@@ -19,8 +19,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 ## demo: the whole chain on the embedded CamVid-format sample, on the CPU
+# DEMO: the config of demo and report (tests/test_readme.py walks the README on tests/tiny.yaml)
+DEMO ?= config/demo.yaml
 demo: $(VENV)/.installed
-	snakemake --cores $(CORES) --configfile config/demo.yaml
+	snakemake --cores $(CORES) --configfile $(DEMO)
 
 ## test: unit tests, a real Snakemake run, lint
 test: $(VENV)/.installed
@@ -38,7 +40,7 @@ real-data: $(VENV)/.installed
 
 ## report: self-contained HTML report of the demo run
 report: $(VENV)/.installed
-	snakemake --cores $(CORES) --configfile config/demo.yaml --report results/report.html
+	snakemake --cores $(CORES) --configfile $(DEMO) --report results/report.html
 
 ## download-tools: the OpenDataLab/openxlab CLIs in their own venv (their pins clash with torch)
 download-tools: .venv-download/.installed

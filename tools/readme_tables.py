@@ -1,5 +1,6 @@
-"""Rewrite a score table in README.md from a run's results/, so the README shows what the code
-produces. Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``.
+"""Rewrite a score table in README.md (and the pictures it shows, in docs/) from a run's
+results/, so the README shows what the code produces. Each table sits between
+``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``.
 
   python tools/readme_tables.py demo results          # after `make demo`
   python tools/readme_tables.py real-data results     # after `make real-data ...`
@@ -13,9 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+# Pictures the README shows, per table: docs/ file <- the first match in the run's results/.
+PICTURES = {
+    "demo": {"docs/demo_panel.png": "vis_data/val_*_panel.png",
+             "docs/demo_training_curves.png": "plots/training_curves.png"},
+    "real-data": {"docs/segnet_subset_panel.png": "vis_data/test_*_panel.png"},
+}  # fmt: skip
 KEYS = ("mIoU", "mAcc", "aAcc", "mDice")
 
 
@@ -55,6 +64,11 @@ def main() -> None:
     table = render(args.results)
     README.write_text(block(args.name).sub(lambda m: m.group(1) + table + m.group(3), text))
     print(table)
+    for target, pattern in PICTURES.get(args.name, {}).items():
+        found = sorted(args.results.glob(pattern))
+        if found:
+            shutil.copyfile(found[0], REPO / target)
+            print(f"{target} <- {found[0]}")
 
 
 if __name__ == "__main__":
