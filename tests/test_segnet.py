@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SEGNET11_CLASSES, SEGNET_SUBSET, run_cli, snakemake
+from conftest import REPO, SEGNET11_CLASSES, SEGNET_SUBSET, run_cli, segnet_layout, snakemake
 from PIL import Image
 
 # Measured here: 6 epochs from scratch reach val mIoU 0.180, while a model that predicts the
@@ -40,19 +40,7 @@ def test_real_segnet_subset_whole_chain(tmp_path):
 @pytest.fixture
 def segnet_tree(tmp_path):
     """A tiny, valid SegNet-layout tree that a test may damage."""
-    root = tmp_path / "SegNet" / "CamVid"
-    rng = np.random.default_rng(0)
-    for split in ("train", "val", "test"):
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        for stem in ("0001TP_000010", "0001TP_000020"):
-            Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).save(
-                root / split / f"{stem}.png"
-            )
-            Image.fromarray(rng.integers(0, 12, (6, 8), dtype=np.uint8), mode="L").save(
-                root / f"{split}annot" / f"{stem}.png"
-            )
-    return root
+    return segnet_layout(tmp_path / "SegNet" / "CamVid")
 
 
 def prepare(tmp_path, tree):
