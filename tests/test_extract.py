@@ -397,3 +397,12 @@ def test_workflow_passes_the_unpack_limit_to_extract(tmp_path):
     assert log[-1].startswith("error: resources/camvid_sample.tar.gz: refusing to unpack")
     assert "dataset.max_unpack_gib (1e-05 GiB)" in log[-1]
     assert not (tmp_path / "results/data/extracted").exists()
+
+
+def test_extract_archive_wants_a_fresh_folder(tmp_path, sample_archive):
+    from camvidseg.errors import UserError
+    from camvidseg.extract import extract_archive
+
+    assert extract_archive([sample_archive], tmp_path / "new") > 0  # made when absent
+    with pytest.raises(UserError, match="extraction needs a fresh, empty folder"):
+        extract_archive([sample_archive], tmp_path / "new")

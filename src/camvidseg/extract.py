@@ -179,6 +179,7 @@ def extract_archive(
     for part in parts:
         if not part.is_file():
             raise UserError(f"{part}: archive not found")
+    dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise UserError(f"{dest}: extraction needs a fresh, empty folder")
     budget = UnpackBudget(parts, dest, max_ratio, max_gib)
