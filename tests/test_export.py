@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli, snakemake
+from conftest import REPO, jobs_planned, run_cli, snakemake
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -193,6 +193,9 @@ def test_model_card_holds_what_people_need(run_dir):
     assert "LR-ASPP head on a MobileNetV3-Large backbone" in card
     assert "| 21 | Sky | " in card and "`#808080` (128, 128, 128)" in card
     assert "train 6, val 2, test 2" in card
+    index = json.loads((run_dir / "results/data/prepared/index.json").read_text())
+    assert index["content_id"].startswith("sha256:")
+    assert f"| content hash | `{index['content_id']}` |" in card
     assert "lr 0.003" in card and "12 epochs" in card
     assert f"| val | whole | {val['mIoU']:.4f} |" in card
     assert f"{cost['params'] / 1e6:.2f} M parameters" in card
@@ -249,3 +252,12 @@ def test_slide_stride_beyond_the_crop_is_one_line(run_dir, tmp_path):
         "pixels unscored"
     ]
     assert not (tmp_path / "v.json").exists()
+
+
+def test_predict_rule_uses_the_onnx_model_when_the_backend_is_onnx(run_dir, tmp_path):
+    settings = f"predict={{input_dir: {tmp_path}, backend: onnx}}"
+    result = snakemake(run_dir, "-n", "-p", "--config", settings, configfile=CONFIG)
+    planned = jobs_planned(result)
+    assert planned["predict"] == 1 and "export_onnx" not in planned  # the export is reused
+    command = next(line for line in result.stdout.splitlines() if "camvidseg.predict" in line)
+    assert "--backend onnx" in command and "results/model/model.onnx" in command

@@ -32,8 +32,7 @@ SOURCES = {
     "local": "a local CamVid copy (`dataset.path`)",
     "sample": "the workflow's procedural CamVid-format sample (synthetic street scenes)",
 }
-# Keys under which the data's content identity may be recorded (dataset.json / index.json).
-IDENTITY_KEYS = ("content_identity", "content_hash", "content", "identity")
+
 
 
 def table(header: list[str], rows: list[list]) -> str:
@@ -99,12 +98,10 @@ def classes_section(palette: dict, ignored: list[str]) -> str:
 
 
 def content_identity(manifest: dict, index: dict) -> str:
-    for record in (index, manifest):
-        for key in IDENTITY_KEYS:
-            if record.get(key):
-                value = record[key]
-                return f"`{json.dumps(value) if isinstance(value, dict) else value}`"
-    return "not recorded by this version of the data stages"
+    """The data's ``content_id`` (extract writes it, convert copies it into index.json): sha256
+    of the archive, or a hash of a folder's file names, sizes and times."""
+    content = index.get("content_id") or manifest.get("content_id")
+    return f"`{content}`" if content else "not recorded"
 
 
 def data_section(run: dict) -> str:
