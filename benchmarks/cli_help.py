@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-STAGES = ("sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize",
-          "plots", "predict")  # fmt: skip
+sys.path.insert(0, str(SRC))
+from camvidseg.codegraph import stages  # noqa: E402  (reads the sources, imports nothing heavy)
+
+STAGES = stages()
 
 
 def best_seconds(command: list[str], repeats: int) -> float:
