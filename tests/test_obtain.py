@@ -356,3 +356,19 @@ def test_backbone_weights_with_unresolvable_proxy_fail_at_once(tmp_path):
     line = result.stderr.strip()
     assert "\n" not in line and "host name lookup failed" in line
     assert "model.backbone_weights" in line
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://127.0.0.1:1/a b?token=SECRET", "spaces or control characters"),
+        ("http://127.0.0.1:99999/a?token=SECRET", "not a valid URL (Port out of range"),
+        ("http://[::1/a?token=SECRET", "not a valid URL (Invalid IPv6 URL)"),
+        ("ftp://127.0.0.1/a?token=SECRET", "'ftp://127.0.0.1/a?<redacted>' is not an http(s) URL"),
+    ],
+)
+def test_bad_urls_are_one_line_without_their_token(tmp_path, url, fragment):
+    result, out = fetch(tmp_path, url)
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.count("\n") == 1 and fragment in result.stderr, result.stderr
+    assert "SECRET" not in result.stdout + result.stderr

@@ -101,7 +101,10 @@ def content_id(paths: list[Path | str] | Path | str, cache: HashCache | None = N
 def redact_url(url: str) -> str:
     """``url`` as the project writes it anywhere (logs, errors, Snakemake params): a signed URL
     carries its token in the query, so the query, the fragment and any user:password go."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<an invalid URL>"
     host = parts.netloc.rpartition("@")[2]
     netloc = f"<redacted>@{host}" if "@" in parts.netloc else host
     query = "<redacted>" if parts.query else ""

@@ -50,7 +50,13 @@ SAFE_SCHEMES = ("http", "https")
 
 
 def check_http_url(url: str, key: str) -> None:
-    parts = urllib.parse.urlsplit(url)  # lower-cases the scheme: HTTP:// is http://
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise UserError(f"{key}: the URL holds spaces or control characters; percent-encode them")
+    try:
+        parts = urllib.parse.urlsplit(url)  # lower-cases the scheme: HTTP:// is http://
+        _ = parts.port  # parsing the port is what checks it
+    except ValueError as err:
+        raise UserError(f"{key}: not a valid URL ({err})") from None
     if parts.scheme not in SAFE_SCHEMES or not parts.netloc:
         raise UserError(f"{key}: {redact_url(url)!r} is not an http(s) URL")
 
@@ -179,6 +185,8 @@ def _retry_reason(err: Exception, part: Path, shown: str, hint: str) -> str:
         elif err.code < 500 and err.code not in (408, 429):
             raise UserError(f"cannot download {shown}: HTTP {err.code} {err.reason}; {hint}")
         return f"HTTP {err.code}"
+    if isinstance(err, http.client.InvalidURL):  # its message quotes the URL: not shown
+        raise UserError(f"cannot download {shown}: the server or a redirect gave an invalid URL")
     reason = getattr(err, "reason", err)
     if isinstance(reason, socket.gaierror):
         raise UserError(
