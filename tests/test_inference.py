@@ -78,3 +78,21 @@ def test_flops_are_counted_by_torch_and_grow_with_the_pixels(model):
     assert parameter_count(conv) == 3 * 8 * 9 + 8
     small, large = (gflops_per_image(model.net, 32 * k, 48 * k) for k in (2, 4))
     assert large / small == pytest.approx(4, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("agreement", "delta", "fails"),
+    [(0.9995, 0.0009, False), (0.9989, 0.0, True), (1.0, 0.0011, True)],
+)
+def test_export_verdict_needs_999_per_mille_agreement_and_miou_within_0_001(
+    agreement, delta, fails
+):
+    from camvidseg.errors import UserError
+    from camvidseg.export import verdict
+
+    parity = {"argmax_agreement": agreement, "mIoU_abs_diff": delta, "max_abs_logit_diff": 0.5}
+    if not fails:
+        verdict(parity, "m.onnx", "val")
+        return
+    with pytest.raises(UserError, match=r"^m\.onnx: export check failed on val: argmax agrees"):
+        verdict(parity, "m.onnx", "val")
