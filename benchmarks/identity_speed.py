@@ -81,16 +81,14 @@ def main() -> None:
         "archive_cached_s": round(cached_s, 5),
         "archive_first_vs_cached": round(first_s / cached_s, 1),
     }
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
     print(
         f"folder of {count} files: identity {folder_s * 1000:.1f} ms, bare walk+stat "
-        f"{walk_s * 1000:.1f} ms ({figures['folder_vs_bare_walk']}x)"
-    )
-    print(
+        f"{walk_s * 1000:.1f} ms ({figures['folder_vs_bare_walk']}x)\n"
         f"archive of {args.archive_mib} MiB: first sha256 {first_s:.2f} s, later parses "
         f"{cached_s * 1000:.2f} ms ({figures['archive_first_vs_cached']}x less)"
     )
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,19 @@ def test_closure_follows_every_kind_of_import(tmp_path):
     assert codegraph.closure("unused", package) == ["__init__", "unused"]
 
 
+def test_source_digest_changes_with_any_file_of_the_closure_only(tmp_path):
+    package = tmp_path / "camvidseg"
+    package.mkdir()
+    sources = {"__init__": "", "stage": "from . import room\n", "room": "", "other": ""}
+    for name, text in sources.items():
+        (package / f"{name}.py").write_text(text)
+    before = codegraph.source_digest("stage", package)
+    (package / "other.py").write_text("# not imported by the stage\n")
+    assert codegraph.source_digest("stage", package) == before
+    (package / "room.py").write_text("# an edit\n")
+    assert codegraph.source_digest("stage", package) != before
+
+
 def test_train_closure_includes_what_it_imports_inside_functions():
     assert {"inference", "model", "dataset", "metrics", "palette"} <= set(
         codegraph.closure("train")

@@ -151,7 +151,7 @@ def test_record_names_the_data_params_and_code_of_every_stage(tiny_run):
     import torch
 
     for name, stage in stages.items():
-        assert stage["params"] and stage["command"].startswith("python -m camvidseg."), name
+        assert stage["params"] and f"-m camvidseg.{stage['module']} " in stage["command"], name
         closure = codegraph.closure(stage["module"])
         assert sorted(stage["code"]["files"]) == closure, name
         assert stage["code"]["hash"].startswith("sha256:")

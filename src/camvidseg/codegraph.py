@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 from pathlib import Path
 
 PACKAGE = "camvidseg"
@@ -100,6 +101,15 @@ def closure(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
     return sorted(seen)
 
 
-def code_files(module: str) -> list[Path]:
+def code_files(module: str, package_dir: Path = PACKAGE_DIR) -> list[Path]:
     """Source files a rule running ``python -m camvidseg.<module>`` depends on."""
-    return [PACKAGE_DIR / f"{name}.py" for name in closure(module)]
+    return [package_dir / f"{name}.py" for name in closure(module, package_dir)]
+
+
+def source_digest(module: str, package_dir: Path = PACKAGE_DIR) -> str:
+    """sha256 over the bytes of ``module``'s import closure: changes with any edit of code the
+    module runs (the training fingerprint uses it: a checkpoint of other code is never resumed)."""
+    digest = hashlib.sha256()
+    for path in code_files(module, package_dir):
+        digest.update(f"{path.name}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()
