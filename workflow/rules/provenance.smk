@@ -16,6 +16,7 @@ rule provenance:
             "results/provenance.html",
             caption="../report/provenance.rst",
             category="Provenance",
+            labels={"item": "what made each result"},
         ),
     log:
         "results/logs/provenance.log",
