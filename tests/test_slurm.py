@@ -1,4 +1,4 @@
-"""The workflow through profiles/slurm on a real single-node SLURM cluster started by the test."""
+"""The workflow through profiles/slurm on a real SLURM cluster of two slurmd nodes started here."""
 
 import filecmp
 import json
@@ -11,6 +11,9 @@ from conftest import REPO, TINY, snakemake
 from slurm import cluster as slurm_cluster
 
 PROFILE = REPO / "tests/slurm/profile"
+# Settings the test profile must share with the real one (it differs in partition, time, memory).
+SHARED = ("executor", "groups", "group-components", "resources", "set-resource-scopes",
+          "preemptible-rules", "preemptible-retries", "slurm-requeue")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -18,53 +21,95 @@ def cluster():
     why_not = slurm_cluster.install()
     if why_not:
         pytest.skip(why_not)
-    running = slurm_cluster.Cluster(gpus=2).start()
+    running = slurm_cluster.Cluster(gpus=2, nodes=2).start()
     yield running
     processes = list(running.processes)
     running.stop()
     assert all(p.poll() is not None for p in processes), "a SLURM daemon was left running"
 
 
-def slurm_job_ids(workdir, rule):
-    logs = list((workdir / ".snakemake/slurm_logs").glob(f"rule_{rule}/**/*.log"))
+def slurm_job_ids(workdir, rule_or_group):
+    logs = (workdir / ".snakemake/slurm_logs").glob(f"{rule_or_group}/**/*.log")
     return {re.search(r"(\d+)\.log$", p.name).group(1) for p in logs}
+
+
+def submitted(cluster, run):
+    """Run ``run()``; return {job id: (name, state)} of the SLURM jobs submitted meanwhile."""
+    before = {job_id for job_id, _, _ in cluster.jobs()}
+    run()
+    return {i: (name, state) for i, name, state in cluster.jobs() if i not in before}
 
 
 def test_profile_matches_the_real_one():
     real = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     test = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    assert real["executor"] == test["executor"] == "slurm"
-    assert set(test["set-resources"]["train"]) <= set(real["set-resources"]["train"])
+    assert real["executor"] == "slurm"
+    assert {k: real[k] for k in SHARED} == {k: test[k] for k in SHARED}
+    for rule, resources in test["set-resources"].items():
+        assert set(resources) <= set(real["set-resources"][rule]), rule
+    assert test["set-resources"]["train"]["slurm_extra"] == real["set-resources"]["train"][
+        "slurm_extra"
+    ]
+    for rule, resources in real["set-resources"].items():  # no GPU request hides in slurm_extra
+        assert not re.search(r"--(gpus|gres)", resources.get("slurm_extra", "")), rule
+
+
+def test_every_gpu_rule_goes_to_the_gpu_partition():
+    real = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())["set-resources"]
+    gpu_partition = real["train"]["slurm_partition"]
+    rules = "\n".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))
+    asking = {
+        name
+        for name, body in re.findall(r"rule (\w+):\n(.*?)(?=\n\s*rule \w+:|\Z)", rules, re.S)
+        if "GPU_RESOURCES," in body
+    }
+    assert {"train", "evaluate", "visualize", "predict"} <= asking
+    for rule in asking:
+        assert real[rule]["slurm_partition"] == gpu_partition, rule
 
 
 def test_workflow_runs_through_slurm_like_locally(cluster, tiny_run, tmp_path):
-    result = snakemake(tmp_path, "--profile", PROFILE, timeout=400)
-    assert "Nothing to be done" not in result.stdout
+    # The GPU stages ask for a GPU as on a GPU cluster (the CPU stages ignore it). A profile, not
+    # --set-resources: that would replace the profile's whole set-resources.
+    settings = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    for rule in ("evaluate", "visualize"):
+        settings["set-resources"][rule] |= {"gpu": 1, "gpu_slot": 1}  # as device: cuda gives
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile/config.yaml").write_text(yaml.safe_dump(settings))
+    run = tmp_path / "run"
+    results = {}
+    jobs = submitted(
+        cluster,
+        lambda: results.update(run=snakemake(run, "--profile", tmp_path / "profile", timeout=600)),
+    )
+    assert "Nothing to be done" not in results["run"].stdout
 
-    jobs = {job_id: state for job_id, _, state in cluster.jobs()}
-    for rule in ("extract", "palette", "convert_masks", "train", "evaluate", "visualize"):
-        ids = slurm_job_ids(tmp_path, rule)
-        assert ids, f"rule {rule} left no SLURM log"
-        assert all(jobs.get(i) == "COMPLETED" for i in ids), (rule, ids, jobs)
-    assert not slurm_job_ids(tmp_path, "obtain_dataset")  # a localrule: the login node's job
-    train_id = slurm_job_ids(tmp_path, "train").pop()
-    record = cluster.run("scontrol", "show", "job", train_id).stdout
-    assert "gpu" in record and "gpu:1" in record.replace("gres/", "").replace("gres:", "")
+    # Three cluster jobs: the data stages together, training, everything after it together.
+    assert len(jobs) <= 5
+    assert sorted(state for _, state in jobs.values()) == ["COMPLETED"] * 3, jobs
+    for group in ("group_prepare_data*", "rule_train", "group_post_training*"):
+        assert len(slurm_job_ids(run, group)) == 1, group
+    assert not slurm_job_ids(run, "rule_obtain_dataset")  # a localrule: the login node's job
+    # Three GPU stages in one job that holds one GPU: they ran one after another on it.
+    (post,) = slurm_job_ids(run, "group_post_training*")
+    record = cluster.run("scontrol", "show", "job", post).stdout
+    assert "gpu:1" in record.replace("gres/", "").replace("gres:", ""), record
 
-    # Same data stages byte for byte, same scores within thread-count noise.
+    # Same data stages byte for byte, same scores within thread-count noise, same pictures.
     for path in ("results/data/palette.json", "results/data/prepared/index.json"):
-        assert filecmp.cmp(tmp_path / path, tiny_run / path, shallow=False), path
-    ours = json.loads((tmp_path / "results/metrics/val.json").read_text())
+        assert filecmp.cmp(run / path, tiny_run / path, shallow=False), path
+    ours = json.loads((run / "results/metrics/val.json").read_text())
     local = json.loads((tiny_run / "results/metrics/val.json").read_text())
     assert ours["mIoU"] == pytest.approx(local["mIoU"], abs=0.05)
-    assert sorted(p.name for p in (tmp_path / "results/vis_data").iterdir()) == sorted(
-        p.name for p in (tiny_run / "results/vis_data").iterdir()
-    )
+    for folder in ("results/vis_data", "results/plots"):
+        assert sorted(p.name for p in (run / folder).iterdir()) == sorted(
+            p.name for p in (tiny_run / folder).iterdir()
+        ), folder
 
 
 def test_two_gpu_training_job_runs_ddp_inside_one_slurm_job(cluster, tiny_run, tmp_path):
     shutil.copytree(tiny_run, tmp_path / "run", symlinks=True)
-    # --set-resources replaces the profile's whole entry for the rule: restate the test limits.
+    # --set-resources replaces the profile's whole set-resources: restate the test limits.
     two_gpus = ["train:gpu=2", "train:cpus_per_gpu=1", "train:runtime=10", "train:mem_mb=1000"]
     snakemake(
         tmp_path / "run",
@@ -78,13 +123,40 @@ def test_two_gpu_training_job_runs_ddp_inside_one_slurm_job(cluster, tiny_run, t
         "train",
         timeout=300,
     )
-    ids = slurm_job_ids(tmp_path / "run", "train")
+    ids = slurm_job_ids(tmp_path / "run", "rule_train")
     assert len(ids) == 1  # one SLURM job ...
     record = cluster.run("scontrol", "show", "job", ids.pop()).stdout
     assert "gpu:2" in record.replace("gres/", "").replace("gres:", "")
     log = (tmp_path / "run/results/logs/train.log").read_text()
     assert "--nproc_per_node=2" in log  # ... running two DDP processes (gloo on this CPU)
     assert (tmp_path / "run/results/model/best.pth").is_file()
+    assert not (tmp_path / "run/.dist_test").exists()  # DDP validation gathers in the work dir
+
+
+def test_two_node_training_runs_one_torchrun_per_node(cluster, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, symlinks=True)
+    config = yaml.safe_load(TINY.read_text())
+    config["train"] |= {"nodes": 2, "batch_size": 1}  # 2 processes x 1 = the local run's batch
+    (tmp_path / "two_nodes.yaml").write_text(yaml.safe_dump(config))
+    # One fake GPU on each node: the job asks for 2 in all (--gpus=2) on --nodes=2.
+    gpus = ["train:gpu=2", "train:cpus_per_gpu=1", "train:runtime=10", "train:mem_mb=1000"]
+    snakemake(run, "--profile", PROFILE, "--set-resources", *gpus, "--forcerun", "train",
+              "--until", "train", configfile=tmp_path / "two_nodes.yaml", timeout=300)  # fmt: skip
+
+    (job,) = slurm_job_ids(run, "rule_train")  # one SLURM job ...
+    record = cluster.run("scontrol", "show", "job", job).stdout
+    assert "NumNodes=2 " in record and "NodeList=node[1-2]" in record, record
+    assert "gpu:2" in record.replace("gres/", "").replace("gres:", "")
+    log = (run / "results/logs/train.log").read_text()
+    # ... on two slurmd nodes, each task its own torchrun agent of a 2-node rendezvous.
+    assert "node 0 of 2 on node1" in log and "node 1 of 2 on node2" in log, log[-3000:]
+    assert log.count("--nnodes=2") == 2 and "--nproc_per_node=1" in log
+    ours = json.loads((run / "results/model/history.json").read_text())["val"][-1]
+    local = json.loads((tiny_run / "results/model/history.json").read_text())["val"][-1]
+    assert abs(ours["mIoU"] - local["mIoU"]) < 0.15  # the DDP test's tolerance
+    assert not (run / ".dist_test").exists()
+    assert not list((run / "results/train_work").glob("*/.dist_test/*"))
 
 
 def test_failing_rule_is_a_failed_slurm_job(cluster, tmp_path):

@@ -1,7 +1,7 @@
 """Stage 4: train a torchvision segmentation network through an MMEngine Runner.
 
 CUDA gets ``AmpOptimWrapper`` (bf16 where supported, else fp16), channels_last and cudnn.benchmark;
-the CPU gets a plain ``OptimWrapper``. ``--gpus N > 1`` relaunches itself under ``torchrun`` (DDP;
+the CPU gets a plain ``OptimWrapper``. ``--gpus``/``--nodes`` > 1 relaunch it via ``launch`` (DDP;
 gloo on the CPU). Checkpoints live in a work dir keyed by a fingerprint of the inputs and settings,
 outside Snakemake's declared outputs, so a killed run resumes from its last epoch when the rule runs
 again. Those own checkpoints are the only files loaded with full unpickling; user files are read
@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import command
+from . import command, launch
 from .errors import UserError, cli
 from .settings import describe
 
@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--device", default="auto", choices=["auto", "cuda", "cpu"], help=train_help("device")
     )
-    p.add_argument("--gpus", type=int, default=1, help="processes (GPUs) for DDP")
+    p.add_argument("--gpus", type=int, default=1, help=train_help("gpus"))
+    p.add_argument("--nodes", type=int, default=1, help=train_help("nodes"))
     p.add_argument("--epochs", type=int, default=10, help=train_help("epochs"))
     p.add_argument("--batch-size", type=int, default=3, help="per process")
     p.add_argument("--lr", type=float, default=2e-4, help=train_help("lr"))
@@ -90,6 +91,7 @@ FINGERPRINT_KEYS = (
     "load_from",
     "aux_loss_weight",
     "gpus",
+    "nodes",
     "epochs",
     "batch_size",
     "lr",
@@ -215,26 +217,6 @@ def export_best(work_dir: Path, out: Path, meta: dict) -> Path:
     return source
 
 
-def launch_distributed(args: argparse.Namespace, argv: list[str]) -> None:
-    """Re-run this stage under torchrun with one process per GPU (or CPU process with gloo)."""
-    import subprocess
-
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={args.gpus}",
-        "-m",
-        "camvidseg.train",
-        *argv,
-    ]
-    print("launching:", " ".join(command), flush=True)
-    result = subprocess.run(command, check=False)
-    if result.returncode:
-        raise UserError(f"distributed training failed (torchrun exit {result.returncode})")
-
-
 def train(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     import torch
@@ -321,7 +303,8 @@ def train(args: argparse.Namespace) -> None:
             "dataset": val_set,
             "sampler": {"type": "DefaultSampler", "shuffle": False},
         },
-        val_evaluator=Evaluator(SegMetric(names)),
+        # DDP gathers the ranks' results through files: in the work dir, not the project root.
+        val_evaluator=Evaluator(SegMetric(names, collect_dir=str(work_dir / ".dist_test"))),
         train_cfg={"by_epoch": True, "max_epochs": args.epochs, "val_interval": args.val_interval},
         val_cfg={},
         optim_wrapper=optim_wrapper,
@@ -396,8 +379,8 @@ def train(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.gpus > 1 and "LOCAL_RANK" not in os.environ:
-        launch_distributed(args, argv)
+    if launch.needed(args.gpus, args.nodes):
+        launch.run("camvidseg.train", argv, args.gpus, args.nodes, args.device, args.threads)
         return
     train(args)
 

@@ -1,8 +1,11 @@
-"""A real single-node SLURM cluster (munge, slurmctld, slurmd from Debian) for the tests.
+"""A real SLURM cluster (munge, slurmctld, slurmd from Debian) on this one machine, for the tests.
 
-Every daemon is started here in the foreground and stopped by its PID; state, spool, logs and the
-munge key live in a private folder. The SLURM executor's job step strips SLURM_CONF, so slurm.conf
-must sit at /etc/slurm/slurm.conf: whatever was there is put back on stop.
+``Cluster(nodes=2)`` runs two slurmd daemons (``slurmd -N node1``, ``-N node2``, own port, spool
+and address 127.0.0.1 / 127.0.0.2): two real SLURM nodes, so a 2-node job really gets two
+nodes, one task on each, from two slurmd. Every daemon is started here in the foreground and
+stopped by its PID; state, spool, logs and the munge key live in a private folder. The SLURM
+executor's job step strips SLURM_CONF, so slurm.conf must sit at /etc/slurm/slurm.conf: whatever
+was there is put back on stop.
 """
 
 from __future__ import annotations
@@ -41,13 +44,16 @@ def install() -> str | None:
 
 
 class Cluster:
-    def __init__(self, gpus: int = 1):
+    """``nodes`` slurmd daemons, each with ``gpus`` fake GPUs, all CPUs and 4 GB a CPU."""
+
+    def __init__(self, gpus: int = 1, nodes: int = 1):
         self.gpus = gpus
+        self.nodes = [f"node{i + 1}" for i in range(nodes)]
         self.dir = Path(tempfile.mkdtemp(prefix="slurm-test-"))
         self.dir.chmod(0o755)  # munged wants the socket's folders world-executable
         self.processes: list[subprocess.Popen] = []
         self.saved_etc: Path | None = None
-        self.node = socket.gethostname().split(".")[0]
+        self.host = socket.gethostname().split(".")[0]
 
     def write_config(self) -> None:
         d = self.dir
@@ -59,22 +65,26 @@ class Cluster:
         key.chmod(0o400)
         (d / "munge-run").mkdir(mode=0o755)
         cpus = os.cpu_count() or 2
-        memory = 4000 * cpus
         gres = f" Gres=gpu:{self.gpus}" if self.gpus else ""
+        nodes = "\n".join(
+            f"NodeName={name} NodeHostname={self.host} NodeAddr=127.0.0.{i + 1} Port={17001 + i}"
+            f" CPUs={cpus} RealMemory={4000 * cpus}{gres} State=UNKNOWN"
+            for i, name in enumerate(self.nodes)
+        )
         conf = f"""
 ClusterName=camvidtest
-SlurmctldHost={self.node}(127.0.0.1)
+SlurmctldHost={self.host}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket={d}/munge-run/munge.socket
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+SlurmdSpoolDir={d}/spool/%n
 SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
+SlurmdPidFile={d}/slurmd-%n.pid
 SlurmctldLogFile={d}/log/slurmctld.log
-SlurmdLogFile={d}/log/slurmd.log
+SlurmdLogFile={d}/log/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -87,8 +97,8 @@ SchedulerType=sched/backfill
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 GresTypes=gpu
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory}{gres} State=UNKNOWN
-PartitionName=debug Nodes={self.node} Default=YES MaxTime=60 State=UP
+{nodes}
+PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=60 State=UP
 """
         if ETC.exists():
             self.saved_etc = Path(tempfile.mkdtemp(prefix="etc-slurm-")) / "slurm"
@@ -99,13 +109,17 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=60 State=UP
 
     def fake_gpus(self) -> str:
         """gres.conf lines: one GPU can be /dev/null; several need a character device each."""
-        if self.gpus <= 1:
-            return "AutoDetect=off\nName=gpu File=/dev/null\n" if self.gpus else ""
+        if not self.gpus:
+            return ""
         lines = ["AutoDetect=off"]
-        for i in range(self.gpus):
-            device = self.dir / f"fake-gpu{i}"
-            os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
-            lines.append(f"Name=gpu File={device}")
+        for name in self.nodes:
+            if self.gpus == 1:
+                lines.append(f"NodeName={name} Name=gpu File=/dev/null")
+                continue
+            for i in range(self.gpus):
+                device = self.dir / f"fake-gpu-{name}-{i}"
+                os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # like /dev/null
+                lines.append(f"NodeName={name} Name=gpu File={device}")
         return "\n".join(lines) + "\n"
 
     def start(self) -> Cluster:
@@ -132,12 +146,18 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=60 State=UP
             ),
             "slurmctld",
         )
-        self._spawn(["slurmd", "-D"])
-        self._wait_for(lambda: "idle" in self.run("sinfo", "-h", "-o", "%T").stdout, "slurmd")
+        for name in self.nodes:
+            (d / "spool" / name).mkdir()
+            self._spawn(["slurmd", "-D", "-N", name], log=f"slurmd-{name}")
+        self._wait_for(self._all_nodes_idle, "slurmd")
         return self
 
-    def _spawn(self, command: list[str]) -> None:
-        log = (self.dir / "log" / f"{command[0]}.out").open("w")
+    def _all_nodes_idle(self) -> bool:
+        states = self.run("sinfo", "-h", "-N", "-o", "%N %T").stdout.split()
+        return states.count("idle") == len(self.nodes)
+
+    def _spawn(self, command: list[str], log: str | None = None) -> None:
+        log = (self.dir / "log" / f"{log or command[0]}.out").open("w")
         self.processes.append(
             subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         )

@@ -82,8 +82,19 @@ def uses_cuda():
     return TRAIN["device"] == "auto" and shutil.which("nvidia-smi") is not None
 
 
-GPU_RESOURCES = {"gpu": TRAIN["gpus"]} if uses_cuda() else {}
-INFER_GPU_RESOURCES = {"gpu": 1} if uses_cuda() else {}
+NODES = TRAIN["nodes"]
+GPU_RESOURCES = {"gpu": NODES * TRAIN["gpus"]} if uses_cuda() else {}
+# Several nodes: one SLURM job of N nodes and N tasks in the plugin's `mpi` mode (Snakemake runs
+# the rule in the batch step, whose srun starts one torchrun per node). `gpu` is the job's total
+# (--gpus); tasks_per_gpu=0 stops the plugin from turning `tasks` into --ntasks-per-gpu.
+NODE_RESOURCES = (
+    {"nodes": NODES, "tasks": NODES, "tasks_per_gpu": 0, "mpi": "srun"}
+    if NODES > 1
+    else {}
+)
+# A GPU stage also takes a `gpu_slot`: profiles/slurm gives each cluster job one, so the GPU
+# stages grouped into one job share its one GPU, one after another (locally nothing limits it).
+INFER_GPU_RESOURCES = {"gpu": 1, "gpu_slot": 1} if uses_cuda() else {}
 
 
 def archive_name():
@@ -212,9 +223,20 @@ def train_settings():
     return settings
 
 
+def node_tasks(wildcards, resources):
+    """torchrun agents: the SLURM tasks of a multi-node job (one per node), else 1."""
+    return getattr(resources, "tasks", 1) if NODES > 1 else 1
+
+
 def gpu_processes(wildcards, resources):
-    """DDP processes = the GPUs the job got: a profile's set-resources may change train.gpus."""
-    return getattr(resources, "gpu", TRAIN["gpus"]) or TRAIN["gpus"]
+    """DDP processes per node = the GPUs the job got over its nodes (a profile may change them)."""
+    total = getattr(resources, "gpu", 0)
+    return total // node_tasks(wildcards, resources) if total else TRAIN["gpus"]
+
+
+def gpus_to_lease(wildcards, resources):
+    """GPUs the job asks for: run locally, `camvidseg.lease` picks free device ids for it."""
+    return getattr(resources, "gpu", 0)
 
 
 def loader_workers(wildcards, threads, resources):

@@ -25,12 +25,14 @@ rule evaluate:
     resources:
         **INFER_GPU_RESOURCES,
     params:
+        lease=gpus_to_lease,
         device=TRAIN["device"],
         mode=eval_mode_flags(),
     message:
         "Evaluating the trained model on the {wildcards.split} split"
     shell:
-        "python -m camvidseg.evaluate --model {input.model} --prepared {input.prepared}"
+        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.evaluate"
+        " --model {input.model} --prepared {input.prepared}"
         " --palette {input.palette} --split {wildcards.split} --device {params.device}"
         " {params.mode:q}"
         " --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"

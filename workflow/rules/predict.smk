@@ -21,13 +21,14 @@ if config["predict"]["input_dir"]:
         resources:
             **INFER_GPU_RESOURCES,
         params:
+            lease=gpus_to_lease,
             alpha=config["vis"]["alpha"],
             device=TRAIN["device"],
             backend=config["predict"]["backend"],
         message:
             "Segmenting the images in {input.images}"
         shell:
-            "python -m camvidseg.predict --backend {params.backend:q} --model {input.model:q}"
-            " --palette {input.palette}"
+            "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.predict"
+            " --backend {params.backend:q} --model {input.model:q} --palette {input.palette}"
             " --input-dir {input.images} --alpha {params.alpha} --device {params.device}"
             " --out {output} > {log} 2>&1"

@@ -22,9 +22,11 @@ rule train:
     threads: 4
     resources:
         **GPU_RESOURCES,
+        **NODE_RESOURCES,
         mem_mb=16000,
         runtime=720,
     params:
+        lease=gpus_to_lease,
         model=MODEL["name"],
         epochs=TRAIN["epochs"],
         device=TRAIN["device"],
@@ -35,11 +37,14 @@ rule train:
         ),
         workers=loader_workers,
         gpus=gpu_processes,
+        nodes=node_tasks,
     message:
         "Training {params.model} for {params.epochs} epochs on {params.device}"
     shell:
-        "python -m camvidseg.train --prepared {input.prepared} --palette {input.palette}"
+        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.train"
+        " --prepared {input.prepared} --palette {input.palette}"
         " --backbone-weights {params.backbone} {params.load_from} {params.settings}"
-        " --gpus {params.gpus} --num-workers {params.workers} --threads {threads}"
+        " --gpus {params.gpus} --nodes {params.nodes}"
+        " --num-workers {params.workers} --threads {threads}"
         " --work-root results/train_work --out-model {output.model}"
         " --out-history {output.history} > {log} 2>&1"

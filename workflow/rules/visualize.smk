@@ -22,6 +22,7 @@ rule visualize:
     resources:
         **INFER_GPU_RESOURCES,
     params:
+        lease=gpus_to_lease,
         num_images=config["vis"]["num_images"],
         splits=" ".join(config["vis"]["splits"]),
         alpha=config["vis"]["alpha"],
@@ -29,6 +30,7 @@ rule visualize:
     message:
         "Drawing {params.num_images} prediction panels per split into {output}"
     shell:
-        "python -m camvidseg.visualize --model {input.model} --prepared {input.prepared}"
+        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.visualize"
+        " --model {input.model} --prepared {input.prepared}"
         " --palette {input.palette} --splits {params.splits} --num-images {params.num_images}"
         " --alpha {params.alpha} --device {params.device} --out {output} > {log} 2>&1"

@@ -1,0 +1,94 @@
+"""Benchmark: the tiny workflow through SLURM, one cluster job per rule vs grouped jobs.
+
+Starts the tests' real SLURM cluster (tests/slurm/cluster.py: munge, slurmctld, slurmd on this
+machine; root and apt-get needed the first time) and runs the tiny workflow (tests/tiny.yaml)
+from nothing through tests/slurm/profile, alternating, in one run:
+  per rule: the profile without `groups:`/`group-components:` (one SLURM job per rule, as before);
+  grouped:  the profile as it is (data stages in one job, post-training stages in one job).
+Reports wall time and the number of SLURM jobs of each run, and the grouped/per-rule ratio of the
+medians (target <= 0.5). The machine's other load moves both alike: compare within one run.
+Usage: python benchmarks/slurm_jobs.py [--rounds 2]   (writes benchmarks/results/slurm_jobs.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from slurm import cluster as slurm_cluster  # noqa: E402
+
+GROUPING = ("groups", "group-components")
+
+
+def per_rule_profile(folder: Path) -> Path:
+    """The test profile without its grouping: every rule its own SLURM job."""
+    settings = yaml.safe_load((REPO / "tests/slurm/profile/config.yaml").read_text())
+    for key in GROUPING:
+        settings.pop(key)
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(settings))
+    return folder
+
+
+def run_workflow(cluster, profile: Path, workdir: Path) -> dict:
+    before = {job for job, _, _ in cluster.jobs()}
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+               "--configfile", str(REPO / "tests/tiny.yaml"), "--cores", "2",
+               "--profile", str(profile)]  # fmt: skip
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, env=env, timeout=1200)
+    seconds = time.perf_counter() - start
+    jobs = [(job, state) for job, _, state in cluster.jobs() if job not in before]
+    assert all(state == "COMPLETED" for _, state in jobs), jobs
+    return {"seconds": round(seconds, 1), "slurm_jobs": len(jobs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each, alternating")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/slurm_jobs.json")
+    args = parser.parse_args()
+    why_not = slurm_cluster.install()
+    if why_not:
+        raise SystemExit(f"error: {why_not}")
+    scratch = Path(tempfile.mkdtemp(prefix="slurm-bench-"))
+    profiles = {"per_rule": per_rule_profile(scratch / "per_rule_profile"),
+                "grouped": REPO / "tests/slurm/profile"}  # fmt: skip
+    runs: dict[str, list[dict]] = {name: [] for name in profiles}
+    cluster = slurm_cluster.Cluster(gpus=1).start()
+    try:
+        for round_ in range(args.rounds):
+            for name, profile in profiles.items():
+                result = run_workflow(cluster, profile, scratch / f"{name}{round_}")
+                print(name, result, flush=True)
+                runs[name].append(result)
+    finally:
+        cluster.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    medians = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
+    report = {
+        "what": "tests/tiny.yaml through tests/slurm/profile on the tests' SLURM cluster",
+        "cpus": os.cpu_count(),
+        "runs": runs,
+        "median_seconds": medians,
+        "grouped_over_per_rule": round(medians["grouped"] / medians["per_rule"], 3),
+    }
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
