@@ -87,6 +87,8 @@ def test_workflow_runs_through_slurm_like_locally(cluster, tiny_run, tmp_path):
     # Three cluster jobs: the data stages together, training, everything after it together.
     assert len(jobs) <= 5
     assert sorted(state for _, state in jobs.values()) == ["COMPLETED"] * 3, jobs
+    logs = [p.parent.name for p in (run / ".snakemake/slurm_logs").glob("*/*.log")]
+    assert len(logs) == 3 and {log.split("_")[0] for log in logs} == {"group", "rule"}, logs
     for group in ("group_prepare_data*", "rule_train", "group_post_training*"):
         assert len(slurm_job_ids(run, group)) == 1, group
     assert not slurm_job_ids(run, "rule_obtain_dataset")  # a localrule: the login node's job

@@ -3,6 +3,7 @@ import re
 import sys
 import shlex
 import shutil
+import signal
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -52,6 +53,13 @@ SRC = os.path.join(workflow.basedir, "src")
 os.environ.update(
     PYTHONPATH=os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 )
+# SLURM's warning before a time limit or preemption (SIGUSR1, profiles/slurm) reaches every
+# process of the job's steps: this Snakemake and the rule's shell ignore it (children inherit
+# that), so they stay up while the trainer, which catches it, saves a checkpoint and exits.
+try:
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+except ValueError:  # not the main thread (an API caller): nothing to protect here
+    pass
 DATA_ENV = "../../envs/camvidseg.yaml"
 DOWNLOAD_ENV = "../../envs/download.yaml"
 SPLITS = ["train", "val", "test"]

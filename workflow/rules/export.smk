@@ -40,11 +40,13 @@ rule check_export:
     resources:
         **INFER_GPU_RESOURCES,
     params:
+        lease=gpus_to_lease,
         device=TRAIN["device"],
     message:
         "Checking the ONNX export against PyTorch on the val images; measuring its cost"
     shell:
-        "python -m camvidseg.export check --model {input.model:q} --onnx {input.onnx:q}"
+        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.export check"
+        " --model {input.model:q} --onnx {input.onnx:q}"
         " --prepared {input.prepared:q} --palette {input.palette:q} --split val"
         " --threads {threads} --device {params.device:q} --out {output.check:q}"
         " --out-cost {output.cost:q} > {log:q} 2>&1"
