@@ -134,8 +134,7 @@ def code_identity(paths: list[str], checksums: dict[str, str], cache: HashCache)
     """sha256 per module of the stage's code as the job read it (Snakemake's checksum of its
     inputs at the time), and one hash over them all."""
     files = {Path(p).stem: checksums.get(p) or content_id(p, cache) for p in sorted(paths)}
-    text = json.dumps(files, sort_keys=True).encode()
-    return {"files": files, "hash": "sha256:" + hashlib.sha256(text).hexdigest()}
+    return {"files": files, "hash": _text_sha256(json.dumps(files, sort_keys=True).encode())}
 
 
 def stage_entry(job: dict, cache: HashCache) -> dict:
@@ -155,7 +154,15 @@ def stage_entry(job: dict, cache: HashCache) -> dict:
         "code": code_identity(code, record.get("input_checksums") or {}, cache),
         "started": _iso(record.get("starttime")),
         "finished": _iso(record.get("endtime")),
+        # The rule's conda environment file (what the job ran in with --sdm conda).
+        "conda_env_file": _text_sha256(base64.b64decode(record["conda_env"]))
+        if record.get("conda_env")
+        else None,
     }
+
+
+def _text_sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _iso(seconds: float | None) -> str | None:
