@@ -116,7 +116,10 @@ def run_readme_command(command: str, how: str, root: Path, activated: bool) -> s
 
 @pytest.mark.slow
 def test_readme_commands_work_as_written_and_print_what_it_says(checkout):
-    commands = readme_commands((REPO / "README.md").read_text())
+    text = (REPO / "README.md").read_text()
+    shells = re.findall(r"^```(?:bash|sh|shell|zsh)\b.*$", text, re.M)
+    assert not shells, "write commands in ```console blocks ($ command), so this test runs them"
+    commands = readme_commands(text)
     quick_start = [c for c, _ in commands[:2]]
     assert quick_start == ["make demo", "make test"], "the quick start is these two commands"
     unknown = [c for c, _ in commands if c not in HOW]
