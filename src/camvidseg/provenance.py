@@ -47,6 +47,8 @@ PACKAGES = (
     "matplotlib",
     "snakemake",
 )
+# The stage a job runs: the last module in its command (``camvidseg.lease ... -- python -m
+# camvidseg.train`` picks GPUs, then runs the stage; the rule declares the stage's closure).
 STAGE_IN_COMMAND = re.compile(r"-m camvidseg\.(\w+)")
 SHELL_SYNTAX = {">", ">>", "2>&1", "|", "&&", ";", "<"}
 HTML_COLUMNS = ("stage", "finished (UTC)", "inputs", "params", "code", "git", "packages")
@@ -141,12 +143,12 @@ def stage_entry(job: dict, cache: HashCache) -> dict:
     """One job: what it ran, on what, with which code; ``after`` is filled in by the caller."""
     record = job["record"]
     command = record.get("shellcmd") or ""
-    stage = STAGE_IN_COMMAND.search(command)
+    stages = STAGE_IN_COMMAND.findall(command)
     package = codegraph.PACKAGE_DIR
     code = [p for p in record.get("input", []) if Path(p).resolve().parent == package]
     return {
         "rule": record["rule"],
-        "module": stage.group(1) if stage else None,
+        "module": stages[-1] if stages else None,
         "params": command_params(command),
         "command": command,
         "inputs": hashes([p for p in record.get("input", []) if p not in code], cache),
