@@ -30,16 +30,13 @@ rule train:
         device=TRAIN["device"],
         settings=train_settings(),
         backbone=lambda wildcards, input: input.backbone or "none",
-        load_from=lambda wildcards, input: (
-            f"--load-from {input.init}" if input.init else ""
-        ),
         workers=loader_workers,
         gpus=gpu_processes,
     message:
         "Training {params.model} for {params.epochs} epochs on {params.device}"
     shell:
         "python -m camvidseg.train --prepared {input.prepared} --palette {input.palette}"
-        " --backbone-weights {params.backbone} {params.load_from} {params.settings}"
+        " --settings {params.settings:q} --backbone-weights {params.backbone:q}"
         " --gpus {params.gpus} --num-workers {params.workers} --threads {threads}"
         " --work-root results/train_work --out-model {output.model}"
         " --out-history {output.history} > {log} 2>&1"
