@@ -82,8 +82,8 @@ def test_settings_json_is_the_one_source_of_training_settings(tiny_run, tmp_path
     assert_one_line_error(result, "train.device: cuda, but CUDA is unavailable")
 
 
-def test_fingerprint_keys_on_what_changes_the_result(tiny_run):
-    from camvidseg import settings
+def test_fingerprint_keys_on_what_changes_the_result(tiny_run, monkeypatch):
+    from camvidseg import codegraph, settings
     from camvidseg.train import fingerprint
 
     def key(model=None, train=None, device="cpu", gpus=1):
@@ -98,6 +98,8 @@ def test_fingerprint_keys_on_what_changes_the_result(tiny_run):
     assert base != key(model={"aux_loss_weight": 0.0})
     assert base != key(device="cuda")
     assert base != key(gpus=2)
+    monkeypatch.setattr(codegraph, "source_digest", lambda module: "code edited")
+    assert base != key()
 
 
 # ---------------------------------------------------------------- named steps, device (16, 15)

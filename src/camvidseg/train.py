@@ -30,7 +30,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import command, settings
+from . import codegraph, command, settings
 from .errors import UserError, cli
 
 
@@ -86,13 +86,15 @@ def fingerprint(
     model: dict, train: dict, device: str, gpus: int, prepared: Path, palette: Path
 ) -> str:
     """Names the work dir: every setting that changes what is trained, the device ``auto`` became,
-    the processes, and the bytes of the prepared index and the palette."""
+    the processes, the bytes of the prepared index and the palette, and the code training runs
+    (a checkpoint of other code is never resumed)."""
     return settings.digest(
         settings.result_settings("model", model),
         settings.result_settings("train", train | {"device": device}),
         gpus,
         hashlib.sha256((prepared / "index.json").read_bytes()).hexdigest(),
         hashlib.sha256(palette.read_bytes()).hexdigest(),
+        codegraph.source_digest("train"),
     )
 
 
