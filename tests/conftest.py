@@ -35,6 +35,14 @@ def run_cli(module: str, *args, check: bool = True, env: dict | None = None):
     return result
 
 
+def assert_one_line_error(result, fragment: str, returncode: int = 2) -> None:
+    """A refusal: exit ``returncode``, one stderr line ``error: ...`` that holds ``fragment``."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == returncode, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+
+
 def snakemake_call(workdir: Path, *args, configfile: Path = TINY) -> tuple[list, dict]:
     """Command and environment of a real Snakemake run of this workflow in ``workdir``."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),

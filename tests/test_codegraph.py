@@ -86,7 +86,7 @@ def test_source_digest_changes_with_any_file_of_the_closure_only(tmp_path):
 
 
 def test_train_closure_includes_what_it_imports_inside_functions():
-    assert {"inference", "model", "dataset", "metrics", "palette"} <= set(
+    assert {"device", "resume", "model", "dataset", "metrics", "palette"} <= set(
         codegraph.closure("train")
     )
 

@@ -135,6 +135,7 @@ USED_INDIRECTLY = {
     "snakemake": "runs the workflow",
     "snakemake-executor-plugin-slurm": "the SLURM profile's executor",
     "onnxscript": "torch.onnx's dynamo exporter imports it (export rule)",
+    "tensorboard": "MMEngine's TensorboardVisBackend writes the train rule's event files",
 }
 
 

@@ -34,6 +34,7 @@ ROOMS = (
     "deploy",
     "cost",
     "device",
+    "resume",
     "launch",
     "palette",
     "panel",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .deploy import onnx_logits
-from .inference import autocast
+from .device import autocast, precision
 
 
 def parameter_count(module: torch.nn.Module) -> int:
@@ -59,13 +59,14 @@ def torch_speed(network, image: np.ndarray, device: str, repeats: int, budget_s:
     batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
     network = network.to(device).eval()
     sync = torch.cuda.synchronize if device == "cuda" else None
+    mixed = precision(device, amp=True)
 
     def call():
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, mixed):
             network(batch)
 
     result = time_calls(call, repeats, budget_s, sync)
-    return result | {"precision": "autocast, as evaluate" if device == "cuda" else "fp32"}
+    return result | {"precision": mixed}
 
 
 def onnx_speed(session, image: np.ndarray, repeats: int, budget_s: float) -> dict:

@@ -130,12 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
 
     from .dataset import SegmentationDataset
-    from .inference import mode_label, pick_device
+    from .device import resolve
+    from .inference import mode_label
     from .model import load_trained
     from .palette import class_names
 
     setting = inference_setting(args)
-    device = pick_device(args.device)
+    device = resolve(args.device, "--device")
     model, meta = load_trained(args.model, device)
     names = class_names(read_json(args.palette))
     settings = settings_to_score(setting)
@@ -143,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     summaries = evaluate(model, dataset, names, device, settings, args.split)
     summary = (
         {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
+        | {"precision": model.precision}  # the one training's validation used, where it can
         | {"inference": setting | {"label": mode_label(setting)}}
         | summaries[0]
         | {"modes": score_modes(setting, summaries)}

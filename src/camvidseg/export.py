@@ -150,7 +150,7 @@ def run_check(args: argparse.Namespace) -> None:
 
     from .dataset import SegmentationDataset
     from .deploy import open_session
-    from .inference import pick_device
+    from .device import resolve
     from .model import load_trained
     from .palette import class_names
 
@@ -165,7 +165,7 @@ def run_check(args: argparse.Namespace) -> None:
     summary = {"split": args.split, "onnx": str(args.onnx), "opset": OPSET} | parity
     summary |= {"min_agreement": MIN_AGREEMENT, "max_mIoU_diff": MAX_MIOU_DELTA, "passed": True}
     image = dataset.load(0)[0]
-    costs = measure_cost(model, args.onnx, image, pick_device(args.device), args)
+    costs = measure_cost(model, args.onnx, image, resolve(args.device, "--device"), args)
     write_json(args.out, summary)
     write_json(args.out_cost, costs)
     print(

@@ -9,12 +9,13 @@ resized back to the image's size (as MMSegmentation's ``slide`` mode and ``SegTT
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .device import autocast
 
 WHOLE = {
     "mode": "whole",
@@ -23,18 +24,6 @@ WHOLE = {
     "tta": {"flip": False, "scales": [1.0]},
 }
 
-
-def pick_device(requested: str = "auto") -> str:
-    if requested == "cpu" or not torch.cuda.is_available():
-        return "cpu"
-    return "cuda"
-
-
-def autocast(device: str):
-    if device == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
 
 
 def is_whole(setting: dict) -> bool:
@@ -117,7 +106,7 @@ def predict_logits(model, inputs: torch.Tensor, device: str, setting: dict | Non
     """uint8 (N, 3, H, W) -> float (N, K, H, W) logits, on the model's device."""
     setting = setting or WHOLE
     data = model.data_preprocessor({"inputs": inputs, "data_samples": None})
-    with autocast(device):
+    with autocast(device, model.precision):  # the precision training validated in
         if is_whole(setting):
             return model(data["inputs"], mode="tensor").float()
         return tta_logits(model, data["inputs"], setting)

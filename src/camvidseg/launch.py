@@ -34,7 +34,9 @@ def run(module: str, argv: list[str], gpus: int, nodes: int, device: str, thread
         command = node_tasks_command(module, argv, nodes, threads)
         env = {**os.environ, NODE_TASK: "1"}
     else:
-        check_visible_gpus(gpus, device)
+        from .device import require_gpus  # torch: only once processes are really started
+
+        require_gpus(gpus, device, "train.gpus")
         command = torchrun_command(module, argv, gpus, nodes)
         env = None
     print("launching:", " ".join(command), flush=True)
@@ -90,20 +92,3 @@ def scontrol(*args: str) -> str:
     if result.returncode:
         raise UserError(f"scontrol {' '.join(args)} failed: {result.stderr.strip()}")
     return result.stdout
-
-
-def check_visible_gpus(gpus: int, device: str) -> None:
-    """Refuse more DDP processes than visible GPUs (torch would die on 'invalid device ordinal')."""
-    if device == "cpu":
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        return  # the training processes refuse cuda, or use the CPU for auto, and say why
-    visible = torch.cuda.device_count()
-    if gpus > visible:
-        where = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise UserError(
-            f"train.gpus: {gpus} GPUs asked for, but {visible} visible"
-            + (f" (CUDA_VISIBLE_DEVICES={where})" if where is not None else "")
-        )

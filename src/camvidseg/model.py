@@ -15,6 +15,7 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from torchvision.models import segmentation
 
 from . import IGNORE_INDEX
+from .device import autocast, precision
 from .errors import UserError
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -81,6 +82,12 @@ def load_backbone(net: torch.nn.Module, path: Path) -> int:
     return len(fitting)
 
 
+def pools_before_batchnorm(name: str) -> bool:
+    """DeepLabV3's image-pooling branch normalises one value per image and channel: BatchNorm
+    then needs at least two images per batch (per process, without SyncBN) in training."""
+    return name.startswith("deeplabv3_")
+
+
 def build_network(name: str, num_classes: int, aux_loss: bool) -> torch.nn.Module:
     if name not in MODELS:
         raise UserError(f"model.name: unknown model {name!r} (choose from {', '.join(MODELS)})")
@@ -115,7 +122,11 @@ class SegDataPreprocessor(BaseDataPreprocessor):
 
 
 class SegmentationModel(BaseModel):
-    """``forward`` modes: ``loss`` (losses), ``predict`` (per-image pred/label), ``tensor``."""
+    """``forward`` modes: ``loss`` (losses), ``predict`` (per-image pred/label), ``tensor``.
+
+    ``precision`` is what validation and inference run in (``device.precision``); training's own
+    mixed precision is the optimizer wrapper's.
+    """
 
     def __init__(
         self,
@@ -129,6 +140,13 @@ class SegmentationModel(BaseModel):
         self.num_classes = num_classes
         self.aux_loss_weight = aux_loss_weight
         self.net = build_network(name, num_classes, aux_loss=aux_loss_weight > 0)
+        self.precision = "fp32"
+
+    def val_step(self, data) -> list:
+        with autocast(next(self.parameters()).device.type, self.precision):
+            return super().val_step(data)
+
+    test_step = val_step
 
     def forward(self, inputs: torch.Tensor, data_samples: dict | None = None, mode: str = "tensor"):
         out = self.net(inputs)
@@ -148,11 +166,20 @@ class SegmentationModel(BaseModel):
         raise ValueError(f"unknown mode {mode!r}")
 
 
-def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
-    """Start training from a user's weights for the whole model (``train.load_from``)."""
-    result = model.load_state_dict(read_weights(path, "train.load_from"), strict=False)
-    if len(result.missing_keys) > len(model.state_dict()) // 2:
+def load_initial_weights(model: torch.nn.Module, path: Path) -> list[str]:
+    """Start training from a user's weights for the whole model (``train.load_from``).
+
+    Tensors whose shape differs (the head of a model trained for another class count) are left
+    as initialised; returns their names.
+    """
+    own = model.state_dict()
+    state = read_weights(path, "train.load_from")
+    skipped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    fitting = {k: v for k, v in state.items() if k not in skipped}
+    result = model.load_state_dict(fitting, strict=False)
+    if len(result.missing_keys) > len(own) // 2:
         raise UserError(f"{path}: most model weights are missing from this file (train.load_from)")
+    return skipped
 
 
 def load_trained(path: Path, device: str = "cpu") -> tuple[SegmentationModel, dict]:
@@ -165,4 +192,6 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[SegmentationModel, di
     meta = checkpoint["meta"]
     model = SegmentationModel(meta["model"], meta["num_classes"], meta["aux_loss_weight"])
     model.load_state_dict(checkpoint["state_dict"])
+    # The precision training validated in, where this device has it (fp32 on the CPU).
+    model.precision = precision(device, meta.get("precision", "fp32") != "fp32")
     return model.to(device).eval(), meta

@@ -55,10 +55,11 @@ def load_segmenter(backend: str, model_path: Path, device: str):
         return read_rgb, lambda image: onnx_predict(session, image)
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
     from .dataset import read_image
-    from .inference import pick_device, predict_image
+    from .device import resolve
+    from .inference import predict_image
     from .model import load_trained
 
-    device = pick_device(device)
+    device = resolve(device, "--device")
     model, _ = load_trained(model_path, device)
     return read_image, lambda image: predict_image(model, image, device)
 

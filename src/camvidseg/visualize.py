@@ -94,10 +94,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     refuse_nonempty_folder(args.out)
 
-    from .inference import pick_device
+    from .device import resolve
     from .model import load_trained
 
-    device = pick_device(args.device)
+    device = resolve(args.device, "--device")
     model, _ = load_trained(args.model, device)
     with atomic_path(args.out, is_dir=True) as tmp:
         count = visualize(

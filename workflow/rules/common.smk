@@ -1,4 +1,5 @@
 import glob
+import json
 import re
 import sys
 import shlex
@@ -213,22 +214,8 @@ def backbone_weights_file():
 
 
 def train_settings():
-    t = TRAIN
-    settings = (
-        f"--model {MODEL['name']} --aux-loss-weight {MODEL['aux_loss_weight']}"
-        f" --device {t['device']} --epochs {t['epochs']}"
-        f" --batch-size {t['batch_size']} --lr {t['lr']} --weight-decay {t['weight_decay']}"
-        f" --optimizer {t['optimizer']} --crop-size {t['crop_size'][0]} {t['crop_size'][1]}"
-        f" --scale-range {t['scale_range'][0]} {t['scale_range'][1]}"
-        f" --{'' if t['amp'] else 'no-'}amp --seed {t['seed']}"
-        f" --max-keep-ckpts {t['max_keep_ckpts']} --val-interval {t['val_interval']}"
-        f" --warmup-iters {t['warmup_iters']} --log-interval {t['log_interval']}"
-    )
-    if t["sync_bn"]:
-        settings += " --sync-bn"
-    if t["compile"]:
-        settings += " --compile"
-    return settings
+    """The model and train sections as one JSON object: the train CLI's --settings."""
+    return json.dumps({"model": MODEL, "train": TRAIN}, sort_keys=True)
 
 
 def node_tasks(wildcards, resources):

@@ -32,9 +32,6 @@ rule train:
         device=TRAIN["device"],
         settings=train_settings(),
         backbone=lambda wildcards, input: input.backbone or "none",
-        load_from=lambda wildcards, input: (
-            f"--load-from {input.init}" if input.init else ""
-        ),
         workers=loader_workers,
         gpus=gpu_processes,
         nodes=node_tasks,
@@ -43,7 +40,7 @@ rule train:
     shell:
         "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.train"
         " --prepared {input.prepared} --palette {input.palette}"
-        " --backbone-weights {params.backbone} {params.load_from} {params.settings}"
+        " --settings {params.settings:q} --backbone-weights {params.backbone:q}"
         " --gpus {params.gpus} --nodes {params.nodes}"
         " --num-workers {params.workers} --threads {threads}"
         " --work-root results/train_work --out-model {output.model}"
