@@ -61,7 +61,7 @@ def download(pins: list[str], dest: Path) -> None:
     binary += ["--python-version", "3.12", "--implementation", "cp"]
     binary += [arg for p in PLATFORMS for arg in ("--platform", p)]
     for pin in pins:
-        if subprocess.run([*binary, pin], check=False).returncode:
+        if subprocess.run([*binary, pin], capture_output=True, check=False).returncode:
             print(f"{pin}: no wheel on the index, building one from the sdist", flush=True)
             wheel = [*pip, "wheel", "--quiet", "--no-deps", "-w", str(dest), pin]
             subprocess.run(wheel, check=True)

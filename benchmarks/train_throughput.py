@@ -10,12 +10,14 @@ step, each in its own process:
   On CUDA also how busy the GPU was: the share of the window from the first to the last kernel of
   the profiled steps during which a kernel ran.
 
-``--against plain``: seconds per iteration, a plain PyTorch loop vs this project's whole train
+``--against plain`` (CPU): seconds per iteration, a plain PyTorch loop vs this project's whole train
 stage (``camvidseg.train``: Runner, data path, preprocessor, hooks, logging, optimizer wrapper):
   plain: memmap crop -> normalise -> forward/backward/AdamW step, nothing else;
   stage: the median of MMEngine's per-iteration ``time`` of a real training run, no rescaling.
   Both in fresh processes with the same model, data, batch, crop and threads, alternating order
-  over ``--repeats`` rounds; the first ``--warmup`` iterations of each run are left out.
+  over ``--repeats`` rounds; the first ``--warmup`` iterations of each run are left out. CPU
+  seconds per iteration are reported beside wall seconds: they barely move with other work on a
+  shared machine.
 
 Usage: python benchmarks/train_throughput.py --model lraspp_mobilenet_v3_large --size 96 128
        python benchmarks/train_throughput.py --model deeplabv3_resnet50 --size 720 960  (GPU)
@@ -26,6 +28,7 @@ Usage: python benchmarks/train_throughput.py --model lraspp_mobilenet_v3_large -
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -180,7 +183,22 @@ def run_one(args, which: str) -> dict:
     return result
 
 
-def plain_loop(args) -> list[float]:
+class IterationClock:
+    """Wall and CPU (process, all threads) seconds between ticks. CPU time barely moves with
+    other work on a shared machine, so it backs the wall-clock figures measured there."""
+
+    def __init__(self):
+        self.marks = [(time.perf_counter(), time.process_time())]
+
+    def tick(self) -> None:
+        self.marks.append((time.perf_counter(), time.process_time()))
+
+    def seconds(self, skip: int, count: int) -> dict[str, list[float]]:
+        steps = list(itertools.pairwise(self.marks))[skip : skip + count]
+        return {"wall": [b[0] - a[0] for a, b in steps], "cpu": [b[1] - a[1] for a, b in steps]}
+
+
+def plain_loop(args) -> dict[str, list[float]]:
     """Seconds per iteration of the plain loop: random crops straight from the convert stage's
     memory-mapped uint8 cache, normalised, then forward/backward/AdamW. HWC crops are permuted
     into an NCHW view, as a loop over HWC images naturally does (channels_last strides)."""
@@ -194,7 +212,7 @@ def plain_loop(args) -> list[float]:
     rng = np.random.default_rng(0)
     (h, w), (height, width) = args.size, images.shape[1:3]
     order = iter(())
-    seconds, last = [], time.perf_counter()
+    clock = IterationClock()
     for _ in range(args.warmup + args.iters):
         picks = [next(order, None) for _ in range(args.batch)]
         if None in picks:
@@ -211,15 +229,15 @@ def plain_loop(args) -> list[float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        now = time.perf_counter()
-        seconds.append(now - last)
-        last = now
-    return seconds[args.warmup :]
+        clock.tick()
+    return clock.seconds(args.warmup, args.iters)
 
 
-def stage_loop(args) -> list[float]:
+def stage_loop(args) -> dict[str, list[float]]:
     """MMEngine's per-iteration ``time`` of a real run of the train stage (in this process, so
-    the Runner's message hub can be read afterwards; it keeps every iteration's value)."""
+    the Runner's message hub can be read afterwards; it keeps every iteration's value), and the
+    CPU seconds between the same two points (IterTimerHook's end of each training iteration)."""
+    from mmengine.hooks import IterTimerHook
     from mmengine.logging import MessageHub
 
     from camvidseg import train
@@ -232,16 +250,25 @@ def stage_loop(args) -> list[float]:
                   "crop_size": list(args.size), "scale_range": [1.0, 1.0],
                   "val_interval": epochs, "log_interval": per_epoch},
     }  # fmt: skip
-    if torch.cuda.is_available():
-        settings["train"]["device"] = "cuda"
-    out = args.prepared.parent / "stage"
-    train.main(["--settings", json.dumps(settings), "--prepared", str(args.prepared),
-                "--palette", str(args.prepared.parent / "palette.json"),
-                "--backbone-weights", "none", "--work-root", str(out / "work"),
-                "--out-model", str(out / "best.pth"), "--out-history", str(out / "history.json"),
-                "--num-workers", str(args.workers), "--threads", str(args.threads)])  # fmt: skip
+    clock, after_iter = IterationClock(), IterTimerHook._after_iter
+
+    def timed_after_iter(self, runner, *rest, mode="train", **kwargs):
+        after_iter(self, runner, *rest, mode=mode, **kwargs)
+        if mode == "train":
+            clock.tick()
+
+    IterTimerHook._after_iter = timed_after_iter
+    with tempfile.TemporaryDirectory() as out:  # a fresh work dir: nothing to resume from
+        paths = {"--prepared": args.prepared, "--palette": args.prepared.parent / "palette.json",
+                 "--work-root": f"{out}/work", "--out-model": f"{out}/best.pth",
+                 "--out-history": f"{out}/history.json"}  # fmt: skip
+        flags = {"--settings": json.dumps(settings), "--backbone-weights": "none",
+                 "--num-workers": args.workers, "--threads": args.threads} | paths  # fmt: skip
+        train.main([str(part) for pair in flags.items() for part in pair])
     times = MessageHub.get_current_instance().get_scalar("train/time").data[0]
-    return [float(t) for t in times[args.warmup : args.warmup + args.iters]]
+    # The clock's first step (Runner start-up included) is iteration 1, as the hub's first value.
+    wall = [float(t) for t in times[args.warmup : args.warmup + args.iters]]
+    return {"wall": wall, "cpu": clock.seconds(args.warmup, args.iters)["cpu"]}
 
 
 def in_child(args, which: str, extra: list[str] = ()) -> dict | list:
@@ -269,14 +296,19 @@ def against_plain(args, results: dict) -> None:
         for round_no in range(args.repeats):
             order = ["plain", "stage"] if round_no % 2 == 0 else ["stage", "plain"]
             for which in order:
-                seconds = in_child(args, which, ["--prepared", str(prepared)])
-                runs[which].append(seconds)
-                median = statistics.median(seconds)
-                print(f"round {round_no + 1} {which}: median {median:.3f} s/iter", flush=True)
-    for which, per_round in runs.items():
-        results[f"{which}_s_per_iter_by_round"] = [statistics.median(r) for r in per_round]
-        results[f"{which}_s_per_iter"] = statistics.median([t for r in per_round for t in r])
-    results["ratio"] = results["stage_s_per_iter"] / results["plain_s_per_iter"]
+                runs[which].append(in_child(args, which, ["--prepared", str(prepared)]))
+                wall, cpu = (statistics.median(runs[which][-1][k]) for k in ("wall", "cpu"))
+                print(f"round {round_no + 1} {which}: median {wall:.3f} s/iter ({cpu:.3f} CPU s)",
+                      flush=True)  # fmt: skip
+    for clock in ("wall", "cpu"):
+        suffix = "" if clock == "wall" else "_cpu"
+        for which, per_round in runs.items():
+            medians = [statistics.median(r[clock]) for r in per_round]
+            results[f"{which}{suffix}_s_per_iter_by_round"] = medians
+            pooled = [t for r in per_round for t in r[clock]]
+            results[f"{which}{suffix}_s_per_iter"] = statistics.median(pooled)
+        results[f"ratio{suffix}"] = (results[f"stage{suffix}_s_per_iter"]
+                                     / results[f"plain{suffix}_s_per_iter"])  # fmt: skip
     by_round = zip(results["stage_s_per_iter_by_round"], results["plain_s_per_iter_by_round"],
                    strict=True)  # fmt: skip
     results["ratio_by_round"] = [stage / plain for stage, plain in by_round]
