@@ -85,17 +85,17 @@ print(json.dumps(env, indent=2))
 open(sys.argv[1], "w").write(json.dumps(env, indent=2) + "\n")
 EOF
 
-step train_throughput 180 python3 benchmarks/train_throughput.py "${TRAIN[@]}" \
+step train_throughput 170 python3 benchmarks/train_throughput.py "${TRAIN[@]}" \
     --json "$RESULTS/gpu_train_throughput.json"
 
-step eval_modes 90 python3 benchmarks/eval_modes.py "${EVAL[@]}" \
+step eval_modes 60 python3 benchmarks/eval_modes.py "${EVAL[@]}" \
     --json "$RESULTS/gpu_eval_modes.json"
 
 cat > "$WORK/gpu.yaml" <<EOF
 train: {device: $DEVICE, epochs: 2, val_interval: 1, log_interval: 2}
 EOF
 WORKFLOW_START=$SECONDS
-step workflow 150 python3 -m snakemake -s "$PWD/Snakefile" -d "$WORK/run" --cores 8 \
+step workflow 200 python3 -m snakemake -s "$PWD/Snakefile" -d "$WORK/run" --cores 8 \
     --resources gpu=1 --configfile config/demo.yaml "$WORK/gpu.yaml"
 step workflow_summary 20 python3 - "$WORK/run" "$((SECONDS - WORKFLOW_START))" \
     "$RESULTS/gpu_workflow.json" <<'EOF'

@@ -116,7 +116,8 @@ def project_step_fn(prepared, model_name, num_classes, batch, size, workers, dev
             persistent_workers=workers > 0,
         )
     )
-    model = SegmentationModel(model_name, num_classes, aux_loss_weight=0).to(device)
+    model = SegmentationModel(model_name, num_classes, aux_loss_weight=0, channels_last=True)
+    model = model.to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True

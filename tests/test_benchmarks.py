@@ -1,16 +1,13 @@
-"""The benchmarks' own arithmetic, and the memory format the training step runs in."""
+"""The benchmarks' own arithmetic."""
 
 import sys
 
 import pytest
-import torch
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from train_throughput import busy_share
-
-from camvidseg.model import SegmentationModel
 
 
 def test_busy_share_window_is_first_to_last_kernel():
@@ -25,19 +22,3 @@ def test_busy_share_counts_overlapping_kernels_once():
     # Two streams: (0, 100) and (50, 150) overlap; busy 150 of the 200 us window.
     assert busy_share([(0, 100), (50, 150), (175, 200)]) == pytest.approx(175 / 200)
     assert busy_share([(0, 100), (10, 20)]) == 1.0  # a kernel inside another
-
-
-def test_training_step_runs_channels_last_on_the_cpu():
-    """oneDNN's convolutions are 10-20 % cheaper on NHWC (measured in benchmarks/)."""
-    model = SegmentationModel("lraspp_mobilenet_v3_large", 3, aux_loss_weight=0)
-    weights = [p for p in model.net.parameters() if p.dim() == 4]
-    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
-    batch = {"inputs": torch.zeros(2, 3, 16, 16, dtype=torch.uint8), "data_samples": {}}
-    inputs = model.data_preprocessor(batch)["inputs"]
-    assert inputs.dtype == torch.float32
-    assert inputs.is_contiguous(memory_format=torch.channels_last)
-    assert not inputs.is_contiguous()  # really NHWC in memory, not a 1x1 special case
-    expected = (0 - torch.tensor([0.485, 0.456, 0.406]) * 255) / (
-        torch.tensor([0.229, 0.224, 0.225]) * 255
-    )
-    assert torch.allclose(inputs[0, :, 0, 0], expected)
