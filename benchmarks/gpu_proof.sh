@@ -12,7 +12,8 @@
 #                              val/test mIoU
 #
 #   bash benchmarks/gpu_proof.sh              on the GPU machine
-#   bash benchmarks/gpu_proof.sh --cpu-smoke  here: every step with tiny sizes on the CPU
+#   bash benchmarks/gpu_proof.sh --cpu-smoke  here: every step with tiny sizes on the CPU (its JSON
+#                                             goes to $OUT or is dropped, never into results/)
 #
 # The GPU machine has Python 3.12 with torch, torchvision, numpy, opencv, matplotlib, pandas and
 # tensorboard but no MMEngine or Snakemake, and no network: their wheels travel in .whl/ (git-ignored;
@@ -26,10 +27,11 @@ cd "$(dirname "$0")/.."
 
 SMOKE=0
 [ "${1:-}" = "--cpu-smoke" ] && SMOKE=1
+WORK=$(mktemp -d /tmp/gpu_proof.XXXXXX)
 RESULTS=benchmarks/results
+[ "$SMOKE" = 1 ] && RESULTS=$WORK/results  # smoke figures are not results
 mkdir -p "$RESULTS"
 LOG=${OUT:-$RESULTS}/gpu_proof.log
-WORK=$(mktemp -d /tmp/gpu_proof.XXXXXX)
 FAILED=()
 exec > >(tee "$LOG") 2>&1
 START=$SECONDS
