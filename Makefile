@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= 2
 
-.PHONY: demo test real-data report download-tools
+.PHONY: demo test real-data report download-tools gpu-wheels
 
 # TORCH_INDEX: a PyTorch wheel index for another CUDA build of the pinned torch/torchvision, e.g.
 # make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126 (the default wheel needs driver >= 580)
@@ -48,3 +48,7 @@ download-tools: .venv-download/.installed
 	python3 -m venv .venv-download
 	.venv-download/bin/python -m pip install --quiet -r requirements-download.txt
 	touch $@
+
+## gpu-wheels: .whl/, the MMEngine and Snakemake wheels benchmarks/gpu_proof.sh installs on the GPU machine
+gpu-wheels: $(VENV)/.installed
+	$(PY) benchmarks/gpu_wheels.py --dest .whl

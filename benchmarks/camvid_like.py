@@ -1,5 +1,6 @@
-"""The benchmarks' data: a generated CamVid-format set, taken through the project's own
-extract, palette (all 32 classes, as the original example trains) and convert stages."""
+"""The benchmarks' data: a generated CamVid-format set or a real dataset folder, taken through the
+project's own extract, palette (all 32 classes, as the original example trains) and convert
+stages."""
 
 from __future__ import annotations
 
@@ -31,8 +32,16 @@ def prepared_set(
         build_sample(archive, sizes, height, width, seed=0)
         print(f"generated {sum(sizes.values())} images of {height}x{width} "
               f"in {time.perf_counter() - start:.0f} s")  # fmt: skip
+    (workdir / "extracted").mkdir()
     extract_archive([archive], workdir / "extracted")
-    manifest = index_dataset(workdir / "extracted")
+    return prepared_folder(workdir, workdir / "extracted", threads)
+
+
+def prepared_folder(
+    workdir: Path, dataset: Path, threads: int = 2
+) -> tuple[dict, dict, Path, float]:
+    """A CamVid or SegNet-layout folder, read in place, converted into ``workdir/prepared``."""
+    manifest = index_dataset(dataset)
     palette = make_palette(manifest, "camvid32", [])
     start = time.perf_counter()
     prepare(manifest, palette, workdir / "prepared", threads, strict=False, cache_images=True)
