@@ -1,5 +1,4 @@
-"""The README's commands work as written, in the order written, and print what it says they do;
-its demo table is what `make demo` produces.
+"""The README's commands work as written, in the order written, and print what it says they do.
 
 Commands and what they print come from the README's ``console`` blocks: a line starting with
 ``$ `` is a command (a trailing backslash continues it); the lines after it are excerpts of its
@@ -19,10 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_in_terminal, snakemake
-
-sys.path.insert(0, str(REPO / "tools"))
-import readme_tables
+from conftest import REPO, run_in_terminal
 
 RUN, DRY = "run", "dry"
 TINY_CONFIG = "tests/tiny.yaml"
@@ -140,13 +136,3 @@ def test_readme_commands_work_as_written_and_print_what_it_says(checkout):
                 f"README says `{command}` prints a line starting {excerpt!r}; it printed:\n"
                 + "\n".join(screen[-60:])
             )
-
-
-@pytest.mark.slow
-def test_readme_demo_table_is_what_make_demo_produces(tmp_path):
-    snakemake(tmp_path, configfile=REPO / "config/demo.yaml", timeout=3600)
-    demo_table = readme_tables.current("demo", (REPO / "README.md").read_text())
-    assert demo_table == readme_tables.render(tmp_path / "results"), (
-        "README's demo table differs from what `make demo` produces: run make demo, then "
-        "python tools/readme_tables.py demo results"
-    )
