@@ -130,7 +130,9 @@ class DeployedNetwork(torch.nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.net = copy.deepcopy(model.net)
+        # Plain NCHW weights: ONNX has no memory formats, and torch.export's dynamic shapes fail
+        # on channels_last ones (the training model's format).
+        self.net = copy.deepcopy(model.net).to(memory_format=torch.contiguous_format)
         if getattr(self.net, "aux_classifier", None) is not None:
             self.net.aux_classifier = None
         self.register_buffer("mean", model.data_preprocessor.mean.clone(), False)

@@ -107,7 +107,7 @@ def build_network(name: str, num_classes: int, aux_loss: bool) -> torch.nn.Modul
 class SegDataPreprocessor(BaseDataPreprocessor):
     """Move uint8 batches to the device, then normalise there (cheaper than in the loader)."""
 
-    def __init__(self, channels_last: bool = False):
+    def __init__(self, channels_last: bool = True):
         super().__init__()
         self.channels_last = channels_last
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
@@ -115,9 +115,10 @@ class SegDataPreprocessor(BaseDataPreprocessor):
 
     def forward(self, data: dict, training: bool = False) -> dict:
         data = self.cast_data(data)
-        inputs = (data["inputs"].float() - self.mean) / self.std
-        if self.channels_last:
+        inputs = data["inputs"]
+        if self.channels_last:  # on the uint8 batch: a quarter of the bytes of the float one
             inputs = inputs.contiguous(memory_format=torch.channels_last)
+        inputs = (inputs.float() - self.mean) / self.std  # keeps the memory format
         return {"inputs": inputs, "data_samples": data["data_samples"]}
 
 
@@ -133,13 +134,15 @@ class SegmentationModel(BaseModel):
         name: str,
         num_classes: int,
         aux_loss_weight: float = 0.4,
-        channels_last: bool = False,
+        channels_last: bool = True,
     ):
         super().__init__(data_preprocessor=SegDataPreprocessor(channels_last))
         self.name = name
         self.num_classes = num_classes
         self.aux_loss_weight = aux_loss_weight
         self.net = build_network(name, num_classes, aux_loss=aux_loss_weight > 0)
+        if channels_last:  # faster convolutions on CUDA and in oneDNN on the CPU alike
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.precision = "fp32"
 
     def val_step(self, data) -> list:

@@ -5,9 +5,9 @@ sections; the schema fills what is missing); what the job decides at run time (p
 loader workers, threads) are flags. ``train`` reads as its steps: the device (``device.py``), the
 process group, the datasets, the work dir and checkpoint to resume from, the model, the Runner's
 configuration (``runner_config``: a plain dict) and the export of ``best.pth`` and the history.
-CUDA gets ``AmpOptimWrapper`` in ``device.precision``, channels_last and cudnn.benchmark; the CPU a
-plain ``OptimWrapper``. ``--gpus``/``--nodes`` > 1 relaunch it through ``launch`` (DDP; gloo on the
-CPU).
+CUDA gets ``AmpOptimWrapper`` in ``device.precision`` and cudnn.benchmark; the CPU a plain
+``OptimWrapper``; both channels_last. ``--gpus``/``--nodes`` > 1 relaunch it through ``launch``
+(DDP; gloo on the CPU).
 
 Checkpoints live in a work dir keyed by a fingerprint of the inputs and settings, outside
 Snakemake's declared outputs, so a stopped run resumes where it stopped when the rule runs again,
@@ -273,17 +273,13 @@ def backbone_file(model: dict, flag: str | None) -> Path | None:
 
 def build_model(args: argparse.Namespace, num_classes: int, run: Run):
     """The network, seeded; initial weights unless resuming (the checkpoint has them all)."""
-    import torch
     from mmengine.runner import set_random_seed
 
     from .model import SegmentationModel, load_backbone, load_initial_weights
 
     # The model is built before the Runner seeds everything: seed here so its init is reproducible.
     set_random_seed(args.train["seed"])
-    cuda = run.device == "cuda"
-    model = SegmentationModel(
-        args.model["name"], num_classes, args.model["aux_loss_weight"], channels_last=cuda
-    )
+    model = SegmentationModel(args.model["name"], num_classes, args.model["aux_loss_weight"])
     model.precision = run.precision
     backbone = backbone_file(args.model, args.backbone_weights)
     if run.resume_from is None and backbone is not None:
@@ -296,7 +292,7 @@ def build_model(args: argparse.Namespace, num_classes: int, run: Run):
                 f"another shape left as initialised (another class count?): {', '.join(skipped)}",
                 file=sys.stderr,
             )
-    return model.to(memory_format=torch.channels_last) if cuda else model
+    return model  # channels_last on every device (the model's own default)
 
 
 @contextlib.contextmanager
