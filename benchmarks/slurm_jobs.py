@@ -1,6 +1,6 @@
 """Benchmark: the tiny workflow through SLURM, one cluster job per rule vs grouped jobs.
 
-Starts the tests' real SLURM cluster (tests/slurm/cluster.py: munge, slurmctld, slurmd on this
+Starts the tests' real SLURM cluster (tests/slurm/cluster.py: munge, slurmctld, two slurmd on this
 machine; root and apt-get needed the first time) and runs the tiny workflow (tests/tiny.yaml)
 from nothing through tests/slurm/profile, alternating, in one run:
   per rule: the profile without `groups:`/`group-components:` (one SLURM job per rule, as before);
@@ -68,7 +68,7 @@ def main() -> None:
     profiles = {"per_rule": per_rule_profile(scratch / "per_rule_profile"),
                 "grouped": REPO / "tests/slurm/profile"}  # fmt: skip
     runs: dict[str, list[dict]] = {name: [] for name in profiles}
-    cluster = slurm_cluster.Cluster(gpus=1).start()
+    cluster = slurm_cluster.Cluster(gpus=2, nodes=2).start()  # as tests/test_slurm.py
     try:
         for round_ in range(args.rounds):
             for name, profile in profiles.items():

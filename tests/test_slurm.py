@@ -2,12 +2,17 @@
 
 import filecmp
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import time
 
 import pytest
+import torch
 import yaml
-from conftest import REPO, TINY, snakemake
+from conftest import REPO, TINY, snakemake, snakemake_call
 from slurm import cluster as slurm_cluster
 
 PROFILE = REPO / "tests/slurm/profile"
@@ -81,11 +86,13 @@ def test_workflow_runs_through_slurm_like_locally(cluster, tiny_run, tmp_path):
     result, jobs = run_counting_jobs(cluster, run, "--profile", tmp_path / "profile", timeout=600)
     assert "Nothing to be done" not in result.stdout
 
-    # Three cluster jobs: the data stages together, training, everything after it together.
+    # Five cluster jobs instead of one per rule (12): the data stages together, training, the
+    # scoring and pictures together, the ONNX export and its check together, the model card.
     assert len(jobs) <= 5
-    assert sorted(jobs.values()) == ["COMPLETED"] * 3, jobs
-    for group in ("group_prepare_data*", "rule_train", "group_post_training*"):
-        assert len(slurm_job_ids(run, group)) == 1, group
+    assert sorted(jobs.values()) == ["COMPLETED"] * 5, jobs
+    for job in ("group_prepare_data*", "rule_train", "group_post_training*", "group_export*",
+                "rule_model_card"):  # fmt: skip
+        assert len(slurm_job_ids(run, job)) == 1, job
     assert not slurm_job_ids(run, "rule_obtain_dataset")  # a localrule: the login node's job
     # Three GPU stages in one job that holds one GPU: they ran one after another on it.
     (post,) = slurm_job_ids(run, "group_post_training*")
@@ -169,3 +176,59 @@ def test_failing_rule_is_a_failed_slurm_job(cluster, tmp_path):
     assert list(jobs.values()) == ["FAILED"], jobs  # and nothing after it was submitted
     assert "Error in group prepare_data" in output, output[-3000:]
     assert "archive is truncated or corrupt" in (tmp_path / "results/logs/extract.log").read_text()
+
+
+def wait_for(predicate, what: str, process, timeout: float = 400):
+    deadline = time.time() + timeout
+    while not (found := predicate()):
+        assert process.poll() is None, f"Snakemake ended before {what}"
+        assert time.time() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.1)
+    return found
+
+
+def test_signal_mid_epoch_is_saved_and_the_retry_resumes_exactly(cluster, tmp_path):
+    """SIGUSR1 to the training job's steps mid-epoch, as `--signal=USR1@120` sends it before the
+    time limit: the trainer saves that iteration and exits, Snakemake submits the job again
+    (preemptible-retries) and it resumes there; the model equals an uninterrupted run's."""
+    config = yaml.safe_load(TINY.read_text())
+    config["dataset"]["sample"]["train"] = 40  # 20 iterations an epoch: room to land inside one
+    configfile = tmp_path / "longer.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    run, log = tmp_path / "slurm", tmp_path / "slurm/results/logs/train.log"
+    command, env = snakemake_call(run, "--profile", PROFILE, "--until", "train",
+                                  configfile=configfile)  # fmt: skip
+    before = {job_id for job_id, _, _ in cluster.jobs()}
+    snake = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        iteration = re.compile(r"Epoch\(train\)\s*\[1\]\[\s*([3-9]|1[0-5])/20\]")
+        wait_for(lambda: log.is_file() and iteration.search(log.read_text()), "iteration 3", snake)
+        (first,) = slurm_job_ids(run, "rule_train")
+        assert cluster.run("scancel", "--signal=USR1", first).returncode == 0
+        stopped = re.compile(r"stopped by SIGUSR1 after iteration (\d+): saved iter_\1\.pth")
+        saved = wait_for(lambda: stopped.search(log.read_text()), "checkpoint on SIGUSR1", snake)
+        assert snake.wait(timeout=600) == 0
+    finally:
+        if snake.poll() is None:
+            os.killpg(snake.pid, signal.SIGKILL)
+    at = int(saved.group(1))
+    assert at % 20, f"iteration {at} ends an epoch: the signal did not land inside one"
+    assert f"resuming from iter_{at}.pth" in log.read_text()
+    states = {job_id: state for job_id, _, state in cluster.jobs() if job_id not in before}
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states  # + data job
+    assert states[first] == "FAILED"
+
+    # The same training never interrupted, here (same data, same thread count): same model.
+    reference = tmp_path / "reference"
+    shutil.copytree(run, reference, symlinks=True)
+    for made_by_training in ("results/train_work", "results/model"):
+        shutil.rmtree(reference / made_by_training)
+    snakemake(reference, "--until", "train", "--set-threads", "train=1", configfile=configfile)
+    assert "resuming" not in (reference / "results/logs/train.log").read_text()
+    ours, theirs = (torch.load(r / "results/model/best.pth", weights_only=True)["state_dict"]
+                    for r in (run, reference))  # fmt: skip
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    history = [json.loads((r / "results/model/history.json").read_text()) for r in (run, reference)]
+    assert history[0] == history[1]

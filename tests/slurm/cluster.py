@@ -174,13 +174,21 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=60 State=UP
     def run(self, *command: str) -> subprocess.CompletedProcess:
         return subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
 
+    def cancel_jobs(self, timeout: float = 60) -> None:
+        """Cancel every job and wait until slurmd has ended their processes."""
+        self.run("scancel", "--full", "-u", "root")
+        deadline = time.time() + timeout
+        active = ("squeue", "-h", "-t", "RUNNING,COMPLETING,SUSPENDED", "-o", "%i")
+        while time.time() < deadline and self.run(*active).stdout.strip():
+            time.sleep(0.5)
+
     def jobs(self) -> list[tuple[str, str, str]]:
         """(job id, name, state) of every job slurmctld still remembers (MinJobAge)."""
         out = self.run("squeue", "-h", "-t", "all", "-o", "%i|%j|%T").stdout
         return [tuple(line.split("|")) for line in out.splitlines() if line]
 
     def stop(self) -> None:
-        self.run("scancel", "--full", "-u", "root")  # slurmstepd outlives slurmd otherwise
+        self.cancel_jobs()  # slurmstepd outlives slurmd otherwise
         for process in reversed(self.processes):
             if process.poll() is None:
                 process.terminate()
