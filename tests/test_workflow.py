@@ -2,9 +2,16 @@
 
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
-from conftest import REPO, jobs_planned, snakemake
+import pytest
+import yaml
+from conftest import REPO, TINY, jobs_planned, snakemake, snakemake_call
 from PIL import Image
 
 
@@ -108,3 +115,78 @@ def test_vis_data_target_builds_only_what_pictures_need(tmp_path):
     assert len(list((tmp_path / "results/vis_data").glob("*_panel.png"))) == 2
     assert not (tmp_path / "results/metrics").exists()
     assert "rule evaluate" not in result.stdout + result.stderr
+
+
+def test_yaml_1_1_exponents_and_cli_lists_are_typed_by_the_schema(tmp_path):
+    config = tmp_path / "typed.yaml"
+    config.write_text(TINY.read_text().replace("lr: 0.001", "lr: 1e-3\n  amp: 'false'"))
+    result = snakemake(tmp_path, "-n", "-p", "--config", "train={crop_size: [96, 128]}",
+                       configfile=config)  # fmt: skip
+    settings = json.loads(re.search(r"--settings '(\{.*?\})'", result.stdout).group(1))
+    assert settings["train"]["lr"] == 0.001 and settings["train"]["amp"] is False
+    assert settings["train"]["crop_size"] == [96, 128]
+
+
+@pytest.mark.parametrize("section", ["eval", "vis"])
+def test_empty_split_list_is_a_one_line_config_error(tmp_path, section):
+    result = snakemake(tmp_path, "-n", "--config", f"{section}={{splits: []}}", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert f"invalid config: {section}.splits: [] should be non-empty" in output
+
+
+def gpus_requested(result) -> int:
+    return int(re.search(r"Training .* \((\d+) GPUs requested\)", result.stdout).group(1))
+
+
+def test_gpu_requests_come_from_the_config_not_the_parsing_host(tmp_path):
+    """No nvidia-smi on the parsing host: device cuda still asks for train.gpus; a host that has
+    one does not make device auto ask for any (auto is decided inside the job)."""
+    system = "/usr/bin:/bin"
+    assert shutil.which("nvidia-smi", path=system) is None
+    command, env = snakemake_call(tmp_path, "-n", "--config", "train={device: cuda, gpus: 2}")
+    result = subprocess.run(command, capture_output=True, text=True, check=True,
+                            env=env | {"PATH": system})  # fmt: skip
+    assert gpus_requested(result) == 2
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho GPU 0: H100\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    command, env = snakemake_call(tmp_path, "-n", "--config", "train={device: auto}")
+    result = subprocess.run(command, capture_output=True, text=True, check=True,
+                            env=env | {"PATH": f"{fake}{os.pathsep}{env['PATH']}"})  # fmt: skip
+    assert gpus_requested(result) == 0
+
+
+HOSTILE = "it's a \"quoted\" $(touch PWNED) dir"
+
+
+def test_hostile_paths_reach_no_shell_and_an_unactivated_venv_runs_the_chain(
+    tmp_path, sample_archive
+):
+    """Paths with spaces, quotes and $(...) are data, never shell; `.venv/bin/snakemake` run
+    with a PATH that has no venv python (nor any `python`) completes the run."""
+    data = tmp_path / HOSTILE
+    data.mkdir()
+    shutil.copy(sample_archive, data / "camvid.tar.gz")
+    images = tmp_path / "new $(touch PWNED) frames"  # no quote to unbalance: it would run
+    images.mkdir()
+    Image.new("RGB", (48, 32), (128, 64, 0)).save(images / "frame one.png")
+    config = yaml.safe_load(TINY.read_text())
+    config["dataset"] = {"source": "local", "path": str(data / "camvid.tar.gz")}
+    config["predict"] = {"input_dir": str(images)}
+    config["train"]["epochs"] = 1
+    (tmp_path / "hostile.yaml").write_text(yaml.safe_dump(config))
+    workdir = tmp_path / f"work {HOSTILE}"
+    workdir.mkdir()
+    snakemake_script = Path(sys.executable).parent / "snakemake"
+    command = [str(snakemake_script), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+               "--configfile", str(tmp_path / "hostile.yaml"), "--cores", "2"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = "/usr/bin:/bin"
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900,
+                            cwd=tmp_path, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((workdir / "results/metrics/val.json").read_text())["split"] == "val"
+    assert (workdir / "results/predict/frame one_overlay.png").is_file()
+    assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists()

@@ -38,6 +38,8 @@ def kind(node: dict) -> str:
     if "enum" in node:
         return " · ".join(f"`{v}`" for v in node["enum"])
     text = node.get("type", "")
+    if text == "object":
+        return "mapping"
     if text == "array":
         count = node.get("minItems")
         fixed = count and count == node.get("maxItems")
@@ -47,23 +49,30 @@ def kind(node: dict) -> str:
     return ", ".join([text, *bounds])
 
 
+def row(dotted: str, node: dict) -> str:
+    default = json.dumps(node.get("default"))
+    description = node.get("description", "").replace("|", "\\|")
+    return f"| `{dotted}` | {kind(node)} | `{default}` | {description} |"
+
+
 def rows(node: dict, prefix: str) -> list[str]:
+    if "properties" not in node:  # a section that is one setting (experiments, sweep)
+        return [row(prefix, node)]
     lines = []
-    for key, sub in node.get("properties", {}).items():
+    for key, sub in node["properties"].items():
         dotted = f"{prefix}.{key}"
         if sub.get("type") == "object" and "properties" in sub:
             lines += rows(sub, dotted)
             continue
-        default = json.dumps(sub.get("default"))
-        description = sub.get("description", "").replace("|", "\\|")
-        lines.append(f"| `{dotted}` | {kind(sub)} | `{default}` | {description} |")
+        lines.append(row(dotted, sub))
     return lines
 
 
 def render() -> str:
     parts = [INTRO]
     for section, node in schema()["properties"].items():
-        parts.append(f"\n## `{section}`\n\n{node.get('description', '')}\n")
+        about = node.get("description", "") if "properties" in node else ""  # else in its row
+        parts.append(f"\n## `{section}`\n\n{about}\n" if about else f"\n## `{section}`\n")
         parts.append("| key | type / values | default | meaning |\n|---|---|---|---|")
         parts.extend(rows(node, section))
     return "\n".join(parts) + "\n"

@@ -41,6 +41,9 @@ ROOMS = (
     "progress",
     "identity",
     "codegraph",
+    "experiments",
+    "figures",
+    "pages",
 )
 
 

@@ -8,29 +8,12 @@ import numpy as np
 
 from . import command
 from .errors import UserError, cli
+from .figures import pyplot, save
 from .fileio import atomic_path, read_json
 
 
-def _pyplot():
-    """matplotlib's pyplot on the file-only Agg backend, imported on first use: it takes half a
-    second, which `--help` should not pay."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    plt = _pyplot()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
 def training_curves(history: dict, path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, miou_ax) = plt.subplots(1, 2, figsize=(11, 4))
     train = history["train"]
     if not train:
@@ -43,12 +26,12 @@ def training_curves(history: dict, path: Path) -> None:
     miou_ax.set(xlabel="epoch", ylabel="val mIoU", title="Validation mIoU", ylim=(0, 1))
     miou_ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def per_class_iou(metrics: dict):
     """Horizontal IoU bars per class with the mIoU as a dashed line (a figure)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in metrics["per_class"] if r["IoU"] is not None][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(rows) + 1.8))
     bars = ax.barh([r["class"] for r in rows], [r["IoU"] for r in rows], color="tab:blue")
@@ -70,7 +53,7 @@ def confusion_heatmap(metrics: dict):
     cm, names = cm[keep][:, keep], [n for n, k in zip(names, keep, strict=True) if k]
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(1, keepdims=True))
-    plt = _pyplot()
+    plt = pyplot()
     # Half an inch per cell: a two-digit percentage at 9 pt fits, readable at 100 % zoom.
     size = 0.5 * len(names) + 2.5
     fig, ax = plt.subplots(figsize=(size + 1, size))
@@ -154,8 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     training_curves(read_json(args.history), args.out / "training_curves.png")
     all_metrics = [read_json(path) for path in args.metrics]
     for metrics in all_metrics:
-        _save(per_class_iou(metrics), args.out / f"per_class_iou_{metrics['split']}.png")
-        _save(confusion_heatmap(metrics), args.out / f"confusion_{metrics['split']}.png")
+        save(per_class_iou(metrics), args.out / f"per_class_iou_{metrics['split']}.png")
+        save(confusion_heatmap(metrics), args.out / f"confusion_{metrics['split']}.png")
     if args.summary:
         summary_table(all_metrics, args.summary, args.summary_html)
     print(f"plots in {args.out}")

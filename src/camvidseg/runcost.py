@@ -8,12 +8,12 @@ per job (seconds, max RSS in MB, CPU time, ...). This stage gathers them into
 from __future__ import annotations
 
 import csv
-import html
 from pathlib import Path
 
 from . import command
 from .errors import UserError, cli
 from .fileio import atomic_path
+from .pages import write_table_page
 
 COLUMNS = (("s", "wall time (s)"), ("h:m:s", "wall time"), ("max_rss", "max RSS (MB)"),
            ("cpu_time", "CPU time (s)"), ("mean_load", "mean CPU load (%)"))  # fmt: skip
@@ -34,24 +34,15 @@ def write_table(records: list[dict], csv_path: Path, html_path: Path) -> None:
         writer = csv.DictWriter(handle, keys)
         writer.writeheader()
         writer.writerows(records)
-    head = "".join(f"<th>{html.escape(label)}</th>" for label in ("job", *dict(COLUMNS).values()))
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r[key]))}</td>" for key in keys) + "</tr>"
-        for r in records
-    )
-    style = (
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    )
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run cost</title>"
-        f"<style>{style}</style></head><body><h2>Run cost of the heavy jobs</h2>"
-        f"<table id='run-cost'><tr>{head}</tr>{body}</table>"
+    write_table_page(
+        html_path,
+        "Run cost of the heavy jobs",
+        "run-cost",
+        ["job", *dict(COLUMNS).values()],
+        [[r[key] for key in keys] for r in records],
         "<p>Measured by Snakemake's <code>benchmark:</code> directive on the machine that ran "
-        "each job; a job reused from an earlier run keeps that run's figures.</p></body></html>\n"
+        "each job; a job reused from an earlier run keeps that run's figures.</p>",
     )
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(page)
 
 
 @cli

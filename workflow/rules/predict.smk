@@ -1,4 +1,4 @@
-# Segment a folder of new images (config predict.input_dir) with the trained model.
+# Segment a folder of new images (config predict.input_dir) with a trained model.
 
 if config["predict"]["input_dir"]:
 
@@ -6,29 +6,30 @@ if config["predict"]["input_dir"]:
         input:
             code("predict"),
             model=(
-                "results/model/model.onnx"
+                "results/{exp}model/model.onnx"
                 if config["predict"]["backend"] == "onnx"
-                else "results/model/best.pth"
+                else "results/{exp}model/best.pth"
             ),
             palette="results/data/palette.json",
             images=config["predict"]["input_dir"],
         output:
-            directory("results/predict"),
+            directory("results/{exp}predict"),
         log:
-            "results/logs/predict.log",
+            "results/{exp}logs/predict.log",
         conda:
             DATA_ENV
         resources:
-            **INFER_GPU_RESOURCES,
+            gpu=inference_gpu_request,
+            gpu_slot=inference_gpu_request,
         params:
             lease=gpus_to_lease,
             alpha=config["vis"]["alpha"],
-            device=TRAIN["device"],
+            device=setting("train.device"),
             backend=config["predict"]["backend"],
         message:
             "Segmenting the images in {input.images}"
         shell:
             "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.predict"
-            " --backend {params.backend:q} --model {input.model:q} --palette {input.palette}"
-            " --input-dir {input.images} --alpha {params.alpha} --device {params.device}"
-            " --out {output} > {log} 2>&1"
+            " --backend {params.backend:q} --model {input.model:q} --palette {input.palette:q}"
+            " --input-dir {input.images:q} --alpha {params.alpha:q} --device {params.device:q}"
+            " --out {output:q} > {log:q} 2>&1"

@@ -1,6 +1,6 @@
-# Stage 4: train through an MMEngine Runner. Checkpoints live in results/train_work/<fingerprint>/,
-# deliberately not a declared output: Snakemake deletes the outputs of a failed job, and a killed
-# run must resume from its last epoch when the rule runs again.
+# Stage 4: train through an MMEngine Runner, one job per experiment. Checkpoints live in
+# results/{exp}train_work/<fingerprint>/, deliberately not a declared output: Snakemake deletes
+# the outputs of a failed job, and a killed run must resume from its last epoch when it runs again.
 
 
 rule train:
@@ -8,40 +8,43 @@ rule train:
         code("train"),
         prepared="results/data/prepared",
         palette="results/data/palette.json",
-        backbone=backbone_weights_file(),
-        init=TRAIN["load_from"] or [],
+        backbone=backbone_weights_file,
+        init=initial_weights_file,
     output:
-        model="results/model/best.pth",
-        history="results/model/history.json",
+        model="results/{exp}model/best.pth",
+        history="results/{exp}model/history.json",
     log:
-        "results/logs/train.log",
+        "results/{exp}logs/train.log",
     benchmark:
-        "results/benchmarks/train.tsv"
+        "results/{exp}benchmarks/train.tsv"
     conda:
         DATA_ENV
     threads: 4
     resources:
-        **GPU_RESOURCES,
         **NODE_RESOURCES,
+        gpu=gpu_request,
         mem_mb=16000,
         runtime=720,
     params:
         lease=gpus_to_lease,
-        model=MODEL["name"],
-        epochs=TRAIN["epochs"],
-        device=TRAIN["device"],
-        settings=train_settings(),
+        settings=training_settings,
+        model=setting("model.name"),
+        epochs=setting("train.epochs"),
+        device=setting("train.device"),
+        experiment=run_label,
         backbone=lambda wildcards, input: input.backbone or "none",
         workers=loader_workers,
         gpus=gpu_processes,
         nodes=node_tasks,
+        work_root=lambda wildcards: f"results/{wildcards.exp}train_work",
     message:
         "Training {params.model} for {params.epochs} epochs on {params.device}"
+        " ({resources.gpu} GPUs requested){params.experiment}"
     shell:
         "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.train"
-        " --prepared {input.prepared} --palette {input.palette}"
-        " --settings {params.settings:q} --backbone-weights {params.backbone:q}"
-        " --gpus {params.gpus} --nodes {params.nodes}"
-        " --num-workers {params.workers} --threads {threads}"
-        " --work-root results/train_work --out-model {output.model}"
-        " --out-history {output.history} > {log} 2>&1"
+        " --settings {params.settings:q}"
+        " --prepared {input.prepared:q} --palette {input.palette:q}"
+        " --backbone-weights {params.backbone:q} --gpus {params.gpus:q}"
+        " --nodes {params.nodes:q} --num-workers {params.workers:q} --threads {threads:q}"
+        " --work-root {params.work_root:q} --out-model {output.model:q}"
+        " --out-history {output.history:q} > {log:q} 2>&1"

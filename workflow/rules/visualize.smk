@@ -1,36 +1,40 @@
-# Stage 6: image | prediction | label panels, color masks and overlays in results/vis_data/.
+# Stage 6: image | prediction | label panels, color masks and overlays in results/{exp}vis_data/.
 
 
 rule visualize:
     input:
         code("visualize"),
-        model="results/model/best.pth",
+        model="results/{exp}model/best.pth",
         prepared="results/data/prepared",
         palette="results/data/palette.json",
     output:
         report(
-            directory("results/vis_data"),
+            directory("results/{exp}vis_data"),
             patterns=["{split,train|val|test}_{stem}_panel.png"],
             caption="../report/panel.rst",
             category="Predictions",
-            labels={"picture": "{split} · {stem} · panel"},
+            subcategory=report_subcategory,
+            labels=report_label("picture", "{split} · {stem} · panel"),
         ),
     log:
-        "results/logs/visualize.log",
+        "results/{exp}logs/visualize.log",
     conda:
         DATA_ENV
     resources:
-        **INFER_GPU_RESOURCES,
+        gpu=inference_gpu_request,
+        gpu_slot=inference_gpu_request,
     params:
         lease=gpus_to_lease,
         num_images=config["vis"]["num_images"],
-        splits=" ".join(config["vis"]["splits"]),
+        splits=config["vis"]["splits"],
         alpha=config["vis"]["alpha"],
-        device=TRAIN["device"],
+        device=setting("train.device"),
+        experiment=run_label,
     message:
-        "Drawing {params.num_images} prediction panels per split into {output}"
+        "Drawing {params.num_images} prediction panels per split into {output}{params.experiment}"
     shell:
         "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.visualize"
-        " --model {input.model} --prepared {input.prepared}"
-        " --palette {input.palette} --splits {params.splits} --num-images {params.num_images}"
-        " --alpha {params.alpha} --device {params.device} --out {output} > {log} 2>&1"
+        " --model {input.model:q} --prepared {input.prepared:q}"
+        " --palette {input.palette:q} --splits {params.splits:q}"
+        " --num-images {params.num_images:q} --alpha {params.alpha:q}"
+        " --device {params.device:q} --out {output:q} > {log:q} 2>&1"
