@@ -190,3 +190,27 @@ def test_hostile_paths_reach_no_shell_and_an_unactivated_venv_runs_the_chain(
     assert json.loads((workdir / "results/metrics/val.json").read_text())["split"] == "val"
     assert (workdir / "results/predict/frame one_overlay.png").is_file()
     assert not list(tmp_path.rglob("PWNED")) and not (REPO / "PWNED").exists()
+
+
+def shell_templates() -> dict[str, str]:
+    """Every shell command template of the workflow, by where it is: the literal lines after each
+    rule's `shell:`, and the per-source obtain commands in common.smk."""
+    templates = {}
+    for path in sorted((REPO / "workflow/rules").glob("*.smk")):
+        text = path.read_text()
+        blocks = re.findall(r"^\s*shell:\s*\n((?:\s*(?:\"|').*\n)+)", text, re.M)
+        blocks += re.findall(r"^OBTAIN_COMMANDS = \{\n(.*?)^\}", text, re.M | re.S)
+        for number, block in enumerate(blocks):
+            templates[f"{path.name}#{number}"] = "".join(re.findall(r"[\"'](.*?)[\"']\s*$", block,
+                                                                     re.M))  # fmt: skip
+    return templates
+
+
+def test_every_value_in_every_shell_command_is_quoted():
+    templates = shell_templates()
+    assert len(templates) >= 15 and any("obtain url" in t for t in templates.values())
+    for where, template in templates.items():
+        fields = re.findall(r"(?<!\{)\{([^{}]+)\}(?!\})", template)
+        assert fields, where
+        unquoted = [field for field in fields if not field.endswith(":q")]
+        assert not unquoted, (where, unquoted)

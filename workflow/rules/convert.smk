@@ -22,5 +22,5 @@ rule convert_masks:
         "Converting label images to class-index masks with {threads} processes"
     shell:
         "python -m camvidseg.convert --manifest {input.manifest:q}"
-        " --palette {input.palette:q} --threads {threads} {params.strict:q} {params.cache:q}"
+        " --palette {input.palette:q} --threads {threads:q} {params.strict:q} {params.cache:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -49,7 +49,7 @@ rule check_export:
         "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.export check"
         " --model {input.model:q} --onnx {input.onnx:q}"
         " --prepared {input.prepared:q} --palette {input.palette:q} --split val"
-        " --threads {threads} --device {params.device:q} --out {output.check:q}"
+        " --threads {threads:q} --device {params.device:q} --out {output.check:q}"
         " --out-cost {output.cost:q} > {log:q} 2>&1"
 
 
