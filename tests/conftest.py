@@ -1,3 +1,4 @@
+import contextlib
 import os
 import re
 import struct
@@ -79,6 +80,36 @@ def sample_archive(tmp_path_factory) -> Path:
 
     build_sample(path, {"train": 4, "val": 2, "test": 2}, 32, 48, seed=3)
     return path
+
+
+def provenance_check(workdir: Path) -> subprocess.CompletedProcess:
+    """`python -m camvidseg provenance` in a run's folder: what is stale now, running nothing."""
+    return subprocess.run(
+        [sys.executable, "-m", "camvidseg", "provenance"],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        check=False,
+    )
+
+
+def stale_jobs(result) -> set[str]:
+    """The jobs a provenance check lists as stale."""
+    return {line.split()[1] for line in result.stdout.splitlines() if line.startswith("stale ")}
+
+
+@contextlib.contextmanager
+def edited_source(module: str):
+    """``src/camvidseg/<module>.py`` with a comment added; bytes and mtime restored after."""
+    source = REPO / "src" / "camvidseg" / f"{module}.py"
+    original, stat = source.read_bytes(), source.stat()
+    source.write_bytes(original + b"\n# an edit\n")
+    try:
+        yield source
+    finally:
+        source.write_bytes(original)
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def jobs_planned(result) -> dict[str, int]:

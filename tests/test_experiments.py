@@ -6,7 +6,15 @@ import re
 
 import pytest
 import yaml
-from conftest import TINY, jobs_planned, run_cli, snakemake
+from conftest import (
+    TINY,
+    edited_source,
+    jobs_planned,
+    provenance_check,
+    run_cli,
+    snakemake,
+    stale_jobs,
+)
 
 from camvidseg.experiments import differing, expand_sweep
 from camvidseg.identity import content_id
@@ -149,6 +157,23 @@ def test_sweep_run_gives_one_folder_per_experiment_and_a_leaderboard(sweep_run):
     assert len(markdown) == 2 + 4
     for figure in ("leaderboard_curves.png", "leaderboard_iou.png"):
         assert (sweep_run / "results" / figure).stat().st_size > 10_000
+
+
+def test_provenance_record_covers_every_experiment(sweep_run):
+    """Each experiment's jobs are in the record with their own settings, made from the one data
+    chain; an edit of visualize.py makes exactly the visualize job of every experiment stale."""
+    record = json.loads((sweep_run / "results/provenance.json").read_text())
+    trains = {n: s for n, s in record["stages"].items() if s["rule"] == "train"}
+    assert sorted(trains) == [f"train:results/experiments/{n}/model/best.pth" for n in NAMES]
+    for name, stage in trains.items():
+        lr, seed = re.search(r"lr=(.+),seed=(\d+)/", name).groups()
+        train = stage["params"]["settings"]["train"]
+        assert (train["lr"], train["seed"]) == (float(lr), int(seed))
+        assert stage["dataset"] == record["dataset"]
+    assert provenance_check(sweep_run).returncode == 0
+    with edited_source("visualize"):
+        result = provenance_check(sweep_run)
+    assert stale_jobs(result) == {f"visualize:results/experiments/{n}/vis_data" for n in NAMES}
 
 
 def test_compare_prints_per_class_iou_differences(sweep_run):

@@ -9,13 +9,11 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
 import pytest
-from conftest import REPO, jobs_planned, snakemake
+from conftest import REPO, edited_source, jobs_planned, provenance_check, snakemake, stale_jobs
 from PIL import Image
 
 from camvidseg import codegraph
@@ -29,24 +27,9 @@ def local(path) -> tuple[str, str]:
     return "--config", f"dataset={{source: local, path: '{path}'}}"
 
 
-def provenance_check(workdir) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "camvidseg", "provenance"],
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        check=False,
-    )
-
-
 def member_names(archive) -> list[str]:
     with tarfile.open(archive) as tar:
         return tar.getnames()
-
-
-def stale_stages(result) -> set[str]:
-    return {line.split()[1] for line in result.stdout.splitlines() if line.startswith("stale ")}
 
 
 @pytest.mark.parametrize("path", ["/does/not/exist", "/does/not/exist.tar.gz.00"])
@@ -172,17 +155,11 @@ def test_record_names_the_data_params_and_code_of_every_stage(tiny_run):
 def test_editing_visualize_makes_exactly_visualize_stale(tiny_run):
     fresh = provenance_check(tiny_run)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
-    assert not stale_stages(fresh)
-    source = REPO / "src/camvidseg/visualize.py"
-    original, stat = source.read_bytes(), source.stat()
-    source.write_bytes(original + b"\n# an edit\n")
-    try:
+    assert not stale_jobs(fresh)
+    with edited_source("visualize"):
         result = provenance_check(tiny_run)
-    finally:
-        source.write_bytes(original)
-        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert result.returncode == 1
-    assert stale_stages(result) == {"visualize"}
+    assert stale_jobs(result) == {"visualize"}
     assert "code changed: visualize.py" in result.stdout
 
 
