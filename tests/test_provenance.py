@@ -5,6 +5,7 @@ same file names retrain from scratch, an edited label in a folder dataset re-run
 it, and results/provenance.json names the data, params and code of every stage.
 """
 
+import base64
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from PIL import Image
 
 from camvidseg import codegraph
 from camvidseg.identity import HashCache, content_id, folder_id
+from camvidseg.provenance import command_params, snakemake_records
 from camvidseg.sample import build_sample
 
 TINY_SAMPLE = {"train": 6, "val": 2, "test": 2}
@@ -82,6 +84,38 @@ def test_folder_identity_changes_with_any_file_and_archives_are_hashed_once(tmp_
     assert content_id(archive, HashCache(tmp_path / "cache.json")) == "sha256:cached"
     archive.write_bytes(b"abcd")
     assert content_id(archive, HashCache(tmp_path / "cache.json")) != "sha256:cached"
+
+
+def test_params_are_the_stage_flags_of_the_command():
+    command = (
+        "/venv/bin/python -m camvidseg.lease --gpus 1 -- /venv/bin/python -m camvidseg.train"
+        """ --settings '{"train": {"lr": 0.001}}' --crop-size 32 48 --sync-bn --gpus 2"""
+        " --out-model 'results/a b/best.pth' > results/logs/train.log 2>&1"
+    )
+    assert command_params(command) == {
+        "settings": {"train": {"lr": 0.001}},
+        "crop-size": ["32", "48"],
+        "sync-bn": True,
+        "gpus": "2",
+        "out-model": "results/a b/best.pth",
+    }
+
+
+def test_snakemake_records_are_read_back_by_output_path(tmp_path):
+    """Snakemake names each record by the output path in urlsafe base64, split into folders
+    ("@" + part) where that is longer than a file name may be."""
+    outputs = ["results/metrics/val.json", "results/" + "x" * 300 + "/vis_data"]
+    for number, output in enumerate(outputs):
+        encoded = base64.urlsafe_b64encode(output.encode()).decode()
+        parts = [encoded[i : i + 254] for i in range(0, len(encoded), 254)]
+        path = tmp_path.joinpath(*["@" + p for p in parts[:-1]], parts[-1])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"rule": f"rule{number}"}))
+    records = snakemake_records(tmp_path)
+    assert {out: rec["rule"] for out, rec in records.items()} == {
+        outputs[0]: "rule0",
+        outputs[1]: "rule1",
+    }
 
 
 def test_same_names_new_pixels_retrain_from_scratch(tmp_path):

@@ -37,16 +37,8 @@ from .identity import CACHE_ENV, CACHE_FILE, HashCache, content_id
 METADATA = Path(".snakemake/metadata")  # Snakemake's record of each output (file persistence)
 # The rule's own output is deleted before it runs again; this copy remembers the last record.
 PREVIOUS = Path(".snakemake/camvidseg/provenance.json")
-PACKAGES = (
-    "torch",
-    "torchvision",
-    "mmengine-lite",
-    "numpy",
-    "pillow",
-    "opencv-python-headless",
-    "matplotlib",
-    "snakemake",
-)
+# The project's own pins (the one place they live); each job's record gives the installed version.
+REQUIREMENTS = codegraph.PACKAGE_DIR.parents[1] / "requirements.txt"
 # The stage a job runs: the last module in its command (``camvidseg.lease ... -- python -m
 # camvidseg.train`` picks GPUs, then runs the stage; the rule declares the stage's closure).
 STAGE_IN_COMMAND = re.compile(r"-m camvidseg\.(\w+)")
@@ -108,10 +100,13 @@ def job_names(order: list[tuple], jobs: dict[tuple, dict]) -> dict[tuple, str]:
 
 
 def command_params(command: str) -> dict:
-    """``--flag value`` pairs of a stage's command, up to its redirections (JSON decoded)."""
+    """``--flag value`` pairs of the stage's part of a command (after a wrapper such as
+    ``camvidseg.lease ... --``, up to the redirections), JSON values decoded."""
+    tokens = shlex.split(command)
+    starts = [i for i, token in enumerate(tokens) if STAGE_IN_COMMAND.fullmatch(f"-m {token}")]
     params: dict = {}
     flag = None
-    for token in shlex.split(command):
+    for token in tokens[starts[-1] + 1 if starts else 0 :]:
         if token in SHELL_SYNTAX:
             break
         if token.startswith("--"):
@@ -174,10 +169,16 @@ def _iso(seconds: float | None) -> str | None:
     return moment.isoformat(timespec="seconds")
 
 
+def pinned_packages() -> list[str]:
+    """Distribution names pinned in requirements.txt (none where the package runs installed)."""
+    lines = REQUIREMENTS.read_text().splitlines() if REQUIREMENTS.is_file() else []
+    return [line.split("==")[0].strip() for line in lines if "==" in line.split("#")[0]]
+
+
 def environment() -> dict:
-    """Interpreter, package versions and git state of the project, as they are now."""
+    """Interpreter, installed versions of the pinned packages and git state, as they are now."""
     packages = {}
-    for name in PACKAGES:
+    for name in pinned_packages():
         try:
             packages[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
