@@ -8,7 +8,10 @@ def test_run_cost_table_holds_time_and_memory_of_the_heavy_jobs(tiny_run):
         rows = {row["job"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"convert_masks", "train", "evaluate_val", "evaluate_test"}
     for row in rows.values():
-        assert float(row["s"]) > 0 and float(row["max_rss"]) > 10  # a Python process: > 10 MB
+        assert float(row["s"]) > 0 and float(row["max_rss"]) > 0
+    # Snakemake samples memory every 0.5 s, so a sub-second job may show only its shell's RSS;
+    # training imports torch and runs for seconds: its peak is a torch process's (> 100 MB)
+    assert float(rows["train"]["max_rss"]) > 100
     assert float(rows["train"]["s"]) > float(rows["evaluate_val"]["s"])
     page = (tiny_run / "results/benchmarks/summary.html").read_text()
     assert "<th>max RSS (MB)</th>" in page and "<td>train</td>" in page
