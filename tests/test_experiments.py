@@ -243,6 +243,17 @@ def test_one_experiment_and_the_base_config_are_targets_of_their_own(sweep_run):
     assert unknown.returncode != 0 and "unknown experiment 'nope'" in output
 
 
+def test_an_experiment_exports_and_gets_a_model_card_of_its_own_settings(sweep_run):
+    config = write_config(sweep_run / "sweep.yaml", sweep=SWEEP)
+    card = f"results/experiments/{NAMES[2]}/model/MODEL_CARD.md"
+    result = snakemake(sweep_run, "-n", "-p", card, configfile=config)
+    assert jobs_planned(result) == {"export_onnx": 1, "check_export": 1, "model_card": 1}
+    assert f"results/experiments/{NAMES[2]}/metrics/cost.json" in result.stdout
+    stated = json.loads(re.search(r"camvidseg.card .*--settings '(\{.*?\})'", result.stdout)[1])
+    assert (stated["train"]["lr"], stated["train"]["seed"]) == (0.003, 0)
+    assert stated["dataset"]["source"] == "sample"
+
+
 def test_report_has_a_leaderboard_category_labelled_by_experiment(sweep_run):
     config = write_config(sweep_run / "sweep.yaml", sweep=SWEEP)
     report = sweep_run / "report.html"

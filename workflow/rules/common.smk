@@ -162,6 +162,14 @@ def training_settings(wildcards):
     return json.dumps({"model": run["model"], "train": run["train"]}, sort_keys=True)
 
 
+def card_settings(wildcards):
+    """What the model card states of its run: the data settings and the experiment's own."""
+    run = run_settings(wildcards)
+    return json.dumps(
+        {"dataset": DATASET} | {k: run[k] for k in ("model", "train", "eval")}
+    )
+
+
 def run_label(wildcards):
     name = experiment(wildcards)
     return f" [experiment {name}]" if name else ""

@@ -1,6 +1,7 @@
 # Stage 7: best.pth -> model.onnx (opset 18, dynamic batch/height/width), its parity with PyTorch
 # on the val images (the check fails the run when they disagree) and what the model costs.
-# Stage 8: the model card, from the run's own outputs.
+# Stage 8: the model card, from the run's own outputs. Both for any experiment: the base run builds
+# them by default, a named one on request (results/experiments/NAME/model/MODEL_CARD.md).
 import json
 
 
@@ -15,8 +16,10 @@ rule export_onnx:
         "results/{exp}logs/export_onnx.log",
     conda:
         DATA_ENV
+    params:
+        experiment=run_label,
     message:
-        "Exporting the trained model to ONNX"
+        "Exporting the trained model to ONNX{params.experiment}"
     shell:
         "python -m camvidseg.export onnx --model {input.model:q} --palette {input.palette:q}"
         " --out {output:q} > {log:q} 2>&1"
@@ -25,15 +28,15 @@ rule export_onnx:
 rule check_export:
     input:
         code("export"),
-        model="results/model/best.pth",
-        onnx="results/model/model.onnx",
+        model="results/{exp}model/best.pth",
+        onnx="results/{exp}model/model.onnx",
         prepared="results/data/prepared",
         palette="results/data/palette.json",
     output:
-        check="results/model/export_check.json",
-        cost="results/metrics/cost.json",
+        check="results/{exp}model/export_check.json",
+        cost="results/{exp}metrics/cost.json",
     log:
-        "results/logs/check_export.log",
+        "results/{exp}logs/check_export.log",
     conda:
         DATA_ENV
     threads: 4
@@ -42,9 +45,11 @@ rule check_export:
         gpu_slot=inference_gpu_request,
     params:
         lease=gpus_to_lease,
-        device=config["train"]["device"],
+        device=setting("train.device"),
+        experiment=run_label,
     message:
         "Checking the ONNX export against PyTorch on the val images; measuring its cost"
+        "{params.experiment}"
     shell:
         "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.export check"
         " --model {input.model:q} --onnx {input.onnx:q}"
@@ -56,32 +61,33 @@ rule check_export:
 rule model_card:
     input:
         code("card"),
-        model="results/model/best.pth",
-        onnx="results/model/model.onnx",
+        model="results/{exp}model/best.pth",
+        onnx="results/{exp}model/model.onnx",
         palette="results/data/palette.json",
         manifest="results/data/dataset.json",
         prepared="results/data/prepared",
-        history="results/model/history.json",
-        check="results/model/export_check.json",
-        cost="results/metrics/cost.json",
-        metrics=expand("results/metrics/{split}.json", split=config["eval"]["splits"]),
+        history="results/{exp}model/history.json",
+        check="results/{exp}model/export_check.json",
+        cost="results/{exp}metrics/cost.json",
+        metrics=expand("results/{{exp}}metrics/{split}.json", split=EVAL_SPLITS),
     output:
-        card="results/model/MODEL_CARD.md",
+        card="results/{exp}model/MODEL_CARD.md",
         html=report(
-            "results/model/MODEL_CARD.html",
+            "results/{exp}model/MODEL_CARD.html",
             caption="../report/model_card.rst",
             category="Model",
+            subcategory=report_subcategory,
+            labels=report_label("item", "model card"),
         ),
     log:
-        "results/logs/model_card.log",
+        "results/{exp}logs/model_card.log",
     conda:
         DATA_ENV
     params:
-        settings=json.dumps(
-            {k: config[k] for k in ("dataset", "model", "train", "eval")}
-        ),
+        settings=card_settings,
+        experiment=run_label,
     message:
-        "Writing the model card"
+        "Writing the model card{params.experiment}"
     shell:
         "python -m camvidseg.card --model {input.model:q} --onnx {input.onnx:q}"
         " --palette {input.palette:q} --manifest {input.manifest:q}"
