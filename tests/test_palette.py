@@ -69,6 +69,10 @@ def test_camvid11_grouping(tmp_path):
     by_name = {e["name"]: e["train_id"] for e in data["lookup"]}
     assert by_name["LaneMkgsDriv"] == by_name["Road"] == 3
     assert by_name["SUVPickupTruck"] == 8 and by_name["Void"] == 255
+    # An ignored member is ignored, its group keeps the other members.
+    result, out = palette(tmp_path, text, "--classes", "camvid11", "--ignore-classes", "Truck_Bus")
+    by_name = {e["name"]: e["train_id"] for e in json.loads(out.read_text())["lookup"]}
+    assert by_name["Truck_Bus"] == 255 and by_name["Car"] == by_name["SUVPickupTruck"] == 8
 
 
 def test_class_dict_with_a_utf8_byte_order_mark_is_read(tmp_path):

@@ -39,6 +39,25 @@ def summary(doc: str | None) -> str:
     return text[:1].upper() + text[1:]
 
 
+def add_trained_model(parser: argparse.ArgumentParser, **split) -> None:
+    """``--model``, ``--prepared``, ``--palette``, ``--device`` and, given its ``add_argument``
+    keywords, ``--split``: the stages that run the trained model on the prepared images."""
+    parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
+    parser.add_argument(
+        "--prepared", required=True, type=Path, help="folder from the convert stage"
+    )
+    parser.add_argument("--palette", required=True, type=Path, help="palette.json")
+    if split:
+        parser.add_argument("--split", **split)
+    add_device(parser)
+
+
+def add_paths(parser: argparse.ArgumentParser, paths: dict[str, str]) -> None:
+    """Required path options: flag -> help."""
+    for flag, text in paths.items():
+        parser.add_argument(flag, required=True, type=Path, help=text)
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     """``--device`` of the stages that run the trained model (the setting ``train.device``)."""
     from .settings import option

@@ -112,16 +112,10 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
-    parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
-    parser.add_argument(
-        "--prepared", required=True, type=Path, help="folder from the convert stage"
-    )
-    parser.add_argument("--palette", required=True, type=Path, help="palette.json")
-    parser.add_argument("--split", required=True, help="train, val or test")
-    command.add_device(parser)
+    command.add_trained_model(parser, required=True, help="train, val or test")
     add_inference_options(parser)
-    parser.add_argument("--out-json", required=True, type=Path, help="scores to write (.json)")
-    parser.add_argument("--out-csv", required=True, type=Path, help="per-class table (.csv)")
+    outputs = {"--out-json": "scores to write (.json)", "--out-csv": "per-class table (.csv)"}
+    command.add_paths(parser, outputs)
     return parser.parse_args(argv)
 
 

@@ -202,16 +202,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check = commands.add_parser(
         "check", help="onnxruntime vs PyTorch on a split; cost", prog="camvidseg export check"
     )
-    check.add_argument("--model", required=True, type=Path, help="best.pth from training")
-    check.add_argument("--onnx", required=True, type=Path, help="model.onnx from export onnx")
-    check.add_argument("--prepared", required=True, type=Path, help="folder from convert")
-    check.add_argument("--palette", required=True, type=Path, help="palette.json")
-    check.add_argument("--split", default="val", help="the images to compare on")
+    command.add_trained_model(check, default="val", help="the images to compare on")
     check.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
-    command.add_device(check)
     check.add_argument("--budget", type=float, default=10.0, help="seconds per timing, at most")
-    check.add_argument("--out", required=True, type=Path, help="export_check.json to write")
-    check.add_argument("--out-cost", required=True, type=Path, help="cost.json to write")
+    paths = {"--onnx": "model.onnx from export onnx", "--out": "export_check.json to write",
+             "--out-cost": "cost.json to write"}  # fmt: skip
+    command.add_paths(check, paths)
     return parser.parse_args(argv)
 
 

@@ -9,6 +9,7 @@ never installed into the training environment. Credentials stay with those CLIs.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.client
 import os
@@ -286,19 +287,61 @@ def join_parts(parts: list[Path], out: Path) -> None:
     print(f"joined {len(parts)} part(s) into {out}")
 
 
-@cli
-def main(argv: list[str] | None = None) -> None:
+def fetch_url(args: argparse.Namespace) -> None:
+    download(args.url, args.out, args.sha256, args.retries, args.backoff, args.timeout)
+
+
+def fetch_opendatalab(args: argparse.Namespace) -> None:
+    odl = find_tool("odl", "opendatalab")
+    call = [odl, "get", "CamVid", "-d", str(args.download_dir)]
+    run_tool(call, "log in with `odl login` first", args.download_dir)
+    join_parts(archive_parts(args.download_dir), args.out)
+
+
+def fetch_openxlab(args: argparse.Namespace) -> None:
+    openxlab = find_tool("openxlab", "openxlab")
+    call = [openxlab, "dataset", "get", "--dataset-repo", "OpenDataLab/CamVid",
+            "--target-path", str(args.download_dir)]  # fmt: skip
+    hint = "log in with `openxlab login` (your keys stay in your home directory)"
+    run_tool(call, hint, args.download_dir)
+    join_parts(archive_parts(args.download_dir), args.out)
+
+
+def fetch_weights(args: argparse.Namespace) -> None:
+    from .model import backbone_weights_url
+
+    source = backbone_weights_url(args.model)
+    download(
+        source,
+        args.out,
+        retries=args.retries,
+        backoff=args.backoff,
+        timeout=args.timeout,
+        hint=f"put the file at {args.out}, or set "
+        "model.backbone_weights to a local weights file, or to none",
+    )
+    # torchvision names its files <name>-<first 8 hex digits of the sha256>.pth
+    prefix = re.search(r"-([0-9a-f]{8,})\.pth$", source)
+    if prefix and not sha256_of(args.out).startswith(prefix.group(1)):
+        args.out.unlink()
+        raise UserError(f"{source}: downloaded weights fail torchvision's hash check")
+
+
+# route: (what it does, how)
+ROUTES = {
+    "url": ("download an archive over http(s)", fetch_url),
+    "opendatalab": ("download with the opendatalab CLI (odl)", fetch_opendatalab),
+    "openxlab": ("download with the openxlab CLI", fetch_openxlab),
+    "weights": ("torchvision ImageNet backbone weights", fetch_weights),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     sub = parser.add_subparsers(
         dest="route", required=True, metavar="route", help="where from (route --help: its options)"
     )
-    routes = {
-        "url": "download an archive over http(s)",
-        "opendatalab": "download with the opendatalab CLI (odl)",
-        "openxlab": "download with the openxlab CLI",
-        "weights": "torchvision ImageNet backbone weights",
-    }
-    for route, what in routes.items():
+    for route, (what, _) in ROUTES.items():
         sub.add_parser(route, help=what, description=what, formatter_class=parser.formatter_class)
     url, weights = sub.choices["url"], sub.choices["weights"]
     url.add_argument("--url", required=True, help=describe("dataset.url"))
@@ -320,52 +363,14 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--timeout", type=float, default=60.0, help="socket timeout (s)")
     for p in sub.choices.values():
         p.add_argument("--out", required=True, type=Path, help="file to write")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    if args.route == "url":
-        download(args.url, args.out, args.sha256, args.retries, args.backoff, args.timeout)
-    elif args.route == "opendatalab":
-        odl = find_tool("odl", "opendatalab")
-        run_tool(
-            [odl, "get", "CamVid", "-d", str(args.download_dir)],
-            "log in with `odl login` first",
-            args.download_dir,
-        )
-        join_parts(archive_parts(args.download_dir), args.out)
-    elif args.route == "openxlab":
-        openxlab = find_tool("openxlab", "openxlab")
-        run_tool(
-            [
-                openxlab,
-                "dataset",
-                "get",
-                "--dataset-repo",
-                "OpenDataLab/CamVid",
-                "--target-path",
-                str(args.download_dir),
-            ],
-            "log in with `openxlab login` (your keys stay in your home directory)",
-            args.download_dir,
-        )
-        join_parts(archive_parts(args.download_dir), args.out)
-    else:
-        from .model import backbone_weights_url
 
-        source = backbone_weights_url(args.model)
-        download(
-            source,
-            args.out,
-            retries=args.retries,
-            backoff=args.backoff,
-            timeout=args.timeout,
-            hint=f"put the file at {args.out}, or set "
-            "model.backbone_weights to a local weights file, or to none",
-        )
-        # torchvision names its files <name>-<first 8 hex digits of the sha256>.pth
-        prefix = re.search(r"-([0-9a-f]{8,})\.pth$", source)
-        if prefix and not sha256_of(args.out).startswith(prefix.group(1)):
-            args.out.unlink()
-            raise UserError(f"{source}: downloaded weights fail torchvision's hash check")
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    _, fetch = ROUTES[args.route]
+    fetch(args)
     print(f"obtained {args.out}")
 
 

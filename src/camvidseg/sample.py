@@ -59,79 +59,104 @@ CAMVID32 = [
 
 # What each class looks like in the photo (not its label color).
 APPEARANCE = {
-    "Sky": (150, 190, 235),
-    "Building": (150, 110, 90),
-    "Wall": (200, 195, 180),
-    "Tree": (50, 110, 40),
-    "Road": (85, 85, 90),
-    "LaneMkgsDriv": (235, 235, 225),
-    "Sidewalk": (175, 160, 140),
-    "Car": (170, 30, 35),
-    "Column_Pole": (40, 40, 45),
-    "SignSymbol": (240, 200, 20),
-    "Pedestrian": (30, 60, 150),
-    "Fence": (120, 80, 40),
+    "Sky": (150, 190, 235), "Building": (150, 110, 90), "Wall": (200, 195, 180),
+    "Tree": (50, 110, 40), "Road": (85, 85, 90), "LaneMkgsDriv": (235, 235, 225),
+    "Sidewalk": (175, 160, 140), "Car": (170, 30, 35), "Column_Pole": (40, 40, 45),
+    "SignSymbol": (240, 200, 20), "Pedestrian": (30, 60, 150), "Fence": (120, 80, 40),
     "Void": (0, 0, 0),
-}
+}  # fmt: skip
+
+IDS = {name: i for i, (name, _) in enumerate(CAMVID32)}  # class name -> index into CAMVID32
 
 
 def draw_scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A street scene as a (H, W) array of class names' indices into CAMVID32."""
-    idx = {name: i for i, (name, _) in enumerate(CAMVID32)}
-    label = np.full((height, width), idx["Sky"], dtype=np.uint8)
-    yy, xx = np.mgrid[0:height, 0:width]
+    """A street scene as a (H, W) array of class names' indices into CAMVID32. The parts are
+    drawn in this order (later ones cover earlier ones), each from the same generator."""
+    label = np.full((height, width), IDS["Sky"], dtype=np.uint8)
     horizon = int(height * rng.uniform(0.38, 0.5))
+    draw_skyline(rng, label, horizon)
+    vanish_x = draw_ground(rng, label, horizon)
+    draw_cars(rng, label, horizon, vanish_x)
+    draw_poles(rng, label, horizon, vanish_x)
+    draw_pedestrians(rng, label, horizon, vanish_x)
+    label[-max(height // 40, 1) :, :] = IDS["Void"]  # the car bonnet edge CamVid marks as void
+    return label
 
+
+def draw_skyline(rng: np.random.Generator, label: np.ndarray, horizon: int) -> None:
+    """Building blocks and walls up to the horizon, tree crowns standing on it."""
+    height, width = label.shape
+    yy, xx = np.mgrid[0:height, 0:width]
     x = 0
     while x < width:  # building blocks of varying height, with gaps of sky or a wall
         w = int(width * rng.uniform(0.12, 0.3))
         top = int(horizon * rng.uniform(0.05, 0.7))
         kind = "Building" if rng.random() < 0.8 else "Wall"
         if rng.random() < 0.85:
-            label[top:horizon, x : x + w] = idx[kind]
+            label[top:horizon, x : x + w] = IDS[kind]
         x += w
     for _ in range(rng.integers(1, 4)):  # tree crowns standing on the horizon
         cx, cy = rng.integers(0, width), horizon - rng.integers(height // 12, height // 5)
         ry, rx = rng.integers(height // 10, height // 5), rng.integers(width // 14, width // 7)
-        label[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = idx["Tree"]
-        label[cy:horizon, max(cx - 2, 0) : cx + 2] = idx["Tree"]
+        label[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = IDS["Tree"]
+        label[cy:horizon, max(cx - 2, 0) : cx + 2] = IDS["Tree"]
 
-    # Ground: road as a trapezoid to the vanishing point, sidewalks either side.
+
+def draw_ground(rng: np.random.Generator, label: np.ndarray, horizon: int) -> float:
+    """Road as a trapezoid to the vanishing point (returned), lane markings, sidewalks either
+    side, perhaps a fence along the far sidewalk edge."""
+    height, width = label.shape
+    yy, xx = np.mgrid[0:height, 0:width]
     vanish_x = width * rng.uniform(0.35, 0.65)
     below = yy >= horizon
     t = (yy - horizon) / max(height - horizon, 1)
     half_road = width * (0.04 + 0.55 * t)
-    label[below] = idx["Sidewalk"]
+    label[below] = IDS["Sidewalk"]
     road = below & (np.abs(xx - vanish_x) <= half_road)
-    label[road] = idx["Road"]
+    label[road] = IDS["Road"]
     dash = (np.abs(xx - vanish_x) <= 1 + 2.5 * t) & ((yy // max(height // 14, 2)) % 2 == 0)
-    label[road & dash & (t > 0.1)] = idx["LaneMkgsDriv"]
-
+    label[road & dash & (t > 0.1)] = IDS["LaneMkgsDriv"]
     if rng.random() < 0.6:  # fence along the far sidewalk edge
         fx = int(rng.integers(0, width // 2))
         fence_h = max(height // 16, 2)
-        label[horizon - fence_h : horizon + 1, fx : fx + width // 3] = idx["Fence"]
+        label[horizon - fence_h : horizon + 1, fx : fx + width // 3] = IDS["Fence"]
+    return vanish_x
 
-    for _ in range(rng.integers(1, 4)):  # cars on the road, larger when nearer
+
+def draw_cars(rng: np.random.Generator, label: np.ndarray, horizon: int, vanish_x: float) -> None:
+    """Cars on the road, larger when nearer."""
+    height, width = label.shape
+    for _ in range(rng.integers(1, 4)):
         ty = rng.uniform(0.25, 0.85)
         cy = int(horizon + ty * (height - horizon))
         ch, cw = int(height * (0.06 + 0.18 * ty)), int(width * (0.1 + 0.25 * ty))
         cx = int(vanish_x + rng.uniform(-0.6, 0.3) * width * (0.04 + 0.55 * ty))
-        label[max(cy - ch, 0) : cy, max(cx, 0) : max(cx + cw, 0)] = idx["Car"]
+        label[max(cy - ch, 0) : cy, max(cx, 0) : max(cx + cw, 0)] = IDS["Car"]
 
-    for side in (-1, 1):  # poles with a sign on the sidewalks
+
+def draw_poles(rng: np.random.Generator, label: np.ndarray, horizon: int, vanish_x: float) -> None:
+    """Poles with a sign on the sidewalks, one side each (or none)."""
+    height, width = label.shape
+    for side in (-1, 1):
         if rng.random() < 0.8:
             ty = rng.uniform(0.2, 0.7)
             base = int(horizon + ty * (height - horizon))
             px = int(vanish_x + side * (width * (0.04 + 0.55 * ty) + width * 0.05))
             if 0 <= px < width - 3:
                 pw, ph = max(2, int(width * 0.012 * (1 + ty))), int(height * (0.3 + 0.3 * ty))
-                label[max(base - ph, 0) : base, px : px + pw] = idx["Column_Pole"]
+                label[max(base - ph, 0) : base, px : px + pw] = IDS["Column_Pole"]
                 s = max(4, int(width * 0.04 * (1 + ty)))
                 top = max(base - ph, 0)
-                label[top : top + s, max(px - s // 2, 0) : px + s // 2 + pw] = idx["SignSymbol"]
+                label[top : top + s, max(px - s // 2, 0) : px + s // 2 + pw] = IDS["SignSymbol"]
 
-    for _ in range(rng.integers(0, 3)):  # pedestrians on the sidewalk
+
+def draw_pedestrians(
+    rng: np.random.Generator, label: np.ndarray, horizon: int, vanish_x: float
+) -> None:
+    """Pedestrians on the sidewalks, as upright ellipses."""
+    height, width = label.shape
+    yy, xx = np.mgrid[0:height, 0:width]
+    for _ in range(rng.integers(0, 3)):
         ty = rng.uniform(0.3, 0.9)
         base = int(horizon + ty * (height - horizon))
         side = rng.choice([-1, 1])
@@ -139,10 +164,7 @@ def draw_scene(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         ph, pw = int(height * (0.12 + 0.2 * ty)), max(3, int(width * 0.03 * (1 + ty)))
         cy, cx = base - ph // 2, px
         body = ((yy - cy) / (ph / 2)) ** 2 + ((xx - cx) / (pw / 2)) ** 2 <= 1
-        label[body] = idx["Pedestrian"]
-
-    label[-max(height // 40, 1) :, :] = idx["Void"]  # the car bonnet edge CamVid marks as void
-    return label
+        label[body] = IDS["Pedestrian"]
 
 
 def render(rng: np.random.Generator, label: np.ndarray) -> np.ndarray:

@@ -81,15 +81,10 @@ def visualize(
 @cli
 def main(argv: list[str] | None = None) -> None:
     parser = command.parser(__file__, __doc__)
-    parser.add_argument("--model", required=True, type=Path, help="best.pth from training")
-    parser.add_argument(
-        "--prepared", required=True, type=Path, help="folder from the convert stage"
-    )
-    parser.add_argument("--palette", required=True, type=Path, help="palette.json")
+    command.add_trained_model(parser)
     parser.add_argument("--splits", **option("vis.splits"))
     parser.add_argument("--num-images", **option("vis.num_images"))
     parser.add_argument("--alpha", **option("vis.alpha"))
-    command.add_device(parser)
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
     refuse_nonempty_folder(args.out)

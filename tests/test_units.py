@@ -1,0 +1,156 @@
+"""Fast unit tests of the pieces an end-to-end run cannot judge (issue 16's seeded mutations):
+augmentation keeps image and mask aligned, training resumes from the newest checkpoint, initial
+weights are really loaded, evaluate scores the split it names. Seconds each, no Snakemake."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from camvidseg.dataset import RandomScaleCropFlip
+
+STEP = 4  # image value per column/row index: neighbours differ by more than interpolation does
+
+
+def index_images(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An image whose red channel is ``STEP`` x the column and green ``STEP`` x the row (blue
+    255), and two masks holding the column and the row index: any misalignment shows."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    image = np.stack([cols * STEP, rows * STEP, np.full_like(cols, 255)], axis=-1)
+    return image.astype(np.uint8), cols.astype(np.uint8), rows.astype(np.uint8)
+
+
+def augmented(seed: int, transform, image: np.ndarray, mask: np.ndarray):
+    random.seed(seed)  # the transform draws from `random`: same seed, same scale/crop/flip
+    return transform(image, mask)
+
+
+def is_flipped(col_mask: np.ndarray) -> bool:
+    """Whether column indices run right to left (read along the first row with two labels)."""
+    row = next(r for r in col_mask if (r != 255).sum() >= 2)
+    labels = row[row != 255]
+    return bool(labels[0] > labels[-1])
+
+
+@pytest.mark.parametrize("scale_range", [(1.0, 1.0), (0.5, 0.8), (1.2, 2.0)])
+def test_augmentation_keeps_image_and_mask_aligned(scale_range):
+    image, cols, rows = index_images(20, 30)
+    transform = RandomScaleCropFlip((16, 24), scale_range)
+    flips = set()
+    for seed in range(24):
+        out, col_mask = augmented(seed, transform, image, cols)
+        same, row_mask = augmented(seed, transform, image, rows)
+        assert np.array_equal(out, same) and out.shape == (16, 24, 3)
+        labelled = col_mask != 255
+        assert np.array_equal(labelled, row_mask != 255)
+        # Linear (image) and nearest (mask) resizing sample a source pixel apart at most (the
+        # scale is 0.5 at the least), so values differ by two index steps at most.
+        red, green = out[..., 0].astype(int), out[..., 1].astype(int)
+        assert np.abs(red - STEP * col_mask.astype(int))[labelled].max() <= 2 * STEP
+        assert np.abs(green - STEP * row_mask.astype(int))[labelled].max() <= 2 * STEP
+        # Padding: black image exactly where the mask is the ignore index.
+        assert (out[~labelled] == 0).all() and (out[labelled][:, 2] > 0).all()
+        flips.add(is_flipped(col_mask))
+    assert flips == {False, True}  # both orientations were drawn, and checked
+
+
+def test_padding_is_black_under_the_ignore_index():
+    image, cols, _ = index_images(10, 12)
+    transform = RandomScaleCropFlip((16, 24), (1.0, 1.0))
+    for seed in range(8):
+        out, mask = augmented(seed, transform, image, cols)
+        # The whole 10 x 12 image at the top, on the left (or right, flipped); the rest padding.
+        placed = np.s_[:10, 12:] if is_flipped(mask) else np.s_[:10, :12]
+        expected = cols[:, ::-1] if is_flipped(mask) else cols
+        assert np.array_equal(mask[placed], expected) and (mask != 255).sum() == 10 * 12
+        assert np.array_equal(out[placed][..., 0], STEP * expected)
+        assert (out[mask == 255] == 0).all()
+
+
+# ---------------------------------------------------------------- training: resume, weights
+
+
+def small_model(seed: int):
+    from camvidseg.model import SegmentationModel
+
+    torch.manual_seed(seed)
+    return SegmentationModel("lraspp_mobilenet_v3_large", 3, 0.0)
+
+
+def test_initial_weights_are_loaded_tensor_by_tensor(tmp_path):
+    from camvidseg.model import load_initial_weights
+
+    source, target = small_model(1), small_model(2)
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "init.pth")
+    before = target.state_dict()
+    assert not all(torch.equal(before[k], v) for k, v in source.state_dict().items())
+    assert load_initial_weights(target, tmp_path / "init.pth") == []
+    loaded = target.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
+
+
+def test_training_resumes_from_the_newest_readable_checkpoint(tmp_path, capsys):
+    from camvidseg.train import parse_args, plan_run
+
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared/index.json").write_text("{}")
+    (tmp_path / "palette.json").write_text("{}")
+    settings = {"model": {"backbone_weights": "none"}, "train": {"device": "cpu", "batch_size": 2}}
+    args = parse_args(["--settings", json.dumps(settings), "--prepared", str(tmp_path / "prepared"),
+                       "--palette", str(tmp_path / "palette.json"), "--out-model", "m",
+                       "--out-history", "h", "--work-root", str(tmp_path / "ckpt"),
+                       "--threads", "1"])  # fmt: skip
+    assert plan_run(args, "cpu", images=8).resume_from is None  # a fresh start
+    work_dir = plan_run(args, "cpu", images=8).work_dir
+    work_dir.mkdir(parents=True)
+    for name in ("epoch_2.pth", "epoch_10.pth", "epoch_9.pth", "iter_9.pth"):
+        torch.save({"meta": {}}, work_dir / name)
+    run = plan_run(args, "cpu", images=8)  # 4 iterations per epoch: epoch_10 ends iteration 40
+    assert run.resume_from == work_dir / "epoch_10.pth"
+    assert f"resuming from epoch_10.pth in {work_dir}" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def prepared_split(root, split: str, count: int, size=(32, 48), ignored: int = 0) -> list[dict]:
+    """``count`` image/mask pairs of one split under ``root``; each mask has ``ignored`` pixels
+    of the ignore index in its first row."""
+    rng = np.random.default_rng(count)
+    (root / split).mkdir(parents=True)
+    items = []
+    for i in range(count):
+        image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        mask = rng.integers(0, 3, size, dtype=np.uint8)
+        mask[0, :ignored] = 255
+        Image.fromarray(image).save(root / split / f"{i}.png")
+        Image.fromarray(mask).save(root / split / f"{i}_mask.png")
+        items.append({"stem": str(i), "image": f"{split}/{i}.png", "mask": f"{split}/{i}_mask.png"})
+    return items
+
+
+def test_evaluate_scores_the_split_it_names(tmp_path):
+    from camvidseg import evaluate
+
+    prepared = tmp_path / "prepared"
+    splits = {"train": prepared_split(prepared, "train", 3),
+              "val": prepared_split(prepared, "val", 1, ignored=7)}  # fmt: skip
+    (prepared / "index.json").write_text(json.dumps({"splits": splits}))
+    classes = [{"id": i, "name": n, "color": [i, i, i]} for i, n in enumerate("abc")]
+    (tmp_path / "palette.json").write_text(json.dumps({"classes": classes}))
+    meta = {"model": "lraspp_mobilenet_v3_large", "num_classes": 3, "aux_loss_weight": 0.0,
+            "epoch": 1, "precision": "fp32"}  # fmt: skip
+    torch.save({"meta": meta, "state_dict": small_model(0).state_dict()}, tmp_path / "best.pth")
+    out = tmp_path / "val.json"
+    evaluate.main(["--model", str(tmp_path / "best.pth"), "--prepared", str(prepared),
+                   "--palette", str(tmp_path / "palette.json"), "--split", "val",
+                   "--device", "cpu", "--out-json", str(out),
+                   "--out-csv", str(tmp_path / "val.csv")])  # fmt: skip
+    scores = json.loads(out.read_text())
+    assert scores["split"] == "val"
+    assert scores["pixels_scored"] == 32 * 48 - 7  # the one val image, not the 3 train images
+    confusion = np.array(scores["confusion"])
+    assert confusion.sum() == 32 * 48 - 7
