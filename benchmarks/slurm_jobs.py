@@ -3,10 +3,13 @@
 Starts the tests' real SLURM cluster (tests/slurm/cluster.py: munge, slurmctld, two slurmd on this
 machine; root and apt-get needed the first time) and runs the tiny workflow (tests/tiny.yaml)
 from nothing through tests/slurm/profile, alternating, in one run:
+  local:    no SLURM at all (`--cores 2`): the stages' own work, the floor of the other two;
   per rule: the profile without `groups:`/`group-components:` (one SLURM job per rule, as before);
-  grouped:  the profile as it is (data stages in one job, post-training stages in one job).
-Reports wall time and the number of SLURM jobs of each run, and the grouped/per-rule ratio of the
-medians (target <= 0.5). The machine's other load moves both alike: compare within one run.
+  grouped:  the profile as it is (data stages in one job; after training, two groups side by
+            side and the model card: 5 jobs).
+Reports wall time and the number of SLURM jobs of each run, the grouped/per-rule ratio of the
+medians (target <= 0.5) and the same ratio for the time SLURM adds to the local run. The machine's
+other load moves all alike: compare within one run.
 Usage: python benchmarks/slurm_jobs.py [--rounds 2]   (writes benchmarks/results/slurm_jobs.json)
 """
 
@@ -42,18 +45,20 @@ def per_rule_profile(folder: Path) -> Path:
     return folder
 
 
-def run_workflow(cluster, profile: Path, workdir: Path) -> dict:
+def run_workflow(cluster, profile: Path | None, workdir: Path) -> dict:
     before = {job for job, _, _ in cluster.jobs()}
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-               "--configfile", str(REPO / "tests/tiny.yaml"), "--cores", "2",
-               "--profile", str(profile)]  # fmt: skip
+               "--configfile", str(REPO / "tests/tiny.yaml"), "--cores", "2"]  # fmt: skip
+    if profile is not None:
+        command += ["--profile", str(profile)]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    load = os.getloadavg()[0]  # the other work on the machine, for reading the figures
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env=env, timeout=1200)
     seconds = time.perf_counter() - start
     jobs = [(job, state) for job, _, state in cluster.jobs() if job not in before]
     assert all(state == "COMPLETED" for _, state in jobs), jobs
-    return {"seconds": round(seconds, 1), "slurm_jobs": len(jobs)}
+    return {"seconds": round(seconds, 1), "slurm_jobs": len(jobs), "load_before": round(load, 1)}
 
 
 def main() -> None:
@@ -65,7 +70,7 @@ def main() -> None:
     if why_not:
         raise SystemExit(f"error: {why_not}")
     scratch = Path(tempfile.mkdtemp(prefix="slurm-bench-"))
-    profiles = {"per_rule": per_rule_profile(scratch / "per_rule_profile"),
+    profiles = {"local": None, "per_rule": per_rule_profile(scratch / "per_rule_profile"),
                 "grouped": REPO / "tests/slurm/profile"}  # fmt: skip
     runs: dict[str, list[dict]] = {name: [] for name in profiles}
     cluster = slurm_cluster.Cluster(gpus=2, nodes=2).start()  # as tests/test_slurm.py
@@ -79,12 +84,15 @@ def main() -> None:
         cluster.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     medians = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
+    added = {name: medians[name] - medians["local"] for name in ("per_rule", "grouped")}
     report = {
         "what": "tests/tiny.yaml through tests/slurm/profile on the tests' SLURM cluster",
         "cpus": os.cpu_count(),
         "runs": runs,
         "median_seconds": medians,
         "grouped_over_per_rule": round(medians["grouped"] / medians["per_rule"], 3),
+        "slurm_seconds_added": added,
+        "grouped_over_per_rule_added": round(added["grouped"] / added["per_rule"], 3),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ PROFILE = REPO / "tests/slurm/profile"
 # Settings the test profile must share with the real one (it differs in partition, time, memory).
 SHARED = ("executor", "groups", "group-components", "resources", "set-resource-scopes",
           "preemptible-rules", "preemptible-retries", "slurm-requeue")  # fmt: skip
+EXPERIMENTS = {"lr_low": 0.001, "lr_high": 0.003}  # two trainings of the tiny set
 
 
 @pytest.fixture(scope="module")
@@ -111,30 +113,40 @@ def test_workflow_runs_through_slurm_like_locally(cluster, tiny_run, tmp_path):
         ), folder
 
 
-def test_two_gpu_training_job_runs_ddp_inside_one_slurm_job(cluster, tiny_run, tmp_path):
-    shutil.copytree(tiny_run, tmp_path / "run", symlinks=True)
+def run_interval(cluster, job_id) -> tuple[datetime, datetime]:
+    """When a finished job started and ended, as slurmctld remembers it (MinJobAge)."""
+    record = cluster.run("scontrol", "show", "job", job_id).stdout
+    start, end = (re.search(rf"\b{key}=(\S+)", record).group(1) for key in ("StartTime", "EndTime"))
+    return datetime.fromisoformat(start), datetime.fromisoformat(end)
+
+
+def test_two_experiments_train_side_by_side_each_ddp_in_one_slurm_job(cluster, tiny_run, tmp_path):
+    """Two experiments (issue 12): each training is its own SLURM job, and they run at the same
+    time (one per node here); each job asks for 2 GPUs and runs two DDP processes in it."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, symlinks=True)  # data stages done: only the trainings run
+    config = yaml.safe_load(TINY.read_text())
+    config["experiments"] = {name: {"train": {"lr": lr}} for name, lr in EXPERIMENTS.items()}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # --set-resources replaces the profile's whole set-resources: restate the test limits.
     two_gpus = ["train:gpu=2", "train:cpus_per_gpu=1", "train:runtime=10", "train:mem_mb=1000"]
-    snakemake(
-        tmp_path / "run",
-        "--profile",
-        PROFILE,
-        "--set-resources",
-        *two_gpus,
-        "--forcerun",
-        "train",
-        "--until",
-        "train",
-        timeout=300,
-    )
-    ids = slurm_job_ids(tmp_path / "run", "rule_train")
-    assert len(ids) == 1  # one SLURM job ...
-    record = cluster.run("scontrol", "show", "job", ids.pop()).stdout
-    assert "gpu:2" in record.replace("gres/", "").replace("gres:", "")
-    log = (tmp_path / "run/results/logs/train.log").read_text()
-    assert "--nproc_per_node=2" in log  # ... running two DDP processes (gloo on this CPU)
-    assert (tmp_path / "run/results/model/best.pth").is_file()
-    assert not (tmp_path / "run/.dist_test").exists()  # DDP validation gathers in the work dir
+    _, jobs = run_counting_jobs(cluster, run, "--profile", PROFILE, "--set-resources",
+                                *two_gpus, "--until", "train",
+                                configfile=tmp_path / "two.yaml", timeout=300)  # fmt: skip
+    ids = slurm_job_ids(run, "rule_train")
+    assert len(ids) == 2 and set(jobs) == ids, (ids, jobs)  # one SLURM job per experiment ...
+    assert sorted(jobs.values()) == ["COMPLETED"] * 2, jobs
+    (start_a, end_a), (start_b, end_b) = (run_interval(cluster, i) for i in sorted(ids))
+    assert start_a < end_b and start_b < end_a, (start_a, end_a, start_b, end_b)  # ... together
+    for job in ids:
+        record = cluster.run("scontrol", "show", "job", job).stdout
+        assert "gpu:2" in record.replace("gres/", "").replace("gres:", ""), record
+    for name in EXPERIMENTS:
+        folder = run / "results/experiments" / name
+        # each job runs two DDP processes (gloo on this CPU)
+        assert "--nproc_per_node=2" in (folder / "logs/train.log").read_text(), name
+        assert (folder / "model/best.pth").is_file(), name
+    assert not (run / ".dist_test").exists()  # DDP validation gathers in the work dir
 
 
 def test_two_node_training_runs_one_torchrun_per_node(cluster, tiny_run, tmp_path):
@@ -142,7 +154,7 @@ def test_two_node_training_runs_one_torchrun_per_node(cluster, tiny_run, tmp_pat
     shutil.copytree(tiny_run, run, symlinks=True)
     config = yaml.safe_load(TINY.read_text())
     config["train"] |= {"nodes": 2, "batch_size": 1}  # 2 processes x 1 = the local run's batch
-    (tmp_path / "two_nodes.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "two_nodes.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     # One fake GPU on each node: the job asks for 2 in all (--gpus=2) on --nodes=2.
     gpus = ["train:gpu=2", "train:cpus_per_gpu=1", "train:runtime=10", "train:mem_mb=1000"]
     snakemake(run, "--profile", PROFILE, "--set-resources", *gpus, "--forcerun", "train",
@@ -168,7 +180,7 @@ def test_failing_rule_is_a_failed_slurm_job(cluster, tmp_path):
     broken.write_bytes(b"\x1f\x8b\x08 this is not an archive")
     config = yaml.safe_load(TINY.read_text())
     config["dataset"] = {"source": "local", "path": str(broken)}
-    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     result, jobs = run_counting_jobs(cluster, tmp_path, "--profile", PROFILE,
                                      configfile=tmp_path / "broken.yaml", check=False)  # fmt: skip
     output = result.stdout + result.stderr
@@ -194,7 +206,7 @@ def test_signal_mid_epoch_is_saved_and_the_retry_resumes_exactly(cluster, tmp_pa
     config = yaml.safe_load(TINY.read_text())
     config["dataset"]["sample"]["train"] = 40  # 20 iterations an epoch: room to land inside one
     configfile = tmp_path / "longer.yaml"
-    configfile.write_text(yaml.safe_dump(config))
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     run, log = tmp_path / "slurm", tmp_path / "slurm/results/logs/train.log"
     command, env = snakemake_call(run, "--profile", PROFILE, "--until", "train",
                                   configfile=configfile)  # fmt: skip

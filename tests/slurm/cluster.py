@@ -5,11 +5,13 @@ and address 127.0.0.1 / 127.0.0.2): two real SLURM nodes, so a 2-node job really
 nodes, one task on each, from two slurmd. Every daemon is started here in the foreground and
 stopped by its PID; state, spool, logs and the munge key live in a private folder. The SLURM
 executor's job step strips SLURM_CONF, so slurm.conf must sit at /etc/slurm/slurm.conf: whatever
-was there is put back on stop.
+was there is put back on stop. Both that file and the daemons' ports are the machine's: a cluster
+started while another runs (a second test session, the benchmark) waits for it to stop.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -21,6 +23,7 @@ from pathlib import Path
 
 PACKAGES = ["munge", "slurmctld", "slurmd", "slurm-client"]
 ETC = Path("/etc/slurm")
+LOCK = Path(tempfile.gettempdir()) / "camvidseg-slurm-test-cluster.lock"
 
 
 def install() -> str | None:
@@ -54,6 +57,7 @@ class Cluster:
         self.processes: list[subprocess.Popen] = []
         self.saved_etc: Path | None = None
         self.host = socket.gethostname().split(".")[0]
+        self.lock = None
 
     def write_config(self) -> None:
         d = self.dir
@@ -123,6 +127,8 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=60 State=UP
         return "\n".join(lines) + "\n"
 
     def start(self) -> Cluster:
+        self.lock = LOCK.open("a")
+        fcntl.flock(self.lock, fcntl.LOCK_EX)  # released by stop(), or by the kernel on exit
         self.write_config()
         d = self.dir
         self._spawn(
@@ -204,3 +210,6 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=60 State=UP
             shutil.copytree(self.saved_etc, ETC, symlinks=True, dirs_exist_ok=True)
             shutil.rmtree(self.saved_etc.parent, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.lock is not None:
+            self.lock.close()  # the next cluster may start
+            self.lock = None
