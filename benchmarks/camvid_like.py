@@ -32,7 +32,6 @@ def prepared_set(
         build_sample(archive, sizes, height, width, seed=0)
         print(f"generated {sum(sizes.values())} images of {height}x{width} "
               f"in {time.perf_counter() - start:.0f} s")  # fmt: skip
-    (workdir / "extracted").mkdir()
     extract_archive([archive], workdir / "extracted")
     return prepared_folder(workdir, workdir / "extracted", threads)
 
