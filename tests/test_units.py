@@ -12,7 +12,7 @@ from PIL import Image
 
 from camvidseg.dataset import RandomScaleCropFlip
 
-STEP = 4  # image value per column/row index: neighbours differ by more than interpolation does
+STEP = 4  # image value per column/row index (a misplaced column is off by many steps)
 
 
 def index_images(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,14 +60,17 @@ def test_augmentation_keeps_image_and_mask_aligned(scale_range):
 def test_padding_is_black_under_the_ignore_index():
     image, cols, _ = index_images(10, 12)
     transform = RandomScaleCropFlip((16, 24), (1.0, 1.0))
+    flips = set()
     for seed in range(8):
         out, mask = augmented(seed, transform, image, cols)
+        flips.add(is_flipped(mask))
         # The whole 10 x 12 image at the top, on the left (or right, flipped); the rest padding.
         placed = np.s_[:10, 12:] if is_flipped(mask) else np.s_[:10, :12]
         expected = cols[:, ::-1] if is_flipped(mask) else cols
         assert np.array_equal(mask[placed], expected) and (mask != 255).sum() == 10 * 12
         assert np.array_equal(out[placed][..., 0], STEP * expected)
         assert (out[mask == 255] == 0).all()
+    assert flips == {False, True}
 
 
 # ---------------------------------------------------------------- training: resume, weights
