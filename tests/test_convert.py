@@ -110,6 +110,12 @@ def test_cache_equals_the_png_masks_and_images(dataset):
     assert masks.shape == (1, 4, 6) and np.array_equal(masks[0], png)
     assert (png[1, 2:] == 255).all() and (png[1, :2] == 0).all()
     assert np.array_equal(images[0], np.asarray(Image.open(dataset / "CamVid/train/a.png")))
+    # What training reads: the same arrays from the cache as from the files.
+    from camvidseg.dataset import SegmentationDataset
+
+    cached, decoded = SegmentationDataset(out, "train"), SegmentationDataset(out, "train")
+    decoded.cache = None
+    assert all(np.array_equal(a, b) for a, b in zip(cached.load(0), decoded.load(0), strict=True))
 
 
 def test_size_mismatch_names_the_file(dataset):

@@ -2,12 +2,14 @@
 augmentation keeps image and mask aligned, training resumes from the newest checkpoint, initial
 weights are really loaded, evaluate scores the split it names. Seconds each, no Snakemake."""
 
+import importlib.util
 import json
 import random
 
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, make_plan
 from PIL import Image
 
 from camvidseg.dataset import RandomScaleCropFlip
@@ -157,3 +159,18 @@ def test_evaluate_scores_the_split_it_names(tmp_path):
     assert scores["pixels_scored"] == 32 * 48 - 7  # the one val image, not the 3 train images
     confusion = np.array(scores["confusion"])
     assert confusion.sum() == 32 * 48 - 7
+
+
+# ---------------------------------------------------------------- the seeded mutations themselves
+
+
+def test_every_seeded_mutation_still_matches_the_code():
+    """tools/mutations.yaml's snippets each occur once in today's code (else `make mutations`
+    refuses to run), and `make mutations` runs apart from `make test`."""
+    spec = importlib.util.spec_from_file_location("mutations", REPO / "tools/mutations.py")
+    mutations = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mutations)
+    listed = mutations.load(mutations.LIST, None)
+    assert len(listed) >= 13 and all(m["tests"] for m in listed)
+    assert "tools/mutations.py" in make_plan("-o", ".venv/.installed", "mutations")
+    assert "mutations" not in make_plan("-o", ".venv/.installed", "test")
