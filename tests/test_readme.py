@@ -7,7 +7,7 @@ inside one stands for anything). Every command is listed in HOW below: run as wr
 dry run where it needs a GPU, the network or a cluster, or skipped with the reason. They run in a
 copy of the checkout, in a terminal, on the tiny config instead of the demo's (make's DEMO
 variable, and the same swap in commands that name config/demo.yaml): the same commands, seconds
-instead of minutes. The demo table has its own test, on the real demo config.
+instead of minutes. The demo table has its own test (tests/test_readme_tables.py).
 """
 
 import os

@@ -23,8 +23,8 @@ INTRO = """\
 
 The workflow reads `config/config.yaml` (the real setup: CamVid, `deeplabv3_resnet50`, one GPU).
 Other files override parts of it: `config/demo.yaml` (the embedded sample on the CPU) and
-`config/camvid_segnet_subset.yaml` (a SegNet-layout CamVid folder on the CPU). Choose one with
-`--configfile`, or override single keys on the command line, e.g.
+`config/camvid_segnet.yaml` (a SegNet-layout CamVid folder on the CPU, `make real-data`). Choose
+one with `--configfile`, or override single keys on the command line, e.g.
 `snakemake --cores 4 --config train="{lr: 0.0005, epochs: 20}"`.
 
 Every key below is checked against the schema before anything runs; a wrong key or type stops

@@ -5,8 +5,11 @@ results/, so the README shows what the code produces. Each table sits between
   python tools/readme_tables.py demo results          # after `make demo`
   python tools/readme_tables.py real-data results     # after `make real-data ...`
 
-tests/test_readme.py runs the README's commands and fails when the demo table differs from what
-`make demo` produced.
+The run's metrics JSONs and its provenance record (results/provenance.json: settings, code
+hashes, package versions, git commit, output hashes) are kept in docs/results/NAME/, and the table
+is rendered from that copy: tests/test_readme_tables.py checks that the README's tables equal it,
+that it is what the recorded run wrote, and, for the demo, that the record is of this code and of
+config/demo.yaml (else it runs the demo again and compares).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+KEPT = REPO / "docs" / "results"  # per table: the metrics and provenance record it comes from
 # Pictures the README shows, per table: docs/ file <- the first match in the run's results/.
 PICTURES = {
     "demo": {"docs/demo_panel.png": "vis_data/val_*_panel.png",
@@ -28,14 +32,17 @@ PICTURES = {
 KEYS = ("mIoU", "mAcc", "aAcc", "mDice")
 
 
+def split_metrics(results: Path) -> list[Path]:
+    """The scores of each split in ``results/metrics/``, val first."""
+    paths = sorted((results / "metrics").glob("*.json"), key=lambda p: (p.stem != "val", p.stem))
+    return [path for path in paths if "split" in json.loads(path.read_text())]
+
+
 def render(results: Path) -> str:
     """The markdown table of every split scored in ``results/metrics/``, val first."""
     lines = ["| split | " + " | ".join(KEYS) + " | classes scored |", "|---" * 6 + "|"]
-    paths = sorted((results / "metrics").glob("*.json"), key=lambda p: p.stem != "val")
-    for path in paths:
+    for path in split_metrics(results):
         metrics = json.loads(path.read_text())
-        if "split" not in metrics:
-            continue  # not a split's scores
         scores = " | ".join(f"{metrics[k]:.4f}" for k in KEYS)
         lines.append(f"| {metrics['split']} | {scores} | {metrics['num_classes_scored']} |")
     return "\n".join(lines)
@@ -54,6 +61,21 @@ def current(name: str, readme: str) -> str:
     return found.group(2)
 
 
+def keep(name: str, results: Path) -> Path:
+    """Copy the run's split metrics and provenance record to docs/results/NAME/ (replacing the
+    previous copy), byte for byte, so their hashes are the ones the record gives."""
+    record = results / "provenance.json"
+    if not record.is_file():
+        raise SystemExit(f"error: {record} does not exist (the run's last rule writes it)")
+    kept = KEPT / name
+    shutil.rmtree(kept, ignore_errors=True)
+    (kept / "metrics").mkdir(parents=True)
+    shutil.copyfile(record, kept / "provenance.json")
+    for path in split_metrics(results):
+        shutil.copyfile(path, kept / "metrics" / path.name)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="which table: demo or real-data")
@@ -61,9 +83,11 @@ def main() -> None:
     args = parser.parse_args()
     text = README.read_text()
     current(args.name, text)
-    table = render(args.results)
+    kept = keep(args.name, args.results)
+    table = render(kept)
     README.write_text(block(args.name).sub(lambda m: m.group(1) + table + m.group(3), text))
     print(table)
+    print(f"{kept.relative_to(REPO)}/ <- {args.results}/metrics, {args.results}/provenance.json")
     for target, pattern in PICTURES.get(args.name, {}).items():
         found = sorted(args.results.glob(pattern))
         if found:
