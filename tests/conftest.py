@@ -19,6 +19,11 @@ SEGNET11_CLASSES = ["Sky", "Building", "Pole", "Road", "Sidewalk", "Tree", "Sign
                     "Car", "Pedestrian", "Bicyclist"]  # fmt: skip
 
 sys.path.insert(0, str(REPO / "src"))
+# Snakemake's SLURM plugin runs `scontrol show config` whenever Snakemake starts (10 s timeout).
+# Once SLURM's clients are installed (the SLURM tests install them) and no controller is up, that
+# costs ~10 s per Snakemake run; with an empty config it fails at once, as without SLURM.
+# tests/slurm/cluster.py points SLURM_CONF at its cluster while that runs.
+os.environ.setdefault("SLURM_CONF", os.devnull)
 
 
 def run_cli(module: str, *args, check: bool = True, env: dict | None = None):

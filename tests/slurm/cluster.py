@@ -26,6 +26,10 @@ ETC = Path("/etc/slurm")
 LOCK = Path(tempfile.gettempdir()) / "camvidseg-slurm-test-cluster.lock"
 
 
+def read_or_empty(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
 def install() -> str | None:
     """Install the daemons with apt when missing; returns why it could not, or None."""
     if all(shutil.which(t) for t in ("munged", "slurmctld", "slurmd", "sbatch")):
@@ -58,6 +62,7 @@ class Cluster:
         self.saved_etc: Path | None = None
         self.host = socket.gethostname().split(".")[0]
         self.lock = None
+        self.saved_conf_env: str | None = None
 
     def write_config(self) -> None:
         d = self.dir
@@ -107,6 +112,9 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=60 State=UP
         if ETC.exists():
             self.saved_etc = Path(tempfile.mkdtemp(prefix="etc-slurm-")) / "slurm"
             shutil.copytree(ETC, self.saved_etc, symlinks=True)
+            if "ClusterName=camvidtest" in read_or_empty(self.saved_etc / "slurm.conf"):
+                for name in ("slurm.conf", "gres.conf"):  # left by a killed test run: not theirs
+                    (self.saved_etc / name).unlink(missing_ok=True)
         ETC.mkdir(parents=True, exist_ok=True)
         (ETC / "slurm.conf").write_text(conf)
         (ETC / "gres.conf").write_text(self.fake_gpus())
@@ -130,6 +138,8 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=60 State=UP
         self.lock = LOCK.open("a")
         fcntl.flock(self.lock, fcntl.LOCK_EX)  # released by stop(), or by the kernel on exit
         self.write_config()
+        self.saved_conf_env = os.environ.get("SLURM_CONF")  # tests/conftest.py empties it
+        os.environ["SLURM_CONF"] = str(ETC / "slurm.conf")  # daemons, clients, Snakemake
         d = self.dir
         self._spawn(
             [
@@ -206,6 +216,10 @@ PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=60 State=UP
         self.processes.clear()
         for name in ("slurm.conf", "gres.conf"):
             (ETC / name).unlink(missing_ok=True)
+        if self.saved_conf_env is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = self.saved_conf_env
         if self.saved_etc is not None:
             shutil.copytree(self.saved_etc, ETC, symlinks=True, dirs_exist_ok=True)
             shutil.rmtree(self.saved_etc.parent, ignore_errors=True)
