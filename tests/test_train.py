@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -472,13 +473,18 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
 def test_two_process_gloo_ddp_matches_single_process(tiny_run, tmp_path):
     runs = {}
+    learns = {"epochs": 12, "lr": 0.01, "val_interval": 12}  # 36 steps: beats a constant guess
     for name, extra in (("single", {"batch_size": 2}), ("ddp", {"batch_size": 1})):
         flags = ["--threads", "2"] + (["--gpus", "2"] if name == "ddp" else [])
-        result = train_cli(tiny_run, tmp_path / name, None, {"epochs": 2} | extra, *flags)
+        result = train_cli(tiny_run, tmp_path / name, None, learns | extra, *flags)
         runs[name] = json.loads((tmp_path / name / "history.json").read_text())
         if name == "ddp":
             assert "--nproc_per_node=2" in result.stdout
     single, ddp = runs["single"]["val"][-1], runs["ddp"]["val"][-1]
+    val = json.loads((tiny_run / "results/metrics/val.json").read_text())
+    confusion = np.array(val["confusion"])
+    constant_guess = confusion.sum(axis=1).max() / confusion.sum()  # the most frequent class
+    assert min(single["aAcc"], ddp["aAcc"]) > constant_guess + 0.05, (single, ddp, constant_guess)
     assert abs(single["mIoU"] - ddp["mIoU"]) < 0.15
     assert abs(single["aAcc"] - ddp["aAcc"]) < 0.15
     # The metric reduced over both ranks equals a one-process evaluation of the same weights.

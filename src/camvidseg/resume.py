@@ -184,6 +184,26 @@ class IterationSeedHook(Hook):
         seed_everything(derived_seed(runner.seed, runner.iter, rank))
 
 
+class SharedStatisticsHook(Hook):
+    """Under DDP without SyncBN every process updates its own BatchNorm running statistics (the
+    wrapper's ``broadcast_buffers`` is off), so the ranks would validate different models and the
+    checkpoints would hold rank 0's alone. At each epoch's end, before the epoch's checkpoint and
+    its validation, the processes average their floating-point buffers (and take rank 0's counters):
+    every rank then validates the one model that the checkpoints hold."""
+
+    priority = "ABOVE_NORMAL"  # before CheckpointHook (VERY_LOW) saves the epoch
+
+    def after_train_epoch(self, runner) -> None:
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return
+        for buffer in runner.model.buffers():
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= dist.get_world_size()
+            else:
+                dist.broadcast(buffer, src=0)
+
+
 class ResumableEpochLoop(EpochBasedTrainLoop):
     """MMEngine's epoch loop, resumable part-way through an epoch and before a validation."""
 

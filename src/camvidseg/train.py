@@ -189,6 +189,7 @@ def runner_config(train: dict, run: Run) -> dict:
         },
         "custom_hooks": [
             {"type": resume.IterationSeedHook},
+            {"type": resume.SharedStatisticsHook},
             {"type": resume.SignalCheckpointHook},
             training_hook(),  # the one updating progress line on the terminal
         ],
