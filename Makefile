@@ -3,6 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 CORES ?= 2
+# TEST_WORKERS: pytest processes of make test (each test file runs whole in one of them)
+TEST_WORKERS ?= 2
 
 .PHONY: demo test mutations real-data report download-tools gpu-wheels
 
@@ -29,7 +31,7 @@ test: $(VENV)/.installed
 	ruff check .
 	snakefmt --check Snakefile workflow
 	snakemake --lint --configfile config/demo.yaml
-	pytest tests
+	pytest -n $(TEST_WORKERS) --dist loadfile tests
 
 ## mutations: seeded bugs (tools/mutations.yaml), each must fail its fast tests; not part of test
 mutations: $(VENV)/.installed

@@ -1,9 +1,11 @@
 import contextlib
+import fcntl
 import os
 import re
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -59,12 +61,34 @@ def snakemake_call(workdir: Path, *args, configfile: Path = TINY) -> tuple[list,
     return command, env
 
 
+# Tests run in parallel (pytest -n 2). A few of them edit a package source for a moment
+# (edited_source); no Snakemake run or provenance check of another test may see that edit. Those
+# take this lock shared, an edit takes it exclusive: one file lock for every test process.
+SOURCES_LOCK = Path(tempfile.gettempdir()) / f"camvidseg-tests-sources-{os.getuid()}.lock"
+_EDITING = False  # this process holds the lock exclusively (its own runs then need no lock)
+
+
+@contextlib.contextmanager
+def sources_stable():
+    """The package sources stay as committed while this is held (shared with other readers)."""
+    if _EDITING:
+        yield
+        return
+    with SOURCES_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
     """Run Snakemake to the end; fails the test (with its output) unless ``check`` is off."""
     command, env = snakemake_call(workdir, *args, configfile=configfile)
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, check=False, env=env
-    )
+    with sources_stable():
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
     if check and result.returncode:
         raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -89,14 +113,15 @@ def sample_archive(tmp_path_factory) -> Path:
 
 def provenance_check(workdir: Path) -> subprocess.CompletedProcess:
     """`python -m camvidseg provenance` in a run's folder: what is stale now, running nothing."""
-    return subprocess.run(
-        [sys.executable, "-m", "camvidseg", "provenance"],
-        capture_output=True,
-        text=True,
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        check=False,
-    )
+    with sources_stable():
+        return subprocess.run(
+            [sys.executable, "-m", "camvidseg", "provenance"],
+            capture_output=True,
+            text=True,
+            cwd=workdir,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            check=False,
+        )
 
 
 def stale_jobs(result) -> set[str]:
@@ -106,15 +131,22 @@ def stale_jobs(result) -> set[str]:
 
 @contextlib.contextmanager
 def edited_source(module: str):
-    """``src/camvidseg/<module>.py`` with a comment added; bytes and mtime restored after."""
+    """``src/camvidseg/<module>.py`` with a comment added; bytes and mtime restored after. Waits
+    until no other test's Snakemake run or provenance check is reading the sources."""
+    global _EDITING
     source = REPO / "src" / "camvidseg" / f"{module}.py"
-    original, stat = source.read_bytes(), source.stat()
-    source.write_bytes(original + b"\n# an edit\n")
-    try:
-        yield source
-    finally:
-        source.write_bytes(original)
-        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with SOURCES_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        original, stat = source.read_bytes(), source.stat()
+        source.write_bytes(original + b"\n# an edit\n")
+        _EDITING = True
+        try:
+            yield source
+        finally:
+            _EDITING = False
+            source.write_bytes(original)
+            os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def jobs_planned(result) -> dict[str, int]:

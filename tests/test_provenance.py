@@ -121,8 +121,8 @@ def test_snakemake_records_are_read_back_by_output_path(tmp_path):
 def test_same_names_new_pixels_retrain_from_scratch(tmp_path):
     archive = tmp_path / "data" / "CamVid.tar.gz"
     build_sample(archive, TINY_SAMPLE, 48, 64, seed=1)
-    snakemake(tmp_path, *local(archive))
     model = tmp_path / "results/model/best.pth"
+    snakemake(tmp_path, "results/model/best.pth", *local(archive))  # what the data change reaches
     first_model = model.read_bytes()
     old_names = member_names(archive)
     stat = archive.stat()
@@ -130,7 +130,7 @@ def test_same_names_new_pixels_retrain_from_scratch(tmp_path):
     # The old mtime too: only the content can tell the two archives apart.
     os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert member_names(archive) == old_names
-    snakemake(tmp_path, *local(archive))
+    snakemake(tmp_path, "results/model/best.pth", *local(archive))
     log = (tmp_path / "results/logs/train.log").read_text()
     assert "resuming from" not in log
     assert re.search(r"Epoch\(train\) +\[1\]", log), log[-2000:]
@@ -144,14 +144,15 @@ def test_same_names_new_pixels_retrain_from_scratch(tmp_path):
 def test_label_edited_in_a_folder_dataset_reruns_what_depends_on_it(tmp_path, sample_archive):
     with tarfile.open(sample_archive) as tar:
         tar.extractall(tmp_path / "data", filter="data")
-    snakemake(tmp_path, *local(tmp_path / "data"))
-    again = snakemake(tmp_path, *local(tmp_path / "data"))
+    scores = "results/metrics/val.json"  # the far end of what a label edit must reach
+    snakemake(tmp_path, scores, *local(tmp_path / "data"))
+    again = snakemake(tmp_path, scores, *local(tmp_path / "data"))
     assert "Nothing to be done" in again.stdout + again.stderr
     label = next((tmp_path / "data").rglob("*_labels/*_L.png"))
     pixels = np.asarray(Image.open(label)).copy()
     pixels[0, 0] = pixels[-1, -1]
     Image.fromarray(pixels).save(label)  # edited in place: the folder's mtime stays the same
-    planned = jobs_planned(snakemake(tmp_path, "-n", *local(tmp_path / "data")))
+    planned = jobs_planned(snakemake(tmp_path, "-n", scores, *local(tmp_path / "data")))
     assert {"index_dataset", "convert_masks", "train", "evaluate"} <= planned.keys()
     assert "obtain_dataset" not in planned
 

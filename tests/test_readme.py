@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_in_terminal
+from conftest import REPO, run_in_terminal, sources_stable
 
 RUN, DRY = "run", "dry"
 TINY_CONFIG = "tests/tiny.yaml"
@@ -87,10 +87,11 @@ def checkout(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("readme") / "camvid-seg"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
                            capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
+    with sources_stable():  # not a source another test is editing for a moment
+        for name in filter(None, files):
+            if (REPO / name).is_file():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / name, root / name)
     venv = root / ".venv"
     venv.mkdir()
     for entry in Path(sys.prefix).iterdir():

@@ -430,7 +430,8 @@ def test_tensorboard_events_hold_the_scalars(tiny_run):
 def test_killed_training_resumes_from_last_epoch(tmp_path):
     config = REPO / "tests/resume.yaml"
     first, moved = tmp_path / "first", tmp_path / "moved"
-    command, env = snakemake_call(first, configfile=config)
+    scores = "results/metrics/val.json"  # train and what reads the model; no export, pictures
+    command, env = snakemake_call(first, scores, configfile=config)
     run = subprocess.Popen(
         command,
         env=env,
@@ -459,7 +460,7 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
     assert not (first / "results/model/best.pth").exists()
 
     shutil.move(first, moved)  # checkpoints are found by name: the project may move
-    snakemake(moved, configfile=config)
+    snakemake(moved, scores, configfile=config)
     log = (moved / "results/logs/train.log").read_text()
     assert "resuming from epoch_1.pth" in log
     assert "Epoch(train) [1]" not in log  # epoch 1 was not trained again

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, TINY, jobs_planned, snakemake, snakemake_call
+from conftest import REPO, TINY, edited_source, jobs_planned, snakemake, snakemake_call
 from PIL import Image
 
 
@@ -59,14 +59,8 @@ def test_visualization_parameter_reruns_only_visualization(tiny_run):
 
 def test_code_change_reruns_the_step(tiny_run):
     """Sources are declared inputs: an edited palette.py re-runs palette and what follows."""
-    source = REPO / "src/camvidseg/palette.py"
-    original, stat = source.read_bytes(), source.stat()
-    source.write_bytes(original + b"\n# an edit\n")
-    try:
+    with edited_source("palette"):
         planned = jobs_planned(snakemake(tiny_run, "-n"))
-    finally:
-        source.write_bytes(original)
-        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert {"palette", "convert_masks", "train", "evaluate"} <= planned.keys()
     assert not {"obtain_dataset", "extract"} & planned.keys()
 
