@@ -84,7 +84,7 @@ def main() -> None:
         cluster.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     medians = {name: statistics.median(r["seconds"] for r in rs) for name, rs in runs.items()}
-    added = {name: medians[name] - medians["local"] for name in ("per_rule", "grouped")}
+    added = {name: round(medians[name] - medians["local"], 1) for name in ("per_rule", "grouped")}
     report = {
         "what": "tests/tiny.yaml through tests/slurm/profile on the tests' SLURM cluster",
         "cpus": os.cpu_count(),
