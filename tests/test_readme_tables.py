@@ -1,11 +1,13 @@
 """The README's score tables are real runs' output.
 
-tools/readme_tables.py keeps a run's metrics JSONs and provenance record in docs/results/<table>/
-and renders the table from them. Here: each README table equals that rendering; the kept metrics
-are byte for byte what the recorded run wrote (the record's output hashes); and the demo's record
-is of this code, these package versions and config/demo.yaml's settings. Where it is not (someone
-changed training, the data stages or the demo config without regenerating the table), the demo runs
-again here and its table must equal the README's: slow only until the table is regenerated.
+tools/readme_tables.py keeps a run's scores (split metrics JSONs, or a sweep's leaderboard) and
+provenance record in docs/results/<table>/ and renders the table from them. Here: each README
+table equals that rendering; the kept scores are byte for byte what the recorded run wrote (the
+record's output hashes); and the demo's record is of this code, these package versions and
+config/demo.yaml's settings. Where it is not (someone changed training, the data stages or the
+demo config without regenerating the table), the demo runs again here and its table must equal
+the README's: slow only until the table is regenerated. The real-data table, taken from one of
+the sweep's experiments, must be of the recipe config/camvid_segnet.yaml gives `make real-data`.
 """
 
 import json
@@ -13,7 +15,9 @@ import sys
 import warnings
 
 import pytest
-from conftest import REPO, edited_source, snakemake
+from conftest import REPO, edited_source, segnet_layout, snakemake
+from test_real_data_route import CONFIG as SEGNET_CONFIG
+from test_real_data_route import real_data_args
 
 from camvidseg import provenance
 from camvidseg.identity import HashCache, content_id
@@ -22,34 +26,49 @@ sys.path.insert(0, str(REPO / "tools"))
 import readme_tables
 
 DEMO_CONFIG = REPO / "config/demo.yaml"
+TABLES = ["demo", "real-data", "real-data-sweep"]
+SPLIT_FILES = {"metrics/val.json", "metrics/test.json"}
+SWEEP_FILES = {"leaderboard.md", "leaderboard.csv"}
 REGENERATE = {
     "demo": "make demo, then python tools/readme_tables.py demo results",
     "real-data": "make real-data CAMVID=../shared/data/camvid-segnet-subset, then "
     "python tools/readme_tables.py real-data results",
+    "real-data-sweep": "the sweep command in the README's Experiments section, then "
+    "python tools/readme_tables.py real-data-sweep results",
 }
+
+
+def kept_files(name: str) -> dict[str, object]:
+    """Where each kept file was in the run's folder (``metrics/val.json``) -> the kept copy."""
+    kept = readme_tables.KEPT / name
+    if name in readme_tables.LEADERBOARDS:
+        return {file: kept / file for file in readme_tables.LEADERBOARD_FILES}
+    return {f"metrics/{p.name}": p for p in (kept / "metrics").glob("*.json")}
 
 
 def kept_record(name: str) -> dict:
     return json.loads((readme_tables.KEPT / name / "provenance.json").read_text())
 
 
-def upstream_of_metrics(record: dict) -> dict[str, dict]:
-    """The record's stages that the split metrics come from: evaluate and all before it."""
-    stages = record["stages"]
-    todo = [name for name, entry in stages.items() if entry["rule"] == "evaluate"]
+def upstream_of_kept(name: str) -> dict[str, dict]:
+    """The kept record's stages that the kept scores come from: the jobs that wrote them and
+    every job before those."""
+    stages = kept_record(name)["stages"]
+    wanted = {content_id(path) for path in kept_files(name).values()}
+    todo = [stage for stage, entry in stages.items() if wanted & set(entry["outputs"].values())]
     found: dict[str, dict] = {}
     while todo:
-        name = todo.pop()
-        if name not in found:
-            found[name] = stages[name]
-            todo.extend(stages[name]["after"])
+        stage = todo.pop()
+        if stage not in found:
+            found[stage] = stages[stage]
+            todo.extend(stages[stage]["after"])
     return found
 
 
-def stage_params_now(workdir, configfile) -> dict[str, list[dict]]:
+def stage_params_now(workdir, configfile, *args) -> dict[str, list[dict]]:
     """Stage module -> the params of each job of it that a fresh run would start, from a dry run
     printing its commands."""
-    result = snakemake(workdir, "-n", "-p", configfile=configfile)
+    result = snakemake(workdir, "-n", "-p", *args, configfile=configfile)
     params: dict[str, list] = {}
     for line in result.stdout.splitlines():
         command = line.removeprefix("Shell command: ")
@@ -59,13 +78,13 @@ def stage_params_now(workdir, configfile) -> dict[str, list[dict]]:
     return params
 
 
-def drift(record: dict, workdir, configfile=DEMO_CONFIG) -> list[str]:
+def drift(workdir, configfile=DEMO_CONFIG) -> list[str]:
     """Why the kept demo run may not be what this checkout gives for ``configfile`` (empty: it
     is): the code of a stage its metrics come from, a package version, or a stage's params."""
     cache, reasons = HashCache(), []
     now = provenance.environment()["packages"]
     params_now = stage_params_now(workdir, configfile)
-    for name, entry in sorted(upstream_of_metrics(record).items()):
+    for name, entry in sorted(upstream_of_kept("demo").items()):
         reasons += [f"{name}: {why}" for why in provenance.code_changes(entry, cache)]
         packages = entry["environment"]["packages"]
         reasons += [f"{name}: {pkg} {packages[pkg]} -> {now.get(pkg)}" for pkg in packages
@@ -75,29 +94,31 @@ def drift(record: dict, workdir, configfile=DEMO_CONFIG) -> list[str]:
     return reasons
 
 
-@pytest.mark.parametrize("name", ["demo"])
+@pytest.mark.parametrize("name", TABLES)
 def test_readme_table_is_rendered_from_the_kept_run(name):
     shown = readme_tables.current(name, (REPO / "README.md").read_text())
-    assert shown == readme_tables.render(readme_tables.KEPT / name), (
+    assert shown == readme_tables.render(readme_tables.KEPT / name, name), (
         f"README's {name} table differs from docs/results/{name}/: {REGENERATE[name]}"
     )
 
 
-@pytest.mark.parametrize("name", ["demo"])
-def test_kept_metrics_are_what_the_recorded_run_wrote(name):
-    made = {path: identity for entry in kept_record(name)["stages"].values()
-            for path, identity in entry["outputs"].items()}  # fmt: skip
-    kept = sorted((readme_tables.KEPT / name / "metrics").glob("*.json"))
-    assert {p.stem for p in kept} == {"val", "test"}
-    for path in kept:
-        assert content_id(path) == made[f"results/metrics/{path.name}"], (
-            f"{path} is not the file the recorded run wrote: {REGENERATE[name]}"
+@pytest.mark.parametrize("name", TABLES)
+def test_kept_scores_are_what_the_recorded_run_wrote(name):
+    made = [(path, identity) for entry in kept_record(name)["stages"].values()
+            for path, identity in entry["outputs"].items()]  # fmt: skip
+    kept = kept_files(name)
+    expected = SWEEP_FILES if name in readme_tables.LEADERBOARDS else SPLIT_FILES
+    assert set(kept) == expected
+    for where, path in kept.items():
+        written = [out for out, identity in made if identity == content_id(path)]
+        assert any(out.endswith(f"/{where}") for out in written), (
+            f"{path} is not a {where} the recorded run wrote: {REGENERATE[name]}"
         )
 
 
 @pytest.mark.slow
 def test_readme_demo_table_is_what_this_code_gives_for_the_demo_config(tmp_path):
-    reasons = drift(kept_record("demo"), tmp_path / "plan")
+    reasons = drift(tmp_path / "plan")
     if not reasons:
         return  # the kept run is this code's, with these packages and config/demo.yaml
     warnings.warn(
@@ -113,15 +134,32 @@ def test_readme_demo_table_is_what_this_code_gives_for_the_demo_config(tmp_path)
 
 
 def test_drift_names_a_changed_stage_and_a_changed_config(tmp_path):
-    record = kept_record("demo")
     with edited_source("model"):
-        reasons = drift(record, tmp_path / "edited")
+        reasons = drift(tmp_path / "edited")
     assert "train: code changed: model.py" in reasons
     assert not any(reason.startswith("visualize") for reason in reasons)  # not a metrics stage
     assert not any(reason.endswith("other params") for reason in reasons)
     config = tmp_path / "demo.yaml"
     config.write_text(DEMO_CONFIG.read_text().replace("epochs: 40", "epochs: 41"))
-    changed = drift(record, tmp_path / "changed", config)
+    changed = drift(tmp_path / "changed", config)
     assert [r for r in changed if r.endswith("other params")] == [
         "train: demo.yaml now gives other params"
     ]
+
+
+def test_real_data_table_is_of_the_recipe_make_real_data_runs(tmp_path):
+    """The real-data table may come from one of a sweep's experiments: its training settings and
+    its scoring flags are then exactly those config/camvid_segnet.yaml gives `make real-data`."""
+    kept = upstream_of_kept("real-data").values()
+    folder = segnet_layout(tmp_path / "CamVid")
+    planned = stage_params_now(tmp_path / "plan", SEGNET_CONFIG, *real_data_args(folder))
+    trained = [entry["params"]["settings"] for entry in kept if entry["module"] == "train"]
+    assert trained == [params["settings"] for params in planned["train"]]
+    scored = sorted(scoring(entry["params"]) for entry in kept if entry["module"] == "evaluate")
+    assert scored == sorted(scoring(params) for params in planned["evaluate"])
+
+
+def scoring(params: dict) -> str:
+    """An evaluate job's flags other than its paths."""
+    paths = {"model", "prepared", "palette", "out-json", "out-csv"}
+    return json.dumps({flag: value for flag, value in params.items() if flag not in paths})

@@ -4,12 +4,15 @@ results/, so the README shows what the code produces. Each table sits between
 
   python tools/readme_tables.py demo results          # after `make demo`
   python tools/readme_tables.py real-data results     # after `make real-data ...`
+  python tools/readme_tables.py real-data results/experiments/NAME   # or one experiment's run
+  python tools/readme_tables.py real-data-sweep results   # after the sweep (README, Experiments)
 
-The run's metrics JSONs and its provenance record (results/provenance.json: settings, code
-hashes, package versions, git commit, output hashes) are kept in docs/results/NAME/, and the table
-is rendered from that copy: tests/test_readme_tables.py checks that the README's tables equal it,
-that it is what the recorded run wrote, and, for the demo, that the record is of this code and of
-config/demo.yaml (else it runs the demo again and compares).
+The run's metrics JSONs (for a sweep: results/leaderboard.md and .csv) and its provenance record
+(results/provenance.json: settings, code hashes, package versions, git commit, output hashes) are
+kept in docs/results/NAME/, and the table is rendered from that copy. tests/test_readme_tables.py
+checks that the README's tables equal it, that it is what the recorded run wrote, and, for the
+demo, that the record is of this code and of config/demo.yaml (else it runs the demo again and
+compares).
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ PICTURES = {
     "demo": {"docs/demo_panel.png": "vis_data/val_*_panel.png",
              "docs/demo_training_curves.png": "plots/training_curves.png"},
     "real-data": {"docs/segnet_subset_panel.png": "vis_data/test_*_panel.png"},
+    "real-data-sweep": {"docs/segnet_sweep_curves.png": "leaderboard_curves.png"},
 }  # fmt: skip
+# Tables that show a sweep's leaderboard (as results/leaderboard.md has it), not split scores.
+LEADERBOARDS = {"real-data-sweep"}
+LEADERBOARD_FILES = ("leaderboard.md", "leaderboard.csv")
 KEYS = ("mIoU", "mAcc", "aAcc", "mDice")
 
 
@@ -38,8 +45,11 @@ def split_metrics(results: Path) -> list[Path]:
     return [path for path in paths if "split" in json.loads(path.read_text())]
 
 
-def render(results: Path) -> str:
-    """The markdown table of every split scored in ``results/metrics/``, val first."""
+def render(results: Path, name: str = "demo") -> str:
+    """The markdown table of every split scored in ``results/metrics/``, val first; for a
+    leaderboard table, ``results/leaderboard.md``."""
+    if name in LEADERBOARDS:
+        return (results / "leaderboard.md").read_text().strip()
     lines = ["| split | " + " | ".join(KEYS) + " | classes scored |", "|---" * 6 + "|"]
     for path in split_metrics(results):
         metrics = json.loads(path.read_text())
@@ -49,8 +59,10 @@ def render(results: Path) -> str:
 
 
 def block(name: str) -> re.Pattern:
-    return re.compile(rf"(<!-- table:{re.escape(name)}\b[^>]*-->\n)(.*?)(\n<!-- /table:{name} -->)",
-                      re.S)  # fmt: skip
+    """The README block of table ``name`` (``real-data`` is not ``real-data-sweep``)."""
+    name = re.escape(name)
+    opening = rf"<!-- table:{name}(?= |-->)[^>]*-->\n"
+    return re.compile(rf"({opening})(.*?)(\n<!-- /table:{name} -->)", re.S)
 
 
 def current(name: str, readme: str) -> str:
@@ -61,33 +73,45 @@ def current(name: str, readme: str) -> str:
     return found.group(2)
 
 
+def run_record(results: Path) -> Path:
+    """The run's provenance record: in ``results/``, or above it for an experiment's folder
+    (``results/experiments/NAME``)."""
+    for folder in (results, *results.parents):
+        if (folder / "provenance.json").is_file():
+            return folder / "provenance.json"
+    raise SystemExit(f"error: no provenance.json in {results} or above (the last rule writes it)")
+
+
 def keep(name: str, results: Path) -> Path:
-    """Copy the run's split metrics and provenance record to docs/results/NAME/ (replacing the
-    previous copy), byte for byte, so their hashes are the ones the record gives."""
-    record = results / "provenance.json"
-    if not record.is_file():
-        raise SystemExit(f"error: {record} does not exist (the run's last rule writes it)")
+    """Copy the run's split metrics (or leaderboard) and provenance record to docs/results/NAME/
+    (replacing the previous copy), byte for byte, so their hashes are the ones the record gives."""
+    record = run_record(results)
     kept = KEPT / name
     shutil.rmtree(kept, ignore_errors=True)
-    (kept / "metrics").mkdir(parents=True)
+    kept.mkdir(parents=True)
     shutil.copyfile(record, kept / "provenance.json")
-    for path in split_metrics(results):
-        shutil.copyfile(path, kept / "metrics" / path.name)
+    if name in LEADERBOARDS:
+        for file in LEADERBOARD_FILES:
+            shutil.copyfile(results / file, kept / file)
+    else:
+        (kept / "metrics").mkdir()
+        for path in split_metrics(results):
+            shutil.copyfile(path, kept / "metrics" / path.name)
     return kept
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("name", help="which table: demo or real-data")
+    parser.add_argument("name", help="which table: demo, real-data or real-data-sweep")
     parser.add_argument("results", type=Path, help="the run's results/ folder")
     args = parser.parse_args()
     text = README.read_text()
     current(args.name, text)
     kept = keep(args.name, args.results)
-    table = render(kept)
+    table = render(kept, args.name)
     README.write_text(block(args.name).sub(lambda m: m.group(1) + table + m.group(3), text))
     print(table)
-    print(f"{kept.relative_to(REPO)}/ <- {args.results}/metrics, {args.results}/provenance.json")
+    print(f"{kept.relative_to(REPO)}/ <- {args.results}/ (scores and provenance.json)")
     for target, pattern in PICTURES.get(args.name, {}).items():
         found = sorted(args.results.glob(pattern))
         if found:
