@@ -15,7 +15,7 @@ import sys
 import warnings
 
 import pytest
-from conftest import REPO, edited_source, segnet_layout, snakemake
+from conftest import REPO, edited_source, segnet_layout, snakemake, sources_stable
 from test_real_data_route import CONFIG as SEGNET_CONFIG
 from test_real_data_route import real_data_args
 
@@ -85,7 +85,8 @@ def drift(workdir, configfile=DEMO_CONFIG) -> list[str]:
     now = provenance.environment()["packages"]
     params_now = stage_params_now(workdir, configfile)
     for name, entry in sorted(upstream_of_kept("demo").items()):
-        reasons += [f"{name}: {why}" for why in provenance.code_changes(entry, cache)]
+        with sources_stable():  # not another test's momentary edit
+            reasons += [f"{name}: {why}" for why in provenance.code_changes(entry, cache)]
         packages = entry["environment"]["packages"]
         reasons += [f"{name}: {pkg} {packages[pkg]} -> {now.get(pkg)}" for pkg in packages
                     if packages[pkg] != now.get(pkg)]  # fmt: skip
