@@ -161,7 +161,8 @@ def training_hook():
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
             if self.progress is not None:
-                loss = float((outputs or {}).get("loss", float("nan")))
+                value = (outputs or {}).get("loss", float("nan"))
+                loss = float(value.detach() if hasattr(value, "detach") else value)  # no grad
                 epoch = f"epoch {runner.epoch + 1}/{runner.max_epochs}"
                 self.progress.advance(1, note=f"{epoch}  loss {loss:.3f}{self.val}")
 
