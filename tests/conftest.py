@@ -69,17 +69,18 @@ _EDITING = False  # this process holds the lock exclusively (its own runs then n
 
 
 @contextlib.contextmanager
+def sources_lock(mode: int):
+    """``SOURCES_LOCK`` held with ``mode`` (closing the file releases it)."""
+    with SOURCES_LOCK.open("a") as handle:
+        fcntl.flock(handle, mode)
+        yield
+
+
+@contextlib.contextmanager
 def sources_stable():
     """The package sources stay as committed while this is held (shared with other readers)."""
-    if _EDITING:
+    with contextlib.nullcontext() if _EDITING else sources_lock(fcntl.LOCK_SH):
         yield
-        return
-    with SOURCES_LOCK.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
@@ -135,8 +136,7 @@ def edited_source(module: str):
     until no other test's Snakemake run or provenance check is reading the sources."""
     global _EDITING
     source = REPO / "src" / "camvidseg" / f"{module}.py"
-    with SOURCES_LOCK.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with sources_lock(fcntl.LOCK_EX):
         original, stat = source.read_bytes(), source.stat()
         source.write_bytes(original + b"\n# an edit\n")
         _EDITING = True
@@ -146,7 +146,6 @@ def edited_source(module: str):
             _EDITING = False
             source.write_bytes(original)
             os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def jobs_planned(result) -> dict[str, int]:
