@@ -101,11 +101,11 @@ def write_tables(columns: list[str], cells: list[list], args: argparse.Namespace
         writer.writerow(columns)
         writer.writerows([[json.dumps(v) if isinstance(v, list) else v for v in row]
                           for row in cells])  # fmt: skip
+    shown = [[text(v, short=True) for v in row] for row in cells]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(text(v, short=True) for v in row) + " |" for row in cells]
+    lines += ["| " + " | ".join(row) + " |" for row in shown]
     with atomic_path(args.markdown) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    shown = [[text(v, short=True) for v in row] for row in cells]
     write_table_page(args.html, "Leaderboard", "leaderboard", columns, shown)
 
 
