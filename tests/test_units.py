@@ -1,10 +1,13 @@
 """Fast unit tests of the pieces an end-to-end run cannot judge (issue 16's seeded mutations):
 augmentation keeps image and mask aligned, training resumes from the newest checkpoint, initial
-weights are really loaded, evaluate scores the split it names. Seconds each, no Snakemake."""
+weights are really loaded, evaluate scores the split it names, a training process keeps the memory
+it frees for its next step. Seconds each, no Snakemake."""
 
 import importlib.util
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,3 +177,31 @@ def test_every_seeded_mutation_still_matches_the_code():
     assert len(listed) >= 13 and all(m["tests"] for m in listed)
     assert "tools/mutations.py" in make_plan("-o", ".venv/.installed", "mutations")
     assert "mutations" not in make_plan("-o", ".venv/.installed", "test")
+
+
+FAULTS_OF_A_SECOND_STEP = """
+import resource, sys
+import numpy as np
+from camvidseg.allocator import keep_freed_memory
+
+if sys.argv[1] == "kept" and not keep_freed_memory():
+    raise SystemExit("not glibc")
+def step():  # a training step's pattern in small: many blocks allocated, then all freed
+    blocks = [np.ones((1 << 20) // 8) for _ in range(100)]
+    del blocks
+step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator is what is tuned")
+def test_training_process_reuses_the_memory_its_last_step_freed():
+    faults = {}
+    for mode in ("default", "kept"):
+        run = [sys.executable, "-c", FAULTS_OF_A_SECOND_STEP, mode]
+        faults[mode] = int(subprocess.run(run, capture_output=True, text=True, check=True).stdout)
+    # 100 MB freed and allocated again: by default the OS takes it back and faults it in anew.
+    assert faults["default"] > 10_000, faults
+    assert faults["kept"] < faults["default"] / 20, faults

@@ -401,11 +401,13 @@ def train(args: argparse.Namespace) -> None:
     from mmengine.evaluator import Evaluator
     from mmengine.runner import Runner
 
+    from .allocator import keep_freed_memory
     from .device import resolve, use_deterministic_kernels
     from .fileio import read_json
     from .metrics import SegMetric
     from .palette import class_names
 
+    keep_freed_memory()  # every step reuses the last one's memory instead of faulting it in
     device = resolve(args.train["device"], "train.device")
     if args.train["deterministic"]:
         use_deterministic_kernels()
