@@ -58,6 +58,11 @@ rule check_export:
         " --out-cost {output.cost:q} > {log:q} 2>&1"
 
 
+# The model card renders the files above (and hashes two): as plots and run_cost, a localrule.
+localrules:
+    model_card,
+
+
 rule model_card:
     input:
         code("card"),

@@ -1,5 +1,11 @@
 # Plots for people: training curves, per-class IoU bars, confusion matrices; a summary table.
 # With experiments, the leaderboard compares them: one table, overlaid curves, grouped bars.
+# A summary of small files, seconds of work: on a cluster it runs where Snakemake runs (the
+# login node), as a cluster job would spend longer queueing and starting than working.
+
+
+localrules:
+    plots,
 
 
 rule plots:

@@ -1,4 +1,10 @@
 # Run cost: time and peak memory of the heavy jobs (their benchmark: files), as a report table.
+# A summary of small files, seconds of work: on a cluster it runs where Snakemake runs (the
+# login node), as a cluster job would spend longer queueing and starting than working.
+
+
+localrules:
+    run_cost,
 
 
 rule run_cost:
