@@ -34,6 +34,7 @@ ROOMS = (
     "deploy",
     "cost",
     "device",
+    "allocator",
     "resume",
     "launch",
     "palette",
