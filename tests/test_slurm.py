@@ -216,6 +216,10 @@ def test_signal_mid_epoch_is_saved_and_the_retry_resumes_exactly(cluster, tmp_pa
     (preemptible-retries) and it resumes there; the model equals an uninterrupted run's."""
     config = yaml.safe_load(TINY.read_text())
     config["dataset"]["sample"]["train"] = 40  # 20 iterations an epoch: room to land inside one
+    # Iterations of ~0.1 s, not the tiny set's ~0.02 s: the signal, sent within ~0.2 s of the log
+    # showing iteration 3-15, lands a few iterations later, never as late as the epoch's end.
+    config["dataset"]["sample"] |= {"height": 96, "width": 128}
+    config["train"]["crop_size"] = [80, 120]
     configfile = tmp_path / "longer.yaml"
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     run, log = tmp_path / "slurm", tmp_path / "slurm/results/logs/train.log"
