@@ -1,6 +1,5 @@
 # Run cost: time and peak memory of the heavy jobs (their benchmark: files), as a report table.
-# A summary of small files, seconds of work: on a cluster it runs where Snakemake runs (the
-# login node), as a cluster job would spend longer queueing and starting than working.
+# A localrule, as plots (plots.smk says why).
 
 
 localrules:
