@@ -18,8 +18,9 @@ from slurm import cluster as slurm_cluster
 
 PROFILE = REPO / "tests/slurm/profile"
 # Settings the test profile must share with the real one (it differs in partition, time, memory).
-SHARED = ("executor", "groups", "group-components", "resources", "set-resource-scopes",
-          "preemptible-rules", "preemptible-retries", "slurm-requeue")  # fmt: skip
+SHARED = ("executor", "local-cores", "groups", "group-components", "resources",
+          "set-resource-scopes", "preemptible-rules", "preemptible-retries",
+          "slurm-requeue")  # fmt: skip
 EXPERIMENTS = {"lr_low": 0.001, "lr_high": 0.003}  # two trainings of the tiny set
 
 
@@ -55,9 +56,10 @@ def test_profile_matches_the_real_one():
     assert {k: real[k] for k in SHARED} == {k: test[k] for k in SHARED}
     for rule, resources in test["set-resources"].items():
         assert set(resources) <= set(real["set-resources"][rule]), rule
-    assert test["set-resources"]["train"]["slurm_extra"] == real["set-resources"]["train"][
-        "slurm_extra"
-    ]
+    assert (
+        test["set-resources"]["train"]["slurm_extra"]
+        == real["set-resources"]["train"]["slurm_extra"]
+    )
     for rule, resources in real["set-resources"].items():  # no GPU request hides in slurm_extra
         assert not re.search(r"--(gpus|gres)", resources.get("slurm_extra", "")), rule
 
@@ -89,13 +91,15 @@ def test_workflow_runs_through_slurm_like_locally(cluster, tiny_run, tmp_path):
     result, jobs = run_counting_jobs(cluster, run, "--profile", tmp_path / "profile", timeout=600)
     assert "Nothing to be done" not in result.stdout
 
-    # Four cluster jobs instead of one per rule (12): the data stages together, training, the
-    # scoring and pictures together, the ONNX export and its check together.
-    assert sorted(jobs.values()) == ["COMPLETED"] * 4, jobs
-    for job in ("group_prepare_data*", "rule_train", "group_post_training*", "group_export*"):
+    # Three cluster jobs instead of one per rule (12): training, the scoring and pictures
+    # together, the ONNX export and its check together.
+    assert sorted(jobs.values()) == ["COMPLETED"] * 3, jobs
+    for job in ("rule_train", "group_post_training*", "group_export*"):
         assert len(slurm_job_ids(run, job)) == 1, job
-    for rule in ("obtain_dataset", "plots", "run_cost", "model_card"):  # localrules: the login
-        assert not slurm_job_ids(run, f"rule_{rule}"), rule  # node's (Snakemake's) own jobs
+    local = ("obtain_dataset", "extract", "palette", "convert_masks", "plots", "run_cost",
+             "model_card")  # fmt: skip
+    for rule in local:  # localrules: the login node's (Snakemake's) own jobs
+        assert not slurm_job_ids(run, f"rule_{rule}"), rule
     assert (run / "results/model/MODEL_CARD.md").is_file()
     # Three GPU stages in one job that holds one GPU: they ran one after another on it.
     (post,) = slurm_job_ids(run, "group_post_training*")
@@ -187,18 +191,20 @@ def test_two_node_training_runs_one_torchrun_per_node(cluster, tiny_run, tmp_pat
 
 
 def test_failing_rule_is_a_failed_slurm_job(cluster, tmp_path):
-    broken = tmp_path / "CamVid.tar.gz"
-    broken.write_bytes(b"\x1f\x8b\x08 this is not an archive")
+    broken = tmp_path / "backbone.pth"
+    broken.write_bytes(b"this is not a weights file")
     config = yaml.safe_load(TINY.read_text())
-    config["dataset"] = {"source": "local", "path": str(broken)}
+    config["model"]["backbone_weights"] = str(broken)
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # The profile retries a failed training (preemptible-retries); once is enough to see it fail.
     result, jobs = run_counting_jobs(cluster, tmp_path, "--profile", PROFILE,
+                                     "--preemptible-retries", "0",
                                      configfile=tmp_path / "broken.yaml", check=False)  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert list(jobs.values()) == ["FAILED"], jobs  # and nothing after it was submitted
-    assert "Error in group prepare_data" in output, output[-3000:]
-    assert "archive is truncated or corrupt" in (tmp_path / "results/logs/extract.log").read_text()
+    assert "Error in rule train" in output, output[-3000:]
+    assert "not a plain weights file" in (tmp_path / "results/logs/train.log").read_text()
 
 
 def wait_for(predicate, what: str, process, timeout: float = 400):
@@ -243,7 +249,7 @@ def test_signal_mid_epoch_is_saved_and_the_retry_resumes_exactly(cluster, tmp_pa
     assert at % 20, f"iteration {at} ends an epoch: the signal did not land inside one"
     assert f"resuming from iter_{at}.pth" in log.read_text()
     states = {job_id: state for job_id, _, state in cluster.jobs() if job_id not in before}
-    assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states  # + data job
+    assert sorted(states.values()) == ["COMPLETED", "FAILED"], states  # the data chain is local
     assert states[first] == "FAILED"
 
     # The same training never interrupted, here (same data, same thread count): same model.

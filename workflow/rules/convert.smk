@@ -1,4 +1,9 @@
 # Stage 3b: label images -> class-index masks (palette PNGs), once, in parallel.
+# Part of the data chain: localrules (see extract.smk for why).
+
+
+localrules:
+    convert_masks,
 
 
 rule convert_masks:

@@ -1,7 +1,14 @@
 # Stage 2: extract the archive safely (or index a folder in place) and check the layout.
+# The data chain (this, palette, convert_masks) is localrules: it runs once per dataset, in
+# seconds to a minute of mostly I/O (all 701 CamVid masks convert in ~13 s on 2 cores), so on a
+# cluster it runs where Snakemake runs (profiles/slurm caps that at local-cores) instead of
+# waiting in the queue for a job of its own before training can be submitted.
 
 
 if LOCAL_FOLDER:
+
+    localrules:
+        index_dataset,
 
     rule index_dataset:
         input:
@@ -25,6 +32,9 @@ if LOCAL_FOLDER:
             " --manifest {output:q} > {log:q} 2>&1"
 
 else:
+
+    localrules:
+        extract,
 
     rule extract:
         input:

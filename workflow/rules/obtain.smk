@@ -3,7 +3,6 @@
 
 
 localrules:
-    obtain_dataset,
     fetch_backbone_weights,
 
 
@@ -14,6 +13,9 @@ if DATASET["source"] == "url" and not DATASET["url"]:
 
 
 if DATASET["source"] != "local":
+
+    localrules:
+        obtain_dataset,
 
     rule obtain_dataset:
         input:

@@ -1,4 +1,9 @@
 # Stage 3: class_dict.csv (or the SegNet palette) -> palette.json with ids, names and colors.
+# Part of the data chain: localrules (see extract.smk for why).
+
+
+localrules:
+    palette,
 
 
 rule palette:
