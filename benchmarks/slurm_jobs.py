@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from slurm import cluster as slurm_cluster  # noqa: E402
 
+TEST_PROFILE = yaml.safe_load((REPO / "tests/slurm/profile/config.yaml").read_text())
 GROUPING = ("groups", "group-components")
 # localrules since the grouping: the data chain and the summaries
 MADE_LOCAL = ("extract", "index_dataset", "palette", "convert_masks", "plots", "run_cost",
@@ -49,22 +50,20 @@ MADE_LOCAL = ("extract", "index_dataset", "palette", "convert_masks", "plots", "
 FIRST_CHECK = "slurm-init-seconds-before-status-checks"
 
 
-def cluster_profile(folder: Path, grouped: bool, first_check: int | None) -> Path:
+def cluster_profile(folder: Path, grouped: bool, first_check: int) -> Path:
     """tests/slurm/profile, without its grouping unless ``grouped`` (then every rule is its own
-    SLURM job), with the first status check after ``first_check`` seconds unless None."""
-    settings = yaml.safe_load((REPO / "tests/slurm/profile/config.yaml").read_text())
-    if not grouped:
-        for key in GROUPING:
-            settings.pop(key)
-    if first_check is not None:
-        settings[FIRST_CHECK] = first_check
+    SLURM job), with the first status check after ``first_check`` seconds."""
+    settings = {key: value for key, value in TEST_PROFILE.items()
+                if grouped or key not in GROUPING}  # fmt: skip
+    settings[FIRST_CHECK] = first_check
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(settings))
     return folder
 
 
 def per_rule_workflow(folder: Path) -> Path:
-    """A copy of the workflow without the ``localrules:`` of MADE_LOCAL (the package is shared)."""
+    """A copy of the workflow whose MADE_LOCAL rules lose ``localrule: True`` (the package is
+    shared)."""
     folder.mkdir()
     shutil.copy(REPO / "Snakefile", folder)
     for part in ("workflow", "config", "envs"):
@@ -72,10 +71,13 @@ def per_rule_workflow(folder: Path) -> Path:
     (folder / "src").symlink_to(REPO / "src")
     made_remote = []
     for rules in (folder / "workflow/rules").glob("*.smk"):
-        text = rules.read_text()
-        pattern = rf"( *)localrules:\n\1    ({'|'.join(MADE_LOCAL)}),\n"
-        made_remote += [name for _, name in re.findall(pattern, text)]
-        rules.write_text(re.sub(pattern, "", text))
+        blocks = re.split(r"(?m)^(?= *rule \w+:$)", rules.read_text())  # text before, each rule
+        for i, block in enumerate(blocks):
+            name = re.match(r" *rule (\w+):", block)
+            if name and name[1] in MADE_LOCAL and "localrule: True\n" in block:
+                blocks[i] = re.sub(r" *localrule: True\n", "", block)
+                made_remote.append(name[1])
+        rules.write_text("".join(blocks))
     if sorted(made_remote) != sorted(MADE_LOCAL):  # the rule files changed: say so, not 9 jobs
         raise SystemExit(f"error: localrules found for {made_remote}, expected {MADE_LOCAL}")
     return folder / "Snakefile"
@@ -112,13 +114,14 @@ def main() -> None:
     if why_not:
         raise SystemExit(f"error: {why_not}")
     scratch = Path(tempfile.mkdtemp(prefix="slurm-bench-"))
-    check = args.first_status_check
-    profiles = {"local": None,
-                "per_rule": cluster_profile(scratch / "per_rule_profile", False, check),
-                "grouped": cluster_profile(scratch / "grouped_profile", True, check)}  # fmt: skip
+    first_check = args.first_status_check or TEST_PROFILE[FIRST_CHECK]
+    profiles = {
+        "local": None,
+        "per_rule": cluster_profile(scratch / "per_rule_profile", False, first_check),
+        "grouped": cluster_profile(scratch / "grouped_profile", True, first_check),
+    }
     snakefiles = {"local": REPO / "Snakefile", "per_rule": per_rule_workflow(scratch / "per_rule"),
                   "grouped": REPO / "Snakefile"}  # fmt: skip
-    first_check = yaml.safe_load((profiles["grouped"] / "config.yaml").read_text())[FIRST_CHECK]
     runs: dict[str, list[dict]] = {name: [] for name in profiles}
     cluster = slurm_cluster.Cluster(gpus=2, nodes=2).start()  # as tests/test_slurm.py
     try:

@@ -1,9 +1,5 @@
 # Stage 3b: label images -> class-index masks (palette PNGs), once, in parallel.
-# Part of the data chain: localrules (see extract.smk for why).
-
-
-localrules:
-    convert_masks,
+# Part of the data chain: a localrule (extract.smk says why).
 
 
 rule convert_masks:
@@ -17,6 +13,7 @@ rule convert_masks:
         "results/logs/convert_masks.log",
     benchmark:
         "results/benchmarks/convert_masks.tsv"
+    localrule: True
     conda:
         DATA_ENV
     threads: 4

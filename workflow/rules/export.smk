@@ -59,10 +59,6 @@ rule check_export:
 
 
 # The model card renders the files above (and hashes two): as plots and run_cost, a localrule.
-localrules:
-    model_card,
-
-
 rule model_card:
     input:
         code("card"),
@@ -86,6 +82,7 @@ rule model_card:
         ),
     log:
         "results/{exp}logs/model_card.log",
+    localrule: True
     conda:
         DATA_ENV
     params:

@@ -1,14 +1,11 @@
 # Stage 2: extract the archive safely (or index a folder in place) and check the layout.
-# The data chain (this, palette, convert_masks) is localrules: it runs once per dataset, in
+# The data chain (this, palette, convert_masks) is made of localrules: it runs once per dataset, in
 # seconds to a minute of mostly I/O (all 701 CamVid masks convert in ~13 s on 2 cores), so on a
 # cluster it runs where Snakemake runs (profiles/slurm caps that at local-cores) instead of
 # waiting in the queue for a job of its own before training can be submitted.
 
 
 if LOCAL_FOLDER:
-
-    localrules:
-        index_dataset,
 
     rule index_dataset:
         input:
@@ -18,6 +15,7 @@ if LOCAL_FOLDER:
             "results/data/dataset.json",
         log:
             "results/logs/extract.log",
+        localrule: True
         conda:
             DATA_ENV
         params:
@@ -33,9 +31,6 @@ if LOCAL_FOLDER:
 
 else:
 
-    localrules:
-        extract,
-
     rule extract:
         input:
             code("extract"),
@@ -49,6 +44,7 @@ else:
             tree=directory("results/data/extracted"),
         log:
             "results/logs/extract.log",
+        localrule: True
         conda:
             DATA_ENV
         params:

@@ -1,9 +1,5 @@
 # Stage 1: obtain the dataset archive (and backbone weights) into resources/.
-# localrules: on a cluster they run where the network is (the login node).
-
-
-localrules:
-    fetch_backbone_weights,
+# localrule: on a cluster they run where the network is (the login node).
 
 
 if DATASET["source"] == "url" and not DATASET["url"]:
@@ -14,9 +10,6 @@ if DATASET["source"] == "url" and not DATASET["url"]:
 
 if DATASET["source"] != "local":
 
-    localrules:
-        obtain_dataset,
-
     rule obtain_dataset:
         input:
             code("sample" if DATASET["source"] == "sample" else "obtain"),
@@ -24,6 +17,7 @@ if DATASET["source"] != "local":
             archive_name(),
         log:
             "results/logs/obtain_dataset.log",
+        localrule: True
         conda:
             DOWNLOAD_ENV
         params:
@@ -42,6 +36,7 @@ rule fetch_backbone_weights:
         "resources/weights/{model}_backbone.pth",
     log:
         "results/logs/fetch_backbone_weights_{model}.log",
+    localrule: True
     conda:
         DATA_ENV
     message:

@@ -1,9 +1,5 @@
 # Stage 3: class_dict.csv (or the SegNet palette) -> palette.json with ids, names and colors.
-# Part of the data chain: localrules (see extract.smk for why).
-
-
-localrules:
-    palette,
+# Part of the data chain: a localrule (extract.smk says why).
 
 
 rule palette:
@@ -14,6 +10,7 @@ rule palette:
         "results/data/palette.json",
     log:
         "results/logs/palette.log",
+    localrule: True
     conda:
         DATA_ENV
     params:

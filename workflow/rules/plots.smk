@@ -4,10 +4,6 @@
 # login node), as a cluster job would spend longer queueing and starting than working.
 
 
-localrules:
-    plots,
-
-
 rule plots:
     input:
         code("plots"),
@@ -41,6 +37,7 @@ rule plots:
         ),
     log:
         "results/{exp}logs/plots.log",
+    localrule: True
     conda:
         DATA_ENV
     params:

@@ -2,10 +2,6 @@
 # params, code, packages, git commit, time); `python -m camvidseg provenance` says what is stale.
 
 
-localrules:
-    provenance,
-
-
 rule provenance:
     input:
         code("provenance"),
@@ -20,6 +16,7 @@ rule provenance:
         ),
     log:
         "results/logs/provenance.log",
+    localrule: True
     conda:
         DATA_ENV
     message:

@@ -2,10 +2,6 @@
 # A localrule, as plots (plots.smk says why).
 
 
-localrules:
-    run_cost,
-
-
 rule run_cost:
     input:
         code("runcost"),
@@ -27,6 +23,7 @@ rule run_cost:
         ),
     log:
         "results/logs/run_cost.log",
+    localrule: True
     conda:
         DATA_ENV
     message:
