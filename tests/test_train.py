@@ -120,6 +120,8 @@ def test_cpu_run_uses_plain_optim_wrapper(tiny_run):
 
 def test_runner_config_reads_as_a_table():
     from camvidseg import resume, settings
+    from camvidseg.async_steps import AutocastOptimWrapper, DeferredLossHook
+    from camvidseg.dataset import SameSizeBatches
     from camvidseg.train import Run, runner_config
 
     train = settings.resolve("train", {"batch_size": 3, "seed": 5, "max_keep_ckpts": 4})
@@ -128,7 +130,11 @@ def test_runner_config_reads_as_a_table():
     loader = config["train_dataloader"]
     assert loader["drop_last"] and loader["batch_size"] == 3
     assert loader["sampler"] == {"type": resume.SeededSampler, "shuffle": True, "seed": 5}
-    assert not config["val_dataloader"]["drop_last"]
+    val = config["val_dataloader"]  # batched like training, one image size per batch
+    assert val["batch_size"] == 3 and val["batch_sampler"] == {"type": SameSizeBatches}
+    assert "drop_last" not in val  # a batch sampler may not be given one
+    runtime = config["default_hooks"]["runtime_info"]
+    assert runtime == {"type": DeferredLossHook, "interval": train["log_interval"]}
     assert config["train_cfg"]["type"] is resume.ResumableEpochLoop
     checkpoint = config["default_hooks"]["checkpoint"]
     assert checkpoint["backend_args"] == resume.ATOMIC_WRITES
@@ -142,7 +148,7 @@ def test_runner_config_reads_as_a_table():
     assert not config["resume"] and config["load_from"] is None
     cuda = Run("cuda", "bf16", False, 4, REPO / "w", resume_from=REPO / "w/iter_7.pth")
     config = runner_config(train | {"deterministic": True}, cuda)
-    assert config["optim_wrapper"]["type"] == "AmpOptimWrapper"
+    assert config["optim_wrapper"]["type"] is AutocastOptimWrapper  # no GradScaler under bf16
     assert config["optim_wrapper"]["dtype"] == "bfloat16"
     assert config["cfg"]["model_wrapper_cfg"] is None
     assert config["env_cfg"]["cudnn_benchmark"] is False  # deterministic

@@ -35,6 +35,7 @@ ROOMS = (
     "cost",
     "device",
     "allocator",
+    "async_steps",
     "resume",
     "launch",
     "palette",

@@ -47,6 +47,7 @@ from mmengine.hooks import Hook, checkpoint_hook
 from mmengine.runner import CheckpointLoader, EpochBasedTrainLoop
 from torch.utils.data import Dataset
 
+from .async_steps import flush_losses
 from .errors import UserError
 from .fileio import atomic_path
 
@@ -273,6 +274,7 @@ class SignalCheckpointHook(Hook):
         if not signum:
             return
         name = f"iter_{runner.iter + 1}.pth"
+        flush_losses(runner)  # the checkpoint's message hub holds every loss up to here
         runner.save_checkpoint(runner.work_dir, name, by_epoch=False, backend_args=ATOMIC_WRITES)
         if dist.is_initialized():
             dist.barrier()

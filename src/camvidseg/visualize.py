@@ -90,10 +90,11 @@ def main(argv: list[str] | None = None) -> None:
     refuse_nonempty_folder(args.out)
 
     from .device import resolve
-    from .model import load_trained
+    from .model import load_trained, precision_line
 
     device = resolve(args.device, "--device")
-    model, _ = load_trained(args.model, device)
+    model, meta = load_trained(args.model, device)
+    print(precision_line(args.model, meta), flush=True)
     with atomic_path(args.out, is_dir=True) as tmp:
         count = visualize(
             model,
