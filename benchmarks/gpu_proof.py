@@ -9,7 +9,7 @@ Steps, each in its own process under its own time limit (a failure is recorded, 
                     example's layout (RGB masks, class_dict.csv) at the measured size
   trainer_checks    trainer_gpu_check.py's deterministic pair, SIGUSR1 resume and evaluate of that
                     model (small; runs beside prepare, before anything is timed)
-  runner            training throughput through ``camvidseg.train`` (its MMEngine Runner, the real
+  runner            training throughput through ``camvidseg train`` (its MMEngine Runner, the real
                     loader: 360x480 images rescaled to SIZE and cropped), batch BATCH, the recipe's
                     precision (bf16 on the card), ``train.compile`` off
   original          the original example as shipped: its dataset in the loop (num_workers 0),
@@ -196,8 +196,8 @@ def meter_hook(plan: dict, device: str, result: dict):
 
 
 def run_training(settings: dict, prepared: Path, work: Path, hooks: list, threads: int) -> None:
-    """``camvidseg.train`` in this process, exactly as the rule runs it, plus ``hooks``."""
-    from camvidseg import train as stage
+    """The train stage in this process, exactly as the rule runs it, plus ``hooks``."""
+    from camvidseg.training import train as stage
 
     original = stage.runner_config
 
@@ -230,8 +230,8 @@ def run_training(settings: dict, prepared: Path, work: Path, hooks: list, thread
 def runner_arm(args, plan: dict, compile_model: bool) -> dict:
     import torch
 
-    from camvidseg.dataset import SegmentationDataset
-    from camvidseg.model import SegmentationModel
+    from camvidseg.data.dataset import SegmentationDataset
+    from camvidseg.training.model import SegmentationModel
 
     prepared = args.work / "trainval/prepared"
     height, width = SegmentationDataset(prepared, "train").image_size(0)
@@ -340,7 +340,8 @@ def evaluate_step(args, plan: dict) -> dict:
     command = [
         sys.executable,
         "-m",
-        "camvidseg.evaluate",
+        "camvidseg",
+        "evaluate",
         "--model",
         str(work / "best.pth"),
         "--prepared",
@@ -390,7 +391,7 @@ def original_arm(args, plan: dict, precision: str, batch: int) -> dict:
     from original_example import original_dataset
     from train_throughput import endless, gpu_busy_share, timed
 
-    from camvidseg.model import build_network
+    from camvidseg.training.model import build_network
 
     device = plan["device"]
     root = (args.work / "original_root.txt").read_text()
@@ -471,7 +472,7 @@ def environment(plan: dict) -> dict:
 def prepare(args, plan: dict) -> dict:
     from camvid_like import prepared_folder, prepared_set
 
-    from camvidseg.fileio import write_json
+    from camvidseg.core.fileio import write_json
 
     started = time.perf_counter()
     manifest, palette, prepared, convert_s = prepared_folder(

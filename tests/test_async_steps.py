@@ -12,13 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from camvidseg import settings
+from camvidseg.core import settings
 
 CLASSES = 3
 
 
 def tiny_model(seed: int = 0):
-    from camvidseg.model import SegmentationModel
+    from camvidseg.training.model import SegmentationModel
 
     torch.manual_seed(seed)
     return SegmentationModel("lraspp_mobilenet_v3_large", CLASSES, 0.0).eval()
@@ -43,7 +43,7 @@ def prepared_split(root, sizes: list[tuple[int, int]]):
 def test_bf16_trains_under_autocast_without_a_loss_scaler(monkeypatch):
     from mmengine.optim import build_optim_wrapper
 
-    from camvidseg.train import optim_wrapper_config
+    from camvidseg.training.train import optim_wrapper_config
 
     def refuse(*args, **kwargs):
         raise AssertionError("a GradScaler was made for bf16")
@@ -73,7 +73,7 @@ def test_losses_reach_the_hub_once_per_log_interval_in_their_order():
     host sync there), then every value arrives, in order, exactly as ``.item()`` reads it."""
     from mmengine.logging import MessageHub
 
-    from camvidseg.async_steps import DeferredLossHook
+    from camvidseg.training.async_steps import DeferredLossHook
 
     hub = MessageHub(f"deferred-{id(object())}")
     runner = SimpleNamespace(message_hub=hub, train_dataloader=[None] * 7, hooks=[])
@@ -89,7 +89,7 @@ def test_losses_reach_the_hub_once_per_log_interval_in_their_order():
     assert list(hub.get_scalar("train/loss_aux").data[0]) == [aux.item() for _, aux in made]
     runner.hooks.append(hook)
     hook.after_train_iter(runner, 0, outputs={"loss": torch.tensor(2.0), "loss_aux": 0.5})
-    from camvidseg.async_steps import flush_losses
+    from camvidseg.training.async_steps import flush_losses
 
     flush_losses(runner)  # what a signal's checkpoint does first
     assert hub.get_scalar("train/loss").data[0][-1] == 2.0
@@ -97,7 +97,7 @@ def test_losses_reach_the_hub_once_per_log_interval_in_their_order():
 
 
 def test_gpu_jobs_keep_the_threads_as_loader_workers_per_process():
-    from camvidseg.train import loader_workers
+    from camvidseg.training.train import loader_workers
 
     train = settings.resolve("train", {})
     args = SimpleNamespace(num_workers=None, train=train, threads=4, gpus=8)
@@ -107,8 +107,8 @@ def test_gpu_jobs_keep_the_threads_as_loader_workers_per_process():
 
 
 def test_evaluation_loader_batches_images_of_one_size_with_workers(tmp_path):
-    from camvidseg.dataset import SegmentationDataset
-    from camvidseg.evaluate import evaluation_loader
+    from camvidseg.data.dataset import SegmentationDataset
+    from camvidseg.evaluation.evaluate import evaluation_loader
 
     sizes = [(32, 48)] * 5 + [(40, 56)] * 2 + [(32, 48)]
     dataset = SegmentationDataset(prepared_split(tmp_path, sizes), "val")
@@ -122,9 +122,9 @@ def test_evaluation_loader_batches_images_of_one_size_with_workers(tmp_path):
 
 @pytest.mark.parametrize("mode", ["whole", "slide"])
 def test_batched_evaluation_scores_what_one_image_at_a_time_scores(tmp_path, mode):
-    from camvidseg.dataset import SegmentationDataset
-    from camvidseg.evaluate import evaluate
-    from camvidseg.inference import WHOLE
+    from camvidseg.data.dataset import SegmentationDataset
+    from camvidseg.evaluation.evaluate import evaluate
+    from camvidseg.evaluation.inference import WHOLE
 
     sizes = [(32, 48)] * 5 + [(40, 56)] * 3
     dataset = SegmentationDataset(prepared_split(tmp_path, sizes), "val")

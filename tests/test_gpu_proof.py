@@ -15,8 +15,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from gpu_proof import dense_bf16_peak, mfu, train_flops_per_image
 
-from camvidseg.cost import gflops_per_image
-from camvidseg.model import SegmentationModel
+from camvidseg.deploy.cost import gflops_per_image
+from camvidseg.training.model import SegmentationModel
 
 
 def test_mfu_divides_by_the_cards_dense_bf16_peak():

@@ -11,7 +11,7 @@ import torch
 from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
-from camvidseg import settings
+from camvidseg.core import settings
 
 CLASSES = ["a", "b", "c"]
 LINE = "precision: bf16, as best.pth records for its validation"
@@ -21,7 +21,7 @@ LINE = "precision: bf16, as best.pth records for its validation"
 def bf16_run(tmp_path_factory):
     """A model file as a GPU run exports it (validated in bf16), a prepared val split of 3
     images, their palette, and a folder of images to predict."""
-    from camvidseg.model import SegmentationModel
+    from camvidseg.training.model import SegmentationModel
 
     root = tmp_path_factory.mktemp("bf16")
     torch.manual_seed(0)
@@ -52,8 +52,8 @@ def common(run, *flags):
 
 
 def test_loading_keeps_the_recorded_precision_on_the_cpu(bf16_run):
-    from camvidseg.inference import predict_batch
-    from camvidseg.model import load_trained
+    from camvidseg.evaluation.inference import predict_batch
+    from camvidseg.training.model import load_trained
 
     model, meta = load_trained(bf16_run / "best.pth", "cpu")
     assert model.precision == meta["precision"] == "bf16"  # no longer fp32 "because CPU"
@@ -115,7 +115,7 @@ def test_export_names_the_precision_and_checks_parity_in_the_graphs(bf16_run, tm
 
 
 def test_the_model_card_reads_the_precision(bf16_run):
-    from camvidseg.card import limits_section, recipe_section
+    from camvidseg.deploy.card import limits_section, recipe_section
 
     run = {
         "settings": {"train": settings.resolve("train", {"device": "cuda"}),

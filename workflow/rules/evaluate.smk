@@ -36,7 +36,7 @@ rule evaluate:
     message:
         "Evaluating the trained model on the {wildcards.split} split{params.experiment}"
     shell:
-        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.evaluate"
+        "python -m camvidseg lease --gpus {params.lease:q} -- python -m camvidseg evaluate"
         " --model {input.model:q} --prepared {input.prepared:q}"
         " --palette {input.palette:q} --split {wildcards.split:q} --device {params.device:q}"
         " {params.mode:q} --batch-size {params.batch:q} --num-workers {params.workers:q}"
