@@ -262,7 +262,6 @@ def runner_arm(args, plan: dict, compile_model: bool) -> dict:
         "flops_per_image": flops,
         "batch": plan["batch"],
         "loader_scale": scale,
-        "images_per_epoch_timed_within": per_epoch * plan["batch"],
     }
     with tempfile.TemporaryDirectory() as work, contextlib.suppress(Measured):
         run_training(
@@ -469,14 +468,30 @@ def environment(plan: dict) -> dict:
     return env
 
 
+def with_test_split(data: Path, work: Path) -> Path:
+    """``data`` itself, or where it has no test split (the trainval copy), a folder of links to
+    it whose ``test`` is its ``val``: the proof uses train and val only, and the extract stage
+    of this version wants all three."""
+    if (data / "test").is_dir():
+        return data
+    view = work / "data_view"
+    view.mkdir()
+    for name in ("train", "trainannot", "val", "valannot"):
+        (view / name).symlink_to(data / name)
+    (view / "test").symlink_to(data / "val")
+    (view / "testannot").symlink_to(data / "valannot")
+    return view
+
+
 def prepare(args, plan: dict) -> dict:
     from camvid_like import prepared_folder, prepared_set
 
     from camvidseg.core.fileio import write_json
 
     started = time.perf_counter()
+    data = with_test_split(args.data, args.work)
     manifest, palette, prepared, convert_s = prepared_folder(
-        args.work / "trainval", args.data, plan["threads"]
+        args.work / "trainval", data, plan["threads"]
     )
     write_json(prepared.parent / "palette.json", palette)
     (args.work / "original/extracted").mkdir(parents=True, exist_ok=True)
