@@ -152,7 +152,11 @@ class Measured(Exception):
 
 def meter_hook(plan: dict, device: str, result: dict):
     """An MMEngine hook timing iterations warmup..warmup+iters (synchronised at both ends only),
-    then profiling ``profiled`` more on CUDA, then ending the run."""
+    counting the host syncs of each of those iterations on CUDA (torch's sync debug mode: only
+    the iterations that log should have one), then profiling ``profiled`` more, then ending the
+    run."""
+    import warnings
+
     import torch
     from mmengine.hooks import Hook
 
@@ -170,12 +174,23 @@ def meter_hook(plan: dict, device: str, result: dict):
             done, start = runner.iter + 1, plan["warmup"]
             if done == 1:
                 result["first_iteration_s"] = round(time.perf_counter() - self.started, 2)
+            if start < done <= start + plan["iters"] and device == "cuda":
+                syncs = result.setdefault("host_syncs_per_timed_iteration", [])
+                syncs.append(sum("synchroniz" in str(w.message) for w in self.caught))
+                self.caught.clear()
             if done == start:
                 sync()
                 if device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
+                    self.warnings = warnings.catch_warnings(record=True)
+                    self.caught = self.warnings.__enter__()
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
                 self.timed_from = time.perf_counter()
             elif done == start + plan["iters"]:
+                if device == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+                    self.warnings.__exit__(None, None, None)
                 sync()
                 seconds = time.perf_counter() - self.timed_from
                 result["img_per_s"] = plan["iters"] * plan["batch"] / seconds
