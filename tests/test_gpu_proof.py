@@ -13,7 +13,7 @@ from conftest import REPO, segnet_layout
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from gpu_proof import dense_bf16_peak, mfu, train_flops_per_image
+from gpu_proof import dense_bf16_peak, mfu, train_flops_per_image, with_test_split
 
 from camvidseg.deploy.cost import gflops_per_image
 from camvidseg.training.model import SegmentationModel
@@ -36,6 +36,20 @@ def test_training_flops_count_the_backward_pass_too():
     # Backward costs about twice the forward (input and weight gradients; the first layer has no
     # input gradient to compute).
     assert 2.5 * forward < training < 3.0 * forward
+
+
+def test_a_train_and_val_copy_is_read_through_a_view_whose_test_is_its_val(tmp_path):
+    data = segnet_layout(tmp_path / "full")
+    assert with_test_split(data, tmp_path) == data  # a complete folder is read in place
+    for split in ("test", "testannot"):
+        for path in (data / split).iterdir():
+            path.unlink()
+        (data / split).rmdir()
+    view = with_test_split(data, tmp_path)
+    assert sorted(p.name for p in (view / "test").iterdir()) == sorted(
+        p.name for p in (data / "val").iterdir()
+    )
+    assert (view / "train").resolve() == data / "train"
 
 
 @pytest.mark.slow
