@@ -119,6 +119,27 @@ def test_cpu_run_uses_plain_optim_wrapper(tiny_run):
     assert optim_wrapper_config(train, precision("cpu", train["amp"]))["type"] == "OptimWrapper"
 
 
+def test_loader_workers_are_decided_in_the_job_on_the_device_it_got():
+    """The one loader-worker policy (the workflow passes none): --num-workers, else
+    train.num_workers, else -1: on a GPU the threads feed it, split over its processes; on the
+    CPU they compute and loading stays in the process."""
+    import argparse
+
+    from camvidseg.training.train import loader_workers
+
+    def args(flag=None, configured=-1, threads=8, gpus=2):
+        return argparse.Namespace(num_workers=flag, train={"num_workers": configured},
+                                  threads=threads, gpus=gpus)  # fmt: skip
+
+    assert loader_workers(args(), "cuda") == 4
+    assert loader_workers(args(threads=1), "cuda") == 1
+    assert loader_workers(args(), "cpu") == 0
+    assert loader_workers(args(configured=3), "cuda") == 3
+    assert loader_workers(args(flag=5, configured=3), "cpu") == 5
+    rule = (REPO / "workflow/rules/train.smk").read_text()
+    assert "--num-workers" not in rule
+
+
 def test_runner_config_reads_as_a_table():
     from camvidseg.core import settings
     from camvidseg.training import resume
