@@ -1,7 +1,7 @@
 """GPU efficiency by design, checked where the CPU can check it (issue 20, item 5): bf16 trains
 without a loss scaler, losses reach the host once per log interval in the order they were made,
-the loader copies from pinned memory without blocking, GPU jobs keep their loader workers per
-process, and evaluation runs batched with loader workers, scoring exactly what one image at a
+the loader copies from pinned memory without blocking (GPU jobs keep their loader workers per
+process: tests/test_train.py), and evaluation runs batched with loader workers, scoring exactly what one image at a
 time scores."""
 
 import json
@@ -94,16 +94,6 @@ def test_losses_reach_the_hub_once_per_log_interval_in_their_order():
     flush_losses(runner)  # what a signal's checkpoint does first
     assert hub.get_scalar("train/loss").data[0][-1] == 2.0
     assert hub.get_scalar("train/loss_aux").data[0][-1] == 0.5
-
-
-def test_gpu_jobs_keep_the_threads_as_loader_workers_per_process():
-    from camvidseg.training.train import loader_workers
-
-    train = settings.resolve("train", {})
-    args = SimpleNamespace(num_workers=None, train=train, threads=4, gpus=8)
-    assert loader_workers(args, "cuda") == 4  # not 4 // 8 -> 1
-    assert loader_workers(args, "cpu") == 0
-    assert loader_workers(SimpleNamespace(**vars(args) | {"num_workers": 3}), "cuda") == 3
 
 
 def test_evaluation_loader_batches_images_of_one_size_with_workers(tmp_path):
