@@ -1,8 +1,8 @@
 """GPU efficiency by design, checked where the CPU can check it (issue 20, item 5): bf16 trains
 without a loss scaler, losses reach the host once per log interval in the order they were made,
-the loader copies from pinned memory without blocking (GPU jobs keep their loader workers per
-process: tests/test_train.py), and evaluation runs batched with loader workers, scoring exactly what one image at a
-time scores."""
+the loader copies from pinned memory without blocking (that GPU jobs keep their loader workers
+per process: tests/test_train.py), and evaluation runs batched with loader workers, scoring
+exactly what one image at a time scores."""
 
 import json
 from types import SimpleNamespace
