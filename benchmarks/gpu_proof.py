@@ -22,7 +22,9 @@ Steps, each in its own process under its own time limit (a failure is recorded, 
   compile           the runner arm with ``train.compile: true`` (only when time is left)
 Each throughput arm: img/s over steady iterations, the GPU-busy share (first to last kernel of a
 profiled window), peak memory, and MFU = counted training FLOPs per image (forward + backward,
-``torch.utils.flop_counter``) x img/s / the card's dense bf16 peak.
+``torch.utils.flop_counter``) x img/s / the card's dense bf16 peak. (That counter over-counts the
+backward of grouped convolutions: the figures mean something for the ResNet the GPU run measures,
+not for the smoke's MobileNet.)
 
 Writes ``gpu_proof.json`` (one key per step, rewritten after each) to --results
 (default ``benchmarks/results/``; the smoke's default is a temporary folder) and to ``$OUT``.
