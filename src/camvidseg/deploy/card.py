@@ -321,15 +321,11 @@ def render(run: dict) -> str:
 def to_html(markdown: str) -> str:
     from markdown_it import MarkdownIt
 
+    from ..reporting import pages
+
     body = MarkdownIt("commonmark").enable("table").render(markdown)
-    style = (
-        "body{font-family:sans-serif;margin:1em;max-width:70em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px}pre{background:#f6f6f6;padding:.6em}"
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Model card</title>"
-        f"<style>{style}</style></head><body>{body}</body></html>\n"
-    )
+    style = "body{max-width:70em}td,th{text-align:left}pre{background:#f6f6f6;padding:.6em}"
+    return pages.document("Model card", body, style)
 
 
 def gather(args: argparse.Namespace) -> dict:
