@@ -5,7 +5,8 @@ import numpy as np
 from PIL import Image
 
 from camvidseg import IGNORE_INDEX
-from camvidseg.palette import build_rgb_palette, legend_entries
+from camvidseg.colors import legend_entries
+from camvidseg.palette import build_rgb_palette
 from camvidseg.panel import save_panel
 from camvidseg.plots import confusion_heatmap, per_class_iou
 

@@ -2,7 +2,9 @@
 
 Two uses: each rule's code inputs are the import closure of the stage module it runs (so editing
 any file a stage really uses re-runs it, and nothing else does), and the architecture check
-(docs/architecture.md): stages import only shared rooms, never each other.
+(docs/architecture.md): stages import only shared rooms, never each other. The closure counts
+code at the grain of what a stage computes: presentation-only modules (``PRESENTATION``) are left
+out, and the training fingerprint hashes the code without its docstrings, comments and help texts.
 The Snakefile imports this module while it parses, so it uses the standard library only.
 """
 
@@ -38,6 +40,7 @@ ROOMS = (
     "resume",
     "launch",
     "palette",
+    "colors",
     "panel",
     "progress",
     "identity",
@@ -46,6 +49,17 @@ ROOMS = (
     "figures",
     "pages",
 )
+
+# Rooms that only shape what a person reads: the command line's usage and help, the progress
+# line. No result depends on their bytes, so they are no rule's code input and no part of the
+# training fingerprint (editing them re-runs nothing, and strands no checkpoint); what they import
+# still counts (``command`` takes option defaults from ``settings``). The names other modules may
+# use from each are listed: tests/test_codegraph.py fails when code uses anything else from them,
+# so computation cannot move in unnoticed.
+PRESENTATION = {
+    "command": ("parser", "summary", "add_trained_model", "add_paths", "add_device"),
+    "progress": ("Progress", "training_hook"),
+}
 
 
 def modules(package_dir: Path = PACKAGE_DIR) -> list[str]:
@@ -94,8 +108,8 @@ def imports(module: str, package_dir: Path = PACKAGE_DIR) -> frozenset[str]:
 
 
 def closure(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
-    """``module`` and every package module it imports, directly or not; importing any module of
-    the package runs ``__init__`` first, so that is always part of it."""
+    """``module`` and every package module it imports, directly or not, but the presentation-only
+    ones; importing any module of the package runs ``__init__`` first, so that is always part."""
     seen: set[str] = set()
     todo = [module, "__init__"]
     while todo:
@@ -103,7 +117,7 @@ def closure(module: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
         if name not in seen:
             seen.add(name)
             todo.extend(imports(name, package_dir))
-    return sorted(seen)
+    return sorted(seen - (PRESENTATION.keys() - {module}))
 
 
 def code_files(module: str, package_dir: Path = PACKAGE_DIR) -> list[Path]:
@@ -112,9 +126,30 @@ def code_files(module: str, package_dir: Path = PACKAGE_DIR) -> list[Path]:
 
 
 def source_digest(module: str, package_dir: Path = PACKAGE_DIR) -> str:
-    """sha256 over the bytes of ``module``'s import closure: changes with any edit of code the
-    module runs (the training fingerprint uses it: a checkpoint of other code is never resumed)."""
+    """sha256 over what ``module``'s import closure computes: its syntax tree without docstrings
+    and ``help=`` texts (the training fingerprint uses it: a checkpoint of other code is never
+    resumed, and an edit of a comment, a docstring or a help text strands none)."""
     digest = hashlib.sha256()
     for path in code_files(module, package_dir):
-        digest.update(f"{path.name}\0".encode() + path.read_bytes() + b"\0")
+        digest.update(f"{path.name}\0{computing_code(path.read_text())}\0".encode())
     return digest.hexdigest()
+
+
+def computing_code(source: str) -> str:
+    """``source`` as its syntax tree, less what only people read: docstrings and help texts."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and _is_docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.Call):
+            node.keywords = [k for k in node.keywords if k.arg != "help"]
+    return ast.dump(tree)
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )

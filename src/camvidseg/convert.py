@@ -17,10 +17,10 @@ import numpy as np
 from PIL import Image
 
 from . import IGNORE_INDEX, command
+from .colors import color_table
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
 from .images import checked_size, open_checked
-from .palette import color_table
 from .progress import Progress
 from .settings import describe, option
 

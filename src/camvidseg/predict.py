@@ -13,10 +13,10 @@ import numpy as np
 from PIL import Image
 
 from . import IMAGE_SUFFIXES, command
+from .colors import color_table, colorize, legend_entries, overlay
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, refuse_nonempty_folder
 from .images import checked_size
-from .palette import color_table, colorize, legend_entries, overlay
 from .panel import save_panel
 from .progress import Progress
 from .settings import describe, option

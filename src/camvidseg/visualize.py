@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from . import IGNORE_INDEX, command
+from .colors import color_table, colorize, legend_entries, overlay
 from .errors import cli
 from .fileio import atomic_path, read_json, refuse_nonempty_folder
-from .palette import color_table, colorize, legend_entries, overlay
 from .panel import save_panel
 from .progress import Progress
 from .settings import option
