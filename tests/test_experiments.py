@@ -163,11 +163,11 @@ def test_provenance_record_covers_every_experiment(sweep_run):
     """Each experiment's jobs are in the record with their own settings, made from the one data
     chain; an edit of visualize.py makes exactly the visualize job of every experiment stale."""
     record = json.loads((sweep_run / "results/provenance.json").read_text())
-    trains = {n: s for n, s in record["stages"].items() if s["rule"] == "train"}
+    trains = {n: s for n, s in record["stages"].items() if s["stage"] == "train"}
     assert sorted(trains) == [f"train:results/experiments/{n}/model/best.pth" for n in NAMES]
     for name, stage in trains.items():
         lr, seed = re.search(r"lr=(.+),seed=(\d+)/", name).groups()
-        train = stage["params"]["settings"]["train"]
+        train = stage["settings"]["train"]
         assert (train["lr"], train["seed"]) == (float(lr), int(seed))
         assert stage["dataset"] == record["dataset"]
     assert provenance_check(sweep_run).returncode == 0

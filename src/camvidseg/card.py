@@ -18,6 +18,7 @@ from pathlib import Path
 from . import command
 from .errors import cli
 from .fileio import atomic_path, read_json
+from .madeby import Record
 
 ARCHITECTURES = {
     "deeplabv3_resnet50": "DeepLabV3 (ASPP) head on a ResNet-50 backbone",
@@ -295,12 +296,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="MODEL_CARD.md")
     parser.add_argument("--out-html", type=Path, help="the card as HTML, for the report")
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [getattr(args, name) for name in [*inputs, "metrics"]])
     card = render(gather(args))
     with atomic_path(args.out) as tmp:
         tmp.write_text(card)
     if args.out_html:
         with atomic_path(args.out_html) as tmp:
             tmp.write_text(to_html(card))
+    made.write([args.out, args.out_html])
     print(f"model card: {args.out}")
 
 

@@ -44,6 +44,7 @@ ROOMS = (
     "panel",
     "progress",
     "identity",
+    "madeby",
     "codegraph",
     "experiments",
     "figures",

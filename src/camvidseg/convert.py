@@ -21,6 +21,7 @@ from .colors import color_table
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
 from .images import checked_size, open_checked
+from .madeby import Record
 from .progress import Progress
 from .settings import describe, option
 
@@ -207,10 +208,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--cache-images", **option("dataset.cache_images"))
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.manifest, args.palette])
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     index = prepare(
         manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images
     )
+    made.write([args.out])
     total = sum(index["unknown_pixels"].values())
     if total:
         print(

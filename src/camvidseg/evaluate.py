@@ -15,6 +15,7 @@ from pathlib import Path
 from . import command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
+from .madeby import Record
 from .progress import Progress
 from .settings import option
 
@@ -122,7 +123,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-
+    made = Record(__file__, args, [args.model, args.prepared, args.palette])
     from .dataset import SegmentationDataset
     from .device import resolve
     from .inference import mode_label
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     write_json(args.out_json, summary)
     write_per_class_csv(summary, args.out_csv)
+    made.write([args.out_json, args.out_csv])
     for label, scores in summary["modes"].items():
         print(
             f"{args.split} [{label}]: mIoU {scores['mIoU']:.4f}  mAcc {scores['mAcc']:.4f}  "

@@ -29,6 +29,7 @@ from . import command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
 from .identity import redact_url
+from .madeby import Record
 from .progress import Progress
 from .settings import describe
 
@@ -369,8 +370,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    made = Record(__file__, args, [])
     _, fetch = ROUTES[args.route]
     fetch(args)
+    made.write([args.out])
     print(f"obtained {args.out}")
 
 

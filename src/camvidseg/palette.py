@@ -14,6 +14,7 @@ from pathlib import Path
 from . import IGNORE_INDEX, command
 from .errors import UserError, cli
 from .fileio import read_json, write_json
+from .madeby import Record
 from .settings import option
 
 # The standard SegNet grouping of the 32 CamVid classes into 11 (the rest is ignored), so results
@@ -149,8 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ignore-classes", **option("dataset.ignore_classes"))
     parser.add_argument("--out", required=True, help="palette.json to write")
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.manifest])
     palette = make_palette(read_json(args.manifest), args.classes, args.ignore_classes)
     write_json(args.out, palette)
+    made.write([args.out])
     names = ", ".join(class_names(palette))
     print(
         f"palette: {len(palette['classes'])} trained classes ({names}); ignore index {IGNORE_INDEX}"

@@ -10,6 +10,7 @@ from . import command
 from .errors import UserError, cli
 from .figures import pyplot, save
 from .fileio import atomic_path, read_json
+from .madeby import Record
 
 
 def training_curves(history: dict, path: Path) -> None:
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", type=Path, help="CSV of the headline scores per split")
     parser.add_argument("--summary-html", type=Path, help="the same, with per-class IoU, as HTML")
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.history, args.metrics])
     args.out.mkdir(parents=True, exist_ok=True)
     training_curves(read_json(args.history), args.out / "training_curves.png")
     all_metrics = [read_json(path) for path in args.metrics]
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         save(confusion_heatmap(metrics), args.out / f"confusion_{metrics['split']}.png")
     if args.summary:
         summary_table(all_metrics, args.summary, args.summary_html)
+    made.write([args.out, args.summary, args.summary_html])
     print(f"plots in {args.out}")
 
 

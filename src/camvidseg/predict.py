@@ -17,6 +17,7 @@ from .colors import color_table, colorize, legend_entries, overlay
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, refuse_nonempty_folder
 from .images import checked_size
+from .madeby import Record
 from .panel import save_panel
 from .progress import Progress
 from .settings import describe, option
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)
+    made = Record(__file__, args, [args.model, args.palette, args.input_dir])
     read, segment = load_segmenter(args.backend, args.model, args.device)
     palette = read_json(args.palette)
     colors = color_table(palette)
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
                 path.name,
             )
             progress.advance()
+    made.write([args.out])
     print(f"{len(images)} images segmented into {args.out}")
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 from . import command
 from .errors import cli
 from .fileio import atomic_path
+from .madeby import Record
 from .settings import option
 
 CAMVID32 = [
@@ -234,8 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("train", "val", "test", "height", "width", "seed"):
         parser.add_argument(f"--{key}", **option(f"dataset.sample.{key}"))
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [])
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     build_sample(Path(args.out), sizes, args.height, args.width, args.seed)
+    made.write([args.out])
     print(f"sample: {sizes} images of {args.height}x{args.width} -> {args.out}")
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from . import codegraph, command, launch, settings
 from .errors import UserError, cli
+from .madeby import Record
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -439,13 +440,15 @@ def train(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    made = Record(__file__, args, [args.prepared, args.palette, args.backbone_weights])
     if launch.needed(args.gpus, args.nodes):
         from .device import resolve
 
         device = resolve(args.train["device"], "train.device")
         launch.run("camvidseg.train", argv, args.gpus, args.nodes, device, args.threads)
-        return
-    train(args)
+    else:
+        train(args)
+    made.write([args.out_model, args.out_history])
 
 
 if __name__ == "__main__":

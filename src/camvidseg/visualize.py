@@ -17,6 +17,7 @@ from . import IGNORE_INDEX, command
 from .colors import color_table, colorize, legend_entries, overlay
 from .errors import cli
 from .fileio import atomic_path, read_json, refuse_nonempty_folder
+from .madeby import Record
 from .panel import save_panel
 from .progress import Progress
 from .settings import option
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
     refuse_nonempty_folder(args.out)
+    made = Record(__file__, args, [args.model, args.prepared, args.palette])
 
     from .device import resolve
     from .model import load_trained
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             args.alpha,
             tmp,
         )
+    made.write([args.out])
     print(f"{count} panels in {args.out}")
 
 
