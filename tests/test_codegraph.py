@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import REPO, TINY
 
-from camvidseg import codegraph
+from camvidseg.workflow import codegraph
 
 # Loads the workflow through Snakemake's API (nothing runs) and prints, per rule, its shell
 # command, its params and the package files among its inputs.
@@ -62,13 +62,19 @@ def test_closure_follows_every_kind_of_import(tmp_path):
         "helper": "import camvidseg.deep\nimport numpy\n",
         "lazy": "from camvidseg import other\nx = 1\n",
         "deep": "",
-        "other": "from .deep import nothing\n",
+        "other": "from .deep import nothing\nfrom .sub import inner\n",
         "unused": "import os\n",
+        "sub/__init__": "",
+        "sub/inner": "from ..deep import nothing\nfrom . import sibling\n",
+        "sub/sibling": "from camvidseg.sub.far import x\n",
+        "sub/far": "",
     }
+    (package / "sub").mkdir()
     for name, text in sources.items():
         (package / f"{name}.py").write_text(text)
     assert codegraph.closure("stage", package) == [
         "__init__", "deep", "helper", "lazy", "other", "stage",
+        "sub.__init__", "sub.far", "sub.inner", "sub.sibling",
     ]  # fmt: skip
     assert codegraph.closure("unused", package) == ["__init__", "unused"]
 
@@ -104,22 +110,23 @@ def test_source_digest_ignores_docstrings_comments_and_help_texts_only(tmp_path)
 def scratch_package(tmp_path):
     """A copy of the package's sources to edit (the repository's stay as they are)."""
     copy = tmp_path / "camvidseg"
-    copy.mkdir()
-    for path in codegraph.PACKAGE_DIR.glob("*.py"):
-        (copy / path.name).write_text(path.read_text())
+    for path in codegraph.PACKAGE_DIR.rglob("*.py"):
+        target = copy / path.relative_to(codegraph.PACKAGE_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
     return copy
 
 
 @pytest.mark.parametrize(
     ("module", "old", "new", "retrains"),
     [
-        ("progress", "ETA", "eta", False),  # the progress line
-        ("command", "best.pth from training", "the trained model", False),  # a help text
-        ("colors", "alpha) * image", "alpha) * 0.5 * image", False),  # overlays' colors
-        ("train", "weights-only best model", "the best weights", False),  # its own help
-        ("model", "self.aux_loss_weight * aux", "2 * self.aux_loss_weight * aux", True),
-        ("dataset", "image[:, ::-1], mask[:, ::-1]", "image[::-1], mask[::-1]", True),
-        ("palette", "def class_names", "def class_names_", True),
+        ("core.progress", "ETA", "eta", False),  # the progress line
+        ("core.command", "best.pth from training", "the trained model", False),  # a help text
+        ("data.colors", "alpha) * image", "alpha) * 0.5 * image", False),  # overlays' colors
+        ("training.train", "weights-only best model", "the best weights", False),  # its own help
+        ("training.model", "self.aux_loss_weight * aux", "2 * self.aux_loss_weight * aux", True),
+        ("data.dataset", "image[:, ::-1], mask[:, ::-1]", "image[::-1], mask[::-1]", True),
+        ("data.palette", "def class_names", "def class_names_", True),
     ],
 )
 def test_training_fingerprint_changes_with_computing_code_only(
@@ -128,7 +135,7 @@ def test_training_fingerprint_changes_with_computing_code_only(
     """Checkpoints are resumed by this digest: a cosmetic edit must keep it, a real one not."""
     package = scratch_package(tmp_path)
     before = codegraph.source_digest("train", package)
-    source = package / f"{module}.py"
+    source = codegraph.path_of(module, package)
     assert old in source.read_text(), (module, old)
     source.write_text(source.read_text().replace(old, new))
     assert (codegraph.source_digest("train", package) != before) == retrains
@@ -140,7 +147,8 @@ def test_presentation_modules_are_used_for_what_they_show_only():
     rooms, stages = set(codegraph.ROOMS), set(codegraph.stages())
     for module in codegraph.PRESENTATION:
         assert module in rooms and module not in stages, module
-        assert codegraph.imports(module) <= {"settings", "errors", "__init__"}, module
+        allowed = {"core.settings", "core.errors", "core.__init__", "__init__"}
+        assert codegraph.imports(module) <= allowed, module
     for module in codegraph.modules():
         for shown, used in presentation_names_used(module).items():
             unlisted = used - set(codegraph.PRESENTATION[shown])
@@ -149,17 +157,21 @@ def test_presentation_modules_are_used_for_what_they_show_only():
 
 def presentation_names_used(module: str) -> dict[str, set[str]]:
     """Presentation module -> the names ``module`` takes from it (imported, or ``alias.name``)."""
-    tree = ast.parse((codegraph.PACKAGE_DIR / f"{module}.py").read_text())
+    tree = ast.parse(codegraph.path_of(module).read_text())
     used: dict[str, set[str]] = {}
     aliases: dict[str, str] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            source = (node.module or "").removeprefix("camvidseg").lstrip(".")
-            for alias in node.names:
-                if source in codegraph.PRESENTATION:
-                    used.setdefault(source, set()).add(alias.name)
-                elif not source and alias.name in codegraph.PRESENTATION:
-                    aliases[alias.asname or alias.name] = alias.name
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        for alias in node.names:
+            one = ast.ImportFrom(module=node.module, names=[alias], level=node.level)
+            for target in codegraph._targets(module, one, codegraph.PACKAGE_DIR):
+                if target not in codegraph.PRESENTATION:
+                    continue
+                if target.rsplit(".", 1)[-1] == alias.name:  # the module itself, by name
+                    aliases[alias.asname or alias.name] = target
+                else:
+                    used.setdefault(target, set()).add(alias.name)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) in aliases:
             used.setdefault(aliases[node.value.id], set()).add(node.attr)
@@ -168,9 +180,10 @@ def presentation_names_used(module: str) -> dict[str, set[str]]:
 
 
 def test_train_closure_includes_what_it_imports_inside_functions():
-    assert {"device", "resume", "model", "dataset", "metrics", "palette"} <= set(
-        codegraph.closure("train")
-    )
+    assert {
+        "core.device", "training.resume", "training.model", "data.dataset",
+        "evaluation.metrics", "data.palette",
+    } <= set(codegraph.closure("train"))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -197,8 +210,8 @@ def test_rules_declare_the_import_closure_of_the_stage_they_run(case, tmp_path, 
     assert expected_rules <= rules.keys()
     for name, rule in rules.items():
         commands = " ".join([rule["shell"], *rule["params"]])
-        # `camvidseg.lease` only picks GPUs, then execs the stage: the stage's closure counts.
-        modules = set(re.findall(r"-m camvidseg\.(\w+)", commands)) - {"lease"}
+        # `camvidseg lease` only picks GPUs, then execs the stage: the stage's closure counts.
+        modules = set(re.findall(r"-m camvidseg (\w+)", commands)) - {"lease"}
         if not modules:
             assert not rule["code"], name
             continue
@@ -209,7 +222,7 @@ def test_rules_declare_the_import_closure_of_the_stage_they_run(case, tmp_path, 
 
 def test_stages_import_only_rooms():
     modules = codegraph.modules()
-    stages = set(codegraph.stages())
+    stages = set(codegraph.stages().values())
     rooms = set(codegraph.ROOMS)
     unplaced = sorted(set(modules) - stages - rooms)
     assert not unplaced, f"neither a stage (no main) nor listed in codegraph.ROOMS: {unplaced}"
@@ -217,16 +230,19 @@ def test_stages_import_only_rooms():
         outside = sorted(codegraph.imports(module) - rooms)
         assert not outside, f"{module} imports {outside}, which are not rooms"
     for room in rooms & set(modules):
-        assert room == "palette" or room not in stages, f"room {room} has a main"
+        assert room == "data.palette" or room not in stages, f"room {room} has a main"
 
 
 def test_parse_time_rooms_use_the_standard_library_only():
     """The Snakefile imports codegraph, identity, experiments and settings while it parses, in
     Snakemake's interpreter (which has PyYAML: Snakemake needs it)."""
-    parse_time = ("__init__", "errors", "codegraph", "identity", "experiments", "settings")
+    parse_time = (
+        "__init__", "core.__init__", "core.errors", "core.settings", "data.__init__",
+        "data.identity", "workflow.__init__", "workflow.codegraph", "workflow.experiments",
+    )  # fmt: skip
     for module in parse_time:
         tree_imports = re.findall(
-            r"^(?:from|import) (\S+)", (codegraph.PACKAGE_DIR / f"{module}.py").read_text(), re.M
+            r"^(?:from|import) (\S+)", codegraph.path_of(module).read_text(), re.M
         )
         standard = sys.stdlib_module_names | {"__future__", "yaml"}
         absolute = [m for m in tree_imports if not m.startswith(".")]  # package: checked below
@@ -239,7 +255,7 @@ def listed(doc: str, heading: str) -> set[str]:
     paragraph = re.search(rf"^{heading}: (.*?)(?:\n\n|\Z)", doc, re.S | re.M)
     assert paragraph, f"docs/architecture.md has no '{heading}:' paragraph"
     items = re.sub(r"\([^)]*\)", "", paragraph.group(1))  # what each room owns, in parentheses
-    return set(re.findall(r"`(\w+)`", items))
+    return set(re.findall(r"`([\w.]+)`", items))
 
 
 def test_architecture_doc_lists_the_rooms_and_stages_of_the_code():
@@ -253,7 +269,7 @@ def test_no_function_in_the_package_is_over_60_lines():
     """Small functions (the developers' guide): every function and method of src/camvidseg/,
     decorators and docstring included, fits in 60 lines."""
     long = []
-    for path in sorted((REPO / "src/camvidseg").glob("*.py")):
+    for path in sorted((REPO / "src/camvidseg").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 first = min([node.lineno] + [d.lineno for d in node.decorator_list])

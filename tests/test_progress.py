@@ -9,8 +9,8 @@ import pytest
 import rich.console
 from conftest import REPO, run_cli, run_in_terminal, snakemake_call
 
-from camvidseg import progress
-from camvidseg.progress import Progress
+from camvidseg.core import progress
+from camvidseg.core.progress import Progress
 
 REDRAW = "\r\x1b[2K"  # back to the line's start, erase it: the line is rewritten in place
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
@@ -79,7 +79,7 @@ def indexed_sample(sample_archive, tmp_path):
 
 def convert_command(manifest, palette, out, log):
     return (
-        f"{sys.executable} -m camvidseg.convert --manifest {manifest} --palette {palette}"
+        f"{sys.executable} -m camvidseg convert --manifest {manifest} --palette {palette}"
         f" --out {out} --threads 2 > {log} 2>&1"
     )
 

@@ -27,10 +27,10 @@ from conftest import (
 )
 from PIL import Image
 
-from camvidseg import codegraph
-from camvidseg.identity import HashCache, content_id, folder_id, redact_url
-from camvidseg.madeby import Record, read_record, record_path
-from camvidseg.sample import build_sample
+from camvidseg.data.identity import HashCache, content_id, folder_id, redact_url
+from camvidseg.data.sample import build_sample
+from camvidseg.workflow import codegraph
+from camvidseg.workflow.madeby import Record, read_record, record_path
 
 TINY_SAMPLE = {"train": 6, "val": 2, "test": 2}
 
@@ -115,8 +115,6 @@ def test_a_stage_records_what_made_its_outputs_beside_them_and_no_url_token(tmp_
     text = record_path(tmp_path / "a").read_text()
     assert "secret" not in text and "pw" not in text
     assert read_record(tmp_path / "a")["settings"]["url"] == redact_url(signed)
-
-
 def test_a_failed_stage_writes_no_record(tmp_path):
     out = tmp_path / "palette.json"
     result = run_cli("palette", "--manifest", tmp_path / "missing.json", "--out", out, check=False)
@@ -206,7 +204,7 @@ def test_record_names_the_data_settings_and_code_of_every_stage(tiny_run):
 
 def run_cli_in(folder, module, *args):
     return subprocess.run(
-        [sys.executable, "-m", f"camvidseg.{module}", *map(str, args)],
+        [sys.executable, "-m", "camvidseg", module, *map(str, args)],
         capture_output=True,
         text=True,
         cwd=folder,
@@ -219,11 +217,11 @@ def test_editing_visualize_makes_exactly_visualize_stale(tiny_run):
     fresh = provenance_check(tiny_run)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert not stale_jobs(fresh)
-    with edited_source("visualize"):
+    with edited_source("evaluation.visualize"):
         result = provenance_check(tiny_run)
     assert result.returncode == 1
     assert stale_jobs(result) == {"visualize"}
-    assert "code changed: visualize.py" in result.stdout
+    assert "code changed: evaluation/visualize.py" in result.stdout
 
 
 def test_report_shows_the_provenance_record(tiny_run):
