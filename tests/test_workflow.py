@@ -65,7 +65,7 @@ def test_code_change_reruns_the_step(tiny_run):
     assert not {"obtain_dataset", "extract"} & planned.keys()
 
 
-@pytest.mark.parametrize("module", ["progress", "command"])
+@pytest.mark.parametrize("module", ["core.progress", "core.command"])
 def test_presentation_edit_reruns_nothing(tiny_run, module):
     """The progress line and the command line's help are no stage's code input (codegraph)."""
     with edited_source(module):
@@ -74,7 +74,7 @@ def test_presentation_edit_reruns_nothing(tiny_run, module):
 
 
 def test_model_code_edit_reruns_training_and_what_follows_only(tiny_run):
-    with edited_source("model"):
+    with edited_source("training.model"):
         planned = jobs_planned(snakemake(tiny_run, "-n"))
     assert {"train", "evaluate", "visualize", "plots"} <= planned.keys()
     assert not {"obtain_dataset", "extract", "palette", "convert_masks"} & planned.keys()
