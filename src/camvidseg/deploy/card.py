@@ -19,13 +19,6 @@ from ..core.errors import cli
 from ..core.fileio import atomic_path, read_json, sha256_file
 from ..workflow.madeby import Record
 
-ARCHITECTURES = {
-    "deeplabv3_resnet50": "DeepLabV3 (ASPP) head on a ResNet-50 backbone",
-    "deeplabv3_resnet101": "DeepLabV3 (ASPP) head on a ResNet-101 backbone",
-    "deeplabv3_mobilenet_v3_large": "DeepLabV3 (ASPP) head on a MobileNetV3-Large backbone",
-    "lraspp_mobilenet_v3_large": "LR-ASPP head on a MobileNetV3-Large backbone",
-    "fcn_resnet50": "FCN head on a ResNet-50 backbone",
-}
 TEMPLATE = "model_card.md.j2"  # beside this module (package data)
 SOURCES = {
     "opendatalab": "CamVid from OpenDataLab (`odl get CamVid`)",
@@ -59,7 +52,7 @@ def model_rows(run: dict) -> list[list]:
     init = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", "none": "none (from scratch)"}
     model, onnx = run["paths"]["model"], run["paths"]["onnx"]
     return [
-        ["architecture", f"{ARCHITECTURES[name]} (torchvision `{MODELS[name][0]}`)"],
+        ["architecture", f"{MODELS[name].architecture} (torchvision `{MODELS[name].builder}`)"],
         ["backbone initialisation", init.get(weights, f"weights file `{weights}`")],
         ["classes", len(run["palette"]["classes"])],
         ["checkpoint", f"`{model}` (epoch {meta['epoch']}, best val mIoU during training; "
@@ -190,7 +183,8 @@ def loader_values(run: dict) -> dict:
     """What the code blocks of "How to use" fill in: the network's builder and normalisation."""
     from ..training.model import IMAGENET_MEAN, IMAGENET_STD, MODELS
 
-    builder, has_aux, _ = MODELS[run["meta"]["model"]]
+    model = MODELS[run["meta"]["model"]]
+    builder, has_aux = model.builder, model.has_aux
     val = next((m for m in run["metrics"] if m["split"] == "val"), None)
     return {
         "builder": builder,
@@ -238,15 +232,11 @@ def render(run: dict) -> str:
 def to_html(markdown: str) -> str:
     from markdown_it import MarkdownIt
 
+    from ..reporting import pages
+
     body = MarkdownIt("commonmark").enable("table").render(markdown)
-    style = (
-        "body{font-family:sans-serif;margin:1em;max-width:70em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px}pre{background:#f6f6f6;padding:.6em}"
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Model card</title>"
-        f"<style>{style}</style></head><body>{body}</body></html>\n"
-    )
+    style = "body{max-width:70em}td,th{text-align:left}pre{background:#f6f6f6;padding:.6em}"
+    return pages.document("Model card", body, style)
 
 
 def gather(args: argparse.Namespace) -> dict:

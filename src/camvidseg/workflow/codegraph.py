@@ -63,6 +63,7 @@ ROOMS = (
     "workflow.codegraph",
     "workflow.experiments",
     "workflow.madeby",
+    "workflow.plan",
 )
 
 # Rooms that only shape what a person reads: the command line's usage and help, the progress
