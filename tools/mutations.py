@@ -130,6 +130,7 @@ def try_mutation(tree: Path, mutation: dict, tests: Tests) -> tuple[bool, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--list", type=Path, default=LIST, help="the mutations (YAML)")
     parser.add_argument("--only", nargs="+", metavar="ID", help="mutation ids (default: all)")
     parser.add_argument("--tests", nargs="+", metavar="ARG",
                         help="pytest arguments to run instead of the fast suite (quick checks; "
@@ -137,7 +138,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist processes (-n)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per test run")
     args = parser.parse_args()
-    mutations = load(LIST, args.only)
+    mutations = load(args.list, args.only)
     tests = Tests(args.tests or FAST_SUITE, args.workers, args.timeout)
     with tempfile.TemporaryDirectory(prefix="mutations.") as scratch:
         tree = Path(scratch) / "repo"
