@@ -53,6 +53,11 @@ def render(results: Path, name: str = "demo") -> str:
     lines = ["| split | " + " | ".join(KEYS) + " | classes scored |", "|---" * 6 + "|"]
     for path in split_metrics(results):
         metrics = json.loads(path.read_text())
+        if not metrics.get("scored", True):  # e.g. a copy without test labels: said, no number
+            lines.append(
+                f"| {metrics['split']} |" + " – |" * len(KEYS) + " not scored: no labels |"
+            )
+            continue
         scores = " | ".join(f"{metrics[k]:.4f}" for k in KEYS)
         lines.append(f"| {metrics['split']} | {scores} | {metrics['num_classes_scored']} |")
     return "\n".join(lines)

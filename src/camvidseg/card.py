@@ -34,7 +34,6 @@ SOURCES = {
 }
 
 
-
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -104,6 +103,9 @@ def content_identity(manifest: dict, index: dict) -> str:
     return f"`{content}`" if content else "not recorded"
 
 
+CLASS_WEIGHTS = {"none": "", "median_frequency": ", median-frequency class weights"}
+
+
 def data_section(run: dict) -> str:
     dataset, manifest = run["settings"]["dataset"], run["manifest"]
     sizes = ", ".join(f"{split} {n}" for split, n in manifest["sizes"].items())
@@ -114,6 +116,10 @@ def data_section(run: dict) -> str:
         ["split sizes (images)", sizes],
         ["image size (evaluated at)", f"{height}×{width}"],
         ["content hash", content_identity(manifest, run["index"])],
+        *(
+            [f"{split} split", f"left out: {why}"]
+            for split, why in manifest.get("left_out", {}).items()
+        ),
     ]
     return "## Data\n\n" + table(["", ""], rows)
 
@@ -134,7 +140,11 @@ def recipe_section(run: dict) -> str:
             f"validation every {t['val_interval']} epoch(s)",
         ],
         ["augmentation", f"random scale {t['scale_range']}, crop {t['crop_size']}, h-flip"],
-        ["loss", f"cross-entropy (aux head weight {run['settings']['model']['aux_loss_weight']})"],
+        [
+            "loss",
+            f"cross-entropy{CLASS_WEIGHTS[t['class_weights']]} (aux head weight "
+            f"{run['settings']['model']['aux_loss_weight']})",
+        ],
         ["precision", "AMP (bf16 where supported)" if amp else "fp32"],
         ["seed", t["seed"]],
         [
@@ -146,6 +156,7 @@ def recipe_section(run: dict) -> str:
 
 
 def scores_section(metrics: list[dict]) -> str:
+    scored = [m for m in metrics if m.get("scored", True)]
     rows = [
         [
             m["split"],
@@ -153,22 +164,30 @@ def scores_section(metrics: list[dict]) -> str:
             *(fmt(scores[k]) for k in ("mIoU", "mAcc", "aAcc", "mDice")),
             scores["num_classes_scored"],
         ]
-        for m in metrics
+        for m in scored
         for label, scores in m["modes"].items()
     ]
-    names = [c["class"] for c in metrics[0]["per_class"]]
-    per_class = [
-        [name, *(fmt(m["per_class"][k]["IoU"]) for m in metrics)]
-        for k, name in enumerate(names)
-        if any(m["per_class"][k]["IoU"] is not None for m in metrics)
-    ]
-    first = metrics[0]["inference"]["label"]
-    return (
+    unscored = "".join(
+        f"\n\n**{m['split']}: not scored** ({m['reason']})." for m in metrics if m not in scored
+    )
+    text = (
         "## Scores\n\nFractions in 0–1 from one confusion matrix per split (ignored pixels "
         "excluded); means over the classes present in ground truth or prediction.\n\n"
         + table(["split", "inference", "mIoU", "mAcc", "aAcc", "mDice", "classes scored"], rows)
-        + f"\n\n### Per-class IoU ({first})\n\n"
-        + table(["class", *(f"{m['split']} IoU" for m in metrics)], per_class)
+        + unscored
+    )
+    if not scored:
+        return text
+    names = [c["class"] for c in scored[0]["per_class"]]
+    per_class = [
+        [name, *(fmt(m["per_class"][k]["IoU"]) for m in scored)]
+        for k, name in enumerate(names)
+        if any(m["per_class"][k]["IoU"] is not None for m in scored)
+    ]
+    return (
+        text
+        + f"\n\n### Per-class IoU ({scored[0]['inference']['label']})\n\n"
+        + table(["class", *(f"{m['split']} IoU" for m in scored)], per_class)
     )
 
 

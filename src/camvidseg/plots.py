@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import html
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,15 @@ def per_class_iou(metrics: dict):
     return fig
 
 
+def not_scored(metrics: dict):
+    """The figure of a split with nothing to score on: the reason, in place of a chart."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 1.6))
+    ax.axis("off")
+    ax.text(0, 0.5, f"{metrics['split']}: not scored\n{metrics['reason']}", va="center", wrap=True)
+    return fig
+
+
 def confusion_heatmap(metrics: dict):
     """Row-normalised confusion matrix in percent, class names on both axes (a figure)."""
     cm = np.asarray(metrics["confusion"], dtype=np.float64)
@@ -82,29 +93,38 @@ def summary_table(all_metrics: list[dict], csv_path: Path, html_path: Path | Non
     def fmt(value) -> str:
         return "" if value is None else f"{value:.4f}"
 
-    lines = ["split," + ",".join(keys) + ",classes_scored"]
-    for m in all_metrics:
-        scores = ",".join(fmt(m[k]) for k in keys)
-        lines.append(f"{m['split']},{scores},{m['num_classes_scored']}")
-    with atomic_path(csv_path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    def note(m: dict) -> str:
+        return "" if m.get("scored", True) else f"not scored: {m['reason']}"
+
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["split", *keys, "classes_scored", "note"])
+        for m in all_metrics:
+            writer.writerow(
+                [m["split"], *(fmt(m[k]) for k in keys), m["num_classes_scored"], note(m)]
+            )
     if html_path is None:
         return
     head = "".join(f"<th>{k}</th>" for k in (*keys, "classes scored"))
     rows = "".join(
         f"<tr><th>{m['split']}</th>"
-        + "".join(f"<td>{fmt(m[k])}</td>" for k in keys)
+        + (
+            "".join(f"<td>{fmt(m[k])}</td>" for k in keys)
+            if m.get("scored", True)
+            else f"<td colspan='{len(keys)}'>{html.escape(note(m))}</td>"
+        )
         + f"<td>{m['num_classes_scored']}</td></tr>"
         for m in all_metrics
     )
-    splits = "".join(f"<th>{m['split']} IoU</th>" for m in all_metrics)
-    names = [c["class"] for c in all_metrics[0]["per_class"]] if all_metrics else []
+    scored = [m for m in all_metrics if m.get("scored", True)]
+    splits = "".join(f"<th>{m['split']} IoU</th>" for m in scored)
+    names = [c["class"] for c in scored[0]["per_class"]] if scored else []
     per_class = "".join(
         f"<tr><th>{name}</th>"
-        + "".join(f"<td>{fmt(m['per_class'][k]['IoU'])}</td>" for m in all_metrics)
+        + "".join(f"<td>{fmt(m['per_class'][k]['IoU'])}</td>" for m in scored)
         + "</tr>"
         for k, name in enumerate(names)
-        if any(m["per_class"][k]["IoU"] is not None for m in all_metrics)
+        if any(m["per_class"][k]["IoU"] is not None for m in scored)
     )
     style = (
         "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin:1em 0}"
@@ -137,8 +157,14 @@ def main(argv: list[str] | None = None) -> None:
     training_curves(read_json(args.history), args.out / "training_curves.png")
     all_metrics = [read_json(path) for path in args.metrics]
     for metrics in all_metrics:
-        save(per_class_iou(metrics), args.out / f"per_class_iou_{metrics['split']}.png")
-        save(confusion_heatmap(metrics), args.out / f"confusion_{metrics['split']}.png")
+        split = metrics["split"]
+        if not metrics.get("scored", True):
+            save(not_scored(metrics), args.out / f"per_class_iou_{split}.png")
+            save(not_scored(metrics), args.out / f"confusion_{split}.png")
+            print(f"{split}: not scored: {metrics['reason']}")
+            continue
+        save(per_class_iou(metrics), args.out / f"per_class_iou_{split}.png")
+        save(confusion_heatmap(metrics), args.out / f"confusion_{split}.png")
     if args.summary:
         summary_table(all_metrics, args.summary, args.summary_html)
     print(f"plots in {args.out}")
