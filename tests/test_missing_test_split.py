@@ -7,25 +7,20 @@ import json
 import shutil
 import tarfile
 
-import numpy as np
 import yaml
 from conftest import TINY, segnet_layout, snakemake
-from PIL import Image
 
 STEMS = ("0001TP_000010", "0001TP_000020", "0001TP_000030", "0001TP_000040")
 
 
 def dataset_folder(root, test: str):
     """A SegNet-layout folder at 48x64; ``test``: ``absent`` (no test/ nor testannot/),
-    ``unlabelled`` (test images, no testannot/) or ``void`` (every test label pixel void)."""
+    or ``unlabelled`` (test images, no testannot/). Test labels that are all void (Cityscapes'
+    withheld ones) are tests/test_units.py's: evaluate finds no labelled pixel."""
     segnet_layout(root, STEMS, size=(48, 64))
-    if test in ("absent", "unlabelled"):
-        shutil.rmtree(root / "testannot")
+    shutil.rmtree(root / "testannot")
     if test == "absent":
         shutil.rmtree(root / "test")
-    if test == "void":
-        for mask in (root / "testannot").iterdir():
-            Image.fromarray(np.full((48, 64), 11, np.uint8), mode="L").save(mask)
     return root
 
 
@@ -83,10 +78,3 @@ def test_archive_whose_test_split_has_no_labels_is_scored_on_nothing(tmp_path):
     results = run_chain(tmp_path, archive)
     test = assert_test_not_scored(results, "has no labels (testannot/ missing)")
     assert test["images"] == 0
-
-
-def test_test_labels_all_void_are_scored_on_nothing(tmp_path):
-    """Cityscapes ships test label files that are all 'unlabelled': nothing to score, said so."""
-    results = run_chain(tmp_path, dataset_folder(tmp_path / "CamVid", "void"))
-    test = assert_test_not_scored(results, "the 4 test images have no labelled pixel")
-    assert test["images"] == 4
