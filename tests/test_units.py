@@ -166,7 +166,7 @@ def test_evaluate_scores_the_split_it_names(tmp_path):
 
 def evaluate_split(tmp_path, index: dict, split: str) -> dict:
     """Run the evaluate command on ``split`` of a prepared folder with ``index``; its JSON."""
-    from camvidseg import evaluate
+    from camvidseg.evaluation import evaluate
 
     prepared = tmp_path / "prepared"
     (prepared / "index.json").write_text(json.dumps(index))
@@ -210,7 +210,7 @@ def test_a_split_whose_labels_are_all_ignored_is_scored_on_nothing(tmp_path):
 
 
 def test_median_frequency_weights_balance_the_classes_by_the_images_they_appear_in(tmp_path):
-    from camvidseg.dataset import SegmentationDataset, median_frequency_weights
+    from camvidseg.data.dataset import SegmentationDataset, median_frequency_weights
 
     prepared = tmp_path / "prepared"
     items = prepared_split(prepared, "train", 2, size=(2, 2))
@@ -226,7 +226,7 @@ def test_median_frequency_weights_balance_the_classes_by_the_images_they_appear_
 def test_class_weights_weigh_the_loss_and_stay_out_of_the_model_file():
     import torch.nn.functional as F
 
-    from camvidseg.model import SegmentationModel
+    from camvidseg.training.model import SegmentationModel
 
     weights = torch.tensor([0.5, 2.0, 1.0])
     torch.manual_seed(0)

@@ -276,7 +276,7 @@ def backbone_file(model: dict, flag: str | None) -> Path | None:
 
 def loss_class_weights(train: dict, train_set, num_classes: int):
     """``train.class_weights``: None, or the median-frequency weights of the training masks."""
-    from .dataset import median_frequency_weights
+    from ..data.dataset import median_frequency_weights
 
     if train["class_weights"] == "none":
         return None
