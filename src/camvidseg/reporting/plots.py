@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import html
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import numpy as np
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json
+from . import pages
 from .figures import pyplot, save
 
 
@@ -105,41 +105,29 @@ def summary_table(all_metrics: list[dict], csv_path: Path, html_path: Path | Non
             )
     if html_path is None:
         return
-    head = "".join(f"<th>{k}</th>" for k in (*keys, "classes scored"))
-    rows = "".join(
-        f"<tr><th>{m['split']}</th>"
-        + (
-            "".join(f"<td>{fmt(m[k])}</td>" for k in keys)
-            if m.get("scored", True)
-            else f"<td colspan='{len(keys)}'>{html.escape(note(m))}</td>"
-        )
-        + f"<td>{m['num_classes_scored']}</td></tr>"
+    summary = [
+        [m["split"], *(fmt(m[k]) for k in keys), m["num_classes_scored"], note(m)]
         for m in all_metrics
-    )
+    ]
     scored = [m for m in all_metrics if m.get("scored", True)]
-    splits = "".join(f"<th>{m['split']} IoU</th>" for m in scored)
     names = [c["class"] for c in scored[0]["per_class"]] if scored else []
-    per_class = "".join(
-        f"<tr><th>{name}</th>"
-        + "".join(f"<td>{fmt(m['per_class'][k]['IoU'])}</td>" for m in scored)
-        + "</tr>"
+    per_class = [
+        [name, *(fmt(m["per_class"][k]["IoU"]) for m in scored)]
         for k, name in enumerate(names)
         if any(m["per_class"][k]["IoU"] is not None for m in scored)
+    ]
+    splits = [f"{m['split']} IoU" for m in scored]
+    header = ["split", *keys, "classes scored", "note"]
+    body = (
+        pages.heading("Metrics")
+        + pages.table("summary", header, summary, row_headers=True)
+        + pages.paragraph(
+            "Fractions in 0-1; means over classes present in ground truth or prediction."
+        )
+        + pages.heading("Per-class IoU", 3)
+        + pages.table("per-class", ["class", *splits], per_class, row_headers=True)
     )
-    style = (
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    )
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Metrics</title>"
-        f"<style>{style}</style></head><body><h2>Metrics</h2>"
-        f"<table id='summary'><tr><th>split</th>{head}</tr>{rows}</table>"
-        f"<p>Fractions in 0-1; means over classes present in ground truth or prediction.</p>"
-        f"<h3>Per-class IoU</h3><table id='per-class'><tr><th>class</th>{splits}</tr>"
-        f"{per_class}</table></body></html>\n"
-    )
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(page)
+    pages.write_page(html_path, "Metrics", body)
 
 
 @cli
