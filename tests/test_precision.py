@@ -115,7 +115,13 @@ def test_export_names_the_precision_and_checks_parity_in_the_graphs(bf16_run, tm
 
 
 def test_the_model_card_reads_the_precision(bf16_run):
-    from camvidseg.deploy.card import limits_section, recipe_section
+    from camvidseg.deploy.card import limits, recipe_rows, table
+
+    def recipe_section(run):
+        return table(["", ""], recipe_rows(run))
+
+    def limits_section(run):
+        return "\n".join(limits(run))
 
     run = {
         "settings": {"train": settings.resolve("train", {"device": "cuda"}),
