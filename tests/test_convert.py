@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, png_bomb, run_cli
+from conftest import REPO, assert_one_line_error, png_bomb, run_cli
 from PIL import Image
 
 COLORS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
@@ -174,3 +174,13 @@ def test_a_killed_conversion_leaves_no_temporary_folder_after_the_next_run(datas
     assert result.returncode == 0, result.stderr
     assert f"removed {leftovers[0]}, left by a run that was killed" in result.stdout
     assert not list(dataset.glob(".prepared.*")) and (out / "index.json").is_file()
+
+
+def test_a_palette_of_more_classes_than_a_mask_holds_is_refused(dataset):
+    """A palette.json not made by the palette stage (300 classes): one line, no IndexError."""
+    pal = json.loads((dataset / "palette.json").read_text())
+    pal["classes"] = [{"id": i, "name": f"c{i}", "color": [i % 256, 0, 1]} for i in range(300)]
+    (dataset / "palette.json").write_text(json.dumps(pal))
+    result, out = convert(dataset)
+    assert_one_line_error(result, "palette.json: 300 classes to train, more than 254")
+    assert not out.exists()

@@ -20,11 +20,10 @@ from . import IGNORE_INDEX, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
 from .images import checked_size, open_checked
-from .palette import color_table
+from .palette import UNKNOWN_ID, check_class_count, color_table
 from .progress import Progress
 from .settings import describe, option
 
-UNKNOWN = 254  # lookup value of a color the palette does not know; never a train id
 
 _table: np.ndarray | None = None
 _job: dict = {}
@@ -34,12 +33,12 @@ _cache_arrays: dict[str, np.ndarray] = {}  # this worker's open cache files
 def lookup_table(palette: dict) -> np.ndarray:
     """Dense table from the label value (24-bit color, or index) to train id."""
     if palette["encoding"] == "rgb":
-        table = np.full(1 << 24, UNKNOWN, dtype=np.uint8)
+        table = np.full(1 << 24, UNKNOWN_ID, dtype=np.uint8)
         for entry in palette["lookup"]:
             r, g, b = entry["value"]
             table[(r << 16) | (g << 8) | b] = entry["train_id"]
     else:
-        table = np.full(256, UNKNOWN, dtype=np.uint8)
+        table = np.full(256, UNKNOWN_ID, dtype=np.uint8)
         for entry in palette["lookup"]:
             table[entry["value"]] = entry["train_id"]
     return table
@@ -83,7 +82,7 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
             f"{label_path}: label size {ids.shape[1]}x{ids.shape[0]} differs from image "
             f"{image_path.name} size {image.size[0]}x{image.size[1]}"
         )
-    unknown = ids == UNKNOWN
+    unknown = ids == UNKNOWN_ID
     count = int(unknown.sum())
     examples: list = []
     if count:
@@ -208,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-images", **option("dataset.cache_images"))
     args = parser.parse_args(argv)
     manifest, palette = read_json(args.manifest), read_json(args.palette)
+    check_class_count(palette, args.palette)
     index = prepare(
         manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images
     )
