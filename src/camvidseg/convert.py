@@ -24,7 +24,6 @@ from .palette import UNKNOWN_ID, check_class_count, color_table
 from .progress import Progress
 from .settings import describe, option
 
-
 _table: np.ndarray | None = None
 _job: dict = {}
 _cache_arrays: dict[str, np.ndarray] = {}  # this worker's open cache files
