@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_one_line_error, png_bomb, run_cli
+from conftest import REPO, assert_one_line_error, png_bomb, read_only, run_cli
 from PIL import Image
 
 COLORS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
@@ -147,12 +147,12 @@ def test_image_bomb_is_one_line_naming_the_file(dataset, cache):
 
 
 def test_read_image_refuses_a_bomb_before_decoding(tmp_path):
-    from camvidseg.dataset import read_image
     from camvidseg.errors import UserError
+    from camvidseg.images import read_rgb
 
     bomb = png_bomb(tmp_path / "big.png")
     with pytest.raises(UserError, match=r"big\.png: refusing image of 20000x10000 pixels"):
-        read_image(str(bomb))
+        read_rgb(bomb)
 
 
 def test_a_killed_conversion_leaves_no_temporary_folder_after_the_next_run(dataset):
@@ -184,3 +184,24 @@ def test_a_palette_of_more_classes_than_a_mask_holds_is_refused(dataset):
     result, out = convert(dataset)
     assert_one_line_error(result, "palette.json: 300 classes to train, more than 254")
     assert not out.exists()
+
+
+def test_a_file_size_limit_is_one_line_naming_the_output(dataset):
+    """Past ``ulimit -f`` a write fails (EFBIG; Python ignores SIGXFSZ): one line, not a worker's
+    traceback, and no output."""
+    result = run_cli(
+        "convert", "--manifest", dataset / "dataset.json", "--palette", dataset / "palette.json",
+        "--out", dataset / "prepared", "--threads", "2", max_file_bytes=200, check=False,
+    )  # fmt: skip
+    assert_one_line_error(result, "prepared: cannot write: over the file-size limit (ulimit -f)")
+    assert not (dataset / "prepared").exists()
+    assert not [p for p in dataset.iterdir() if p.name.startswith(".prepared.")]
+
+
+def test_a_read_only_results_folder_is_one_line_naming_the_output(dataset):
+    results = dataset / "results"
+    results.mkdir()
+    with read_only(results):
+        result, _ = convert(dataset, "--out", results / "prepared")
+    assert_one_line_error(result, f"{results / 'prepared'}: cannot write")
+    assert not any(results.iterdir())

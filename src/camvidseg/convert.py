@@ -19,7 +19,7 @@ from PIL import Image
 from . import IGNORE_INDEX, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
-from .images import checked_size, open_checked
+from .images import checked_size, read_ids, read_rgb
 from .palette import UNKNOWN_ID, check_class_count, color_table
 from .progress import Progress
 from .settings import describe, option
@@ -43,18 +43,18 @@ def lookup_table(palette: dict) -> np.ndarray:
     return table
 
 
-def label_ids(path: Path, encoding: str, table: np.ndarray) -> np.ndarray:
-    label = open_checked(path, "label")
+def label_values(path: Path, encoding: str) -> np.ndarray:
+    """The label as stored: (H, W, 3) RGB colors, or (H, W) index values."""
+    return read_rgb(path, "label") if encoding == "rgb" else read_ids(path, "label")
+
+
+def label_ids(values: np.ndarray, path: Path, encoding: str, table: np.ndarray) -> np.ndarray:
     if encoding == "rgb":
-        rgb = np.asarray(label.convert("RGB"), dtype=np.uint32)
-        key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        return table[key]
-    if label.mode not in ("L", "P", "I", "I;16"):
-        raise UserError(f"{path}: expected a single-channel index label, found mode {label.mode}")
-    values = np.asarray(label).astype(np.int64)
+        rgb = values.astype(np.uint32)
+        return table[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]]
     if values.max(initial=0) > 255:
         raise UserError(f"{path}: label id {int(values.max())} is not a known class id")
-    return table[values]
+    return table[values.astype(np.int64)]
 
 
 def _init_worker(table: np.ndarray, job: dict) -> None:
@@ -74,21 +74,19 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
     image_path, label_path, out_path = (Path(p) for p in task[:3])
     cache_slot = task[3]  # (images .npy, masks .npy, row) or None
     assert _table is not None
-    image = open_checked(image_path, "image")
-    ids = label_ids(label_path, _job["encoding"], _table)
-    if ids.shape[::-1] != image.size:
+    image = read_rgb(image_path, "image")
+    values = label_values(label_path, _job["encoding"])
+    ids = label_ids(values, label_path, _job["encoding"], _table)
+    if ids.shape != image.shape[:2]:
         raise UserError(
             f"{label_path}: label size {ids.shape[1]}x{ids.shape[0]} differs from image "
-            f"{image_path.name} size {image.size[0]}x{image.size[1]}"
+            f"{image_path.name} size {image.shape[1]}x{image.shape[0]}"
         )
     unknown = ids == UNKNOWN_ID
     count = int(unknown.sum())
     examples: list = []
     if count:
-        raw = np.asarray(
-            Image.open(label_path).convert("RGB" if _job["encoding"] == "rgb" else "L")
-        )
-        examples = [v.tolist() for v in np.unique(raw[unknown], axis=0)[:3]]
+        examples = [v.tolist() for v in np.unique(values[unknown], axis=0)[:3]]
         if _job["strict"] or _job["encoding"] == "index":
             what = "color" if _job["encoding"] == "rgb" else "id"
             raise UserError(
@@ -100,7 +98,7 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
     mask.save(out_path, optimize=False, compress_level=1)
     if cache_slot is not None:
         images_npy, masks_npy, row = cache_slot
-        _cache_array(images_npy)[row] = np.asarray(image.convert("RGB"))
+        _cache_array(images_npy)[row] = image
         _cache_array(masks_npy)[row] = ids
     return str(label_path), count, examples
 

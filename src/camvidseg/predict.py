@@ -15,7 +15,7 @@ from PIL import Image
 from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, refuse_nonempty_folder
-from .images import checked_size
+from .images import checked_size, read_rgb
 from .palette import color_table, colorize, legend_entries, overlay
 from .panel import save_panel
 from .progress import Progress
@@ -47,21 +47,21 @@ def input_images(folder: Path) -> list[Path]:
 
 
 def load_segmenter(backend: str, model_path: Path, device: str):
-    """(read an image file, segment an RGB array) for the backend; only torch's imports torch."""
+    """Segment an RGB array with the backend; only torch's imports torch. Both backends get
+    their images from the one decoder (images.read_rgb)."""
     if backend == "onnx":
-        from .deploy import onnx_predict, open_session, read_rgb
+        from .deploy import onnx_predict, open_session
 
         session = open_session(model_path, device=device)
-        return read_rgb, lambda image: onnx_predict(session, image)
+        return lambda image: onnx_predict(session, image)
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
-    from .dataset import read_image
     from .device import resolve
     from .inference import predict_image
     from .model import load_trained
 
     device = resolve(device, "--device")
     model, _ = load_trained(model_path, device)
-    return read_image, lambda image: predict_image(model, image, device)
+    return lambda image: predict_image(model, image, device)
 
 
 @cli
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)
-    read, segment = load_segmenter(args.backend, args.model, args.device)
+    segment = load_segmenter(args.backend, args.model, args.device)
     palette = read_json(args.palette)
     colors = color_table(palette)
     with (
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         Progress("predict", len(images), "images") as progress,
     ):
         for path in images:
-            image = read(str(path))
+            image = read_rgb(path)
             ids = segment(image)
             mask, blended = colorize(ids, colors), overlay(image, ids, colors, args.alpha)
             Image.fromarray(mask).save(tmp / f"{path.stem}_mask.png")

@@ -57,7 +57,18 @@ def validate_config():
     import jsonschema
 
     config.update(settings.coerce(dict(config), settings.node()))
+    try:
+        settings.refuse_non_finite(dict(config), "")
+    except UserError as err:
+        raise WorkflowError(f"invalid config: {err}") from None
     variants = {k: config.pop(k) for k in ("experiments", "sweep") if k in config}
+    named = variants.get("experiments")
+    # YAML reads the names 1, 1.5 and yes as numbers and booleans
+    for name in named if isinstance(named, dict) else {}:
+        if not isinstance(name, str):
+            raise WorkflowError(
+                f"invalid config: experiments: name {name!r} is not text; quote it ('{name}')"
+            )
     try:
         validate(config, SCHEMA)
     except WorkflowError as err:
@@ -409,6 +420,24 @@ def final_outputs():
     return targets + ["results/leaderboard.csv"]
 
 
+def warn_if_many_jobs():
+    """A sweep's grid multiplies: say what a config plans when that is a lot (the first parse
+    only, not each job's). Estimated from the targets, each one job, plus training per run.
+    """
+    runs = list(EXPERIMENTS) or [""]
+    per_run = len(run_outputs("")) + 1  # + train
+    # the data chain (4), provenance, all and the targets no run owns (leaderboard, card, ...)
+    shared = len(final_outputs()) - len(runs) * len(run_outputs("")) + 6
+    planned = len(runs) * per_run + shared
+    limit = config["warn_above_jobs"]
+    if planned > limit and workflow.is_main_process:
+        print(
+            f"warning: the config plans {len(runs)} experiments, about {planned} jobs (more "
+            f"than warn_above_jobs ({limit})); raise warn_above_jobs if that is meant",
+            file=sys.stderr,
+        )
+
+
 def per_split_reports(pattern, caption, item):
     """One report entry per scored split, labelled so the report's Metrics table reads
     "val · confusion matrix" instead of a file path; named outputs for ``**``. ``pattern`` holds
@@ -423,3 +452,6 @@ def per_split_reports(pattern, caption, item):
         )
         for split in EVAL_SPLITS
     }
+
+
+warn_if_many_jobs()
