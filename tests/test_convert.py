@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_one_line_error, png_bomb, read_only, run_cli
+from conftest import REPO, assert_one_line_error, png_bomb, read_only, run_cli, snakemake
 from PIL import Image
 
 COLORS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
@@ -205,3 +205,57 @@ def test_a_read_only_results_folder_is_one_line_naming_the_output(dataset):
         result, _ = convert(dataset, "--out", results / "prepared")
     assert_one_line_error(result, f"{results / 'prepared'}: cannot write")
     assert not any(results.iterdir())
+
+
+def flat_picture_dataset(tmp_path, count, side=3000):
+    """``count`` pairs of solid side x side PNGs (each a few kB; 45 MB of masks and cache)."""
+    root = tmp_path / "CamVid"
+    (root / "train").mkdir(parents=True)
+    (root / "train_labels").mkdir()
+    Image.fromarray(np.full((side, side, 3), 90, np.uint8)).save(root / "train/0.png")
+    Image.fromarray(np.full((side, side, 3), COLORS["Road"], np.uint8)).save(
+        root / "train_labels/0_L.png"
+    )
+    image, label = (root / "train/0.png").read_bytes(), (root / "train_labels/0_L.png").read_bytes()
+    pairs = []
+    for i in range(count):
+        (root / f"train/{i}.png").write_bytes(image)
+        (root / f"train_labels/{i}_L.png").write_bytes(label)
+        pairs.append(
+            {"stem": str(i), "image": f"train/{i}.png", "label": f"train_labels/{i}_L.png"}
+        )
+    manifest = {"root": str(root), "layout": "camvid32", "class_dict": None,
+                "splits": {"train": pairs}}  # fmt: skip
+    (tmp_path / "dataset.json").write_text(json.dumps(manifest))
+    from camvidseg.palette import build_rgb_palette
+
+    pal = build_rgb_palette(list(COLORS.items()), "camvid32", ["Void"])
+    (tmp_path / "palette.json").write_text(json.dumps(pal | {"layout": "camvid32"}))
+    return root
+
+
+@pytest.mark.parametrize(("cache", "count", "crossing"), [("--cache-images", 2, 1),
+                                                          ("--no-cache-images", 8, 7)])  # fmt: skip
+def test_huge_flat_pictures_are_refused_before_anything_is_written(
+    tmp_path, cache, count, crossing
+):
+    """Bombs after extraction: kilobytes of files that decode to gigabytes. What converting
+    writes (a mask byte per pixel, 4 more with the cache) is held to the unpack limits."""
+    root = flat_picture_dataset(tmp_path, count)
+    assert sum(p.stat().st_size for p in root.rglob("*.png")) < 2**20
+    result, out = convert(tmp_path, cache)
+    assert_one_line_error(result, f"{root / f'train/{crossing}.png'}: refusing to decode")
+    assert "(dataset.max_unpack_ratio)" in result.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_decoded_bytes_are_held_to_max_unpack_gib(dataset):
+    result, out = convert(dataset, "--max-unpack-gib", "1e-9")
+    assert_one_line_error(result, "train/a.png: refusing to decode")
+    assert "more than dataset.max_unpack_gib (1e-09 GiB)" in result.stderr and not out.exists()
+
+
+def test_the_rule_gives_convert_the_unpack_limits(tmp_path):
+    config = "dataset={max_unpack_ratio: 7, max_unpack_gib: 3}"
+    result = snakemake(tmp_path, "-n", "-p", "results/data/prepared", "--config", config)
+    assert "--max-unpack-ratio 7 --max-unpack-gib 3" in result.stdout, result.stdout

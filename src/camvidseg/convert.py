@@ -18,11 +18,12 @@ from PIL import Image
 
 from . import IGNORE_INDEX, command
 from .errors import UserError, cli
+from .extract import UnpackBudget
 from .fileio import atomic_path, read_json, write_json
 from .images import checked_size, read_ids, read_rgb
 from .palette import UNKNOWN_ID, check_class_count, color_table
 from .progress import Progress
-from .settings import describe, option
+from .settings import default, describe, option
 
 _table: np.ndarray | None = None
 _job: dict = {}
@@ -103,10 +104,41 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
     return str(label_path), count, examples
 
 
-def create_cache(out: Path, split: str, paths: list[Path]) -> tuple[str, str] | None:
+class DecodeBudget(UnpackBudget):
+    """The unpack limits, held against what converting writes instead of what an archive
+    declares: a small file of a huge flat picture is a decompression bomb too."""
+
+    SOURCE = "the dataset files'"
+
+    def refusal(self, name: str, what: str) -> UserError:
+        return UserError(
+            f"{name}: refusing to decode: the pictures up to this one make {self.total} bytes "
+            f"of masks and image cache, more than {what}"
+        )
+
+
+def image_sizes(manifest: dict, out: Path, cache_images: bool, limits: tuple) -> dict:
+    """Split -> (width, height) of each image from its header, once what converting writes is
+    within ``limits`` (max ratio, max GiB; the free disk of ``out``), before anything is
+    written: a mask byte per pixel, and with the cache 3 image bytes and a mask byte more."""
+    root = Path(manifest["root"])
+    pairs = {split: [(root / p["image"], root / p["label"]) for p in found]
+             for split, found in manifest["splits"].items()}  # fmt: skip
+    files = [path for found in pairs.values() for pair in found for path in pair]
+    budget = DecodeBudget(files, out, *limits)
+    bytes_per_pixel = 1 + (4 if cache_images else 0)
+    sizes = {}
+    for split, found in pairs.items():
+        sizes[split] = [checked_size(image, "image") for image, _ in found]
+        for (image, _), (width, height) in zip(found, sizes[split], strict=True):
+            budget.add(str(image), width * height * bytes_per_pixel)
+    return sizes
+
+
+def create_cache(out: Path, split: str, sizes: list[tuple[int, int]]) -> tuple[str, str] | None:
     """Preallocate ``cache/{split}_{images,masks}.npy`` (uint8, memory-mappable), or None when
     the split's images differ in size (then the loader decodes PNGs instead)."""
-    sizes = {checked_size(path, "image") for path in paths}
+    count, sizes = len(sizes), set(sizes)
     if len(sizes) != 1:
         print(f"{split}: images of {len(sizes)} different sizes, not cached")
         return None
@@ -115,7 +147,7 @@ def create_cache(out: Path, split: str, paths: list[Path]) -> tuple[str, str] | 
     names = (f"cache/{split}_images.npy", f"cache/{split}_masks.npy")
     for name, shape in zip(names, ((height, width, 3), (height, width)), strict=True):
         np.lib.format.open_memmap(
-            out / name, mode="w+", dtype=np.uint8, shape=(len(paths), *shape)
+            out / name, mode="w+", dtype=np.uint8, shape=(count, *shape)
         ).flush()
     return names
 
@@ -134,15 +166,15 @@ def convert_dataset(
     strict: bool,
     final_dir: Path,
     cache_images: bool,
+    limits: tuple,
 ) -> dict:
     root = Path(manifest["root"])
+    sizes = image_sizes(manifest, out, cache_images, limits)
     tasks, index, caches = [], {}, {}
     for split, pairs in manifest["splits"].items():
         (out / "masks" / split).mkdir(parents=True, exist_ok=True)
         index[split] = []
-        cache = (
-            create_cache(out, split, [root / p["image"] for p in pairs]) if cache_images else None
-        )
+        cache = create_cache(out, split, sizes[split]) if cache_images else None
         if cache:
             caches[split] = {"images": cache[0], "masks": cache[1]}
         for row, pair in enumerate(pairs):
@@ -179,11 +211,20 @@ def convert_dataset(
 
 
 def prepare(
-    manifest: dict, palette: dict, out: Path, threads: int, strict: bool, cache_images: bool
+    manifest: dict,
+    palette: dict,
+    out: Path,
+    threads: int,
+    strict: bool,
+    cache_images: bool,
+    limits: tuple = (default("dataset.max_unpack_ratio"), default("dataset.max_unpack_gib")),
 ) -> dict:
-    """Write the whole ``out`` folder (masks, cache, index.json) or nothing; return the index."""
+    """Write the whole ``out`` folder (masks, cache, index.json) or nothing; return the index.
+    ``limits``: the unpack limits (max ratio, max GiB) what decoding writes is held to."""
     with atomic_path(out, is_dir=True) as tmp:
-        index = convert_dataset(manifest, palette, tmp, threads, strict, out, cache_images)
+        index = convert_dataset(
+            manifest, palette, tmp, threads, strict, out, cache_images, limits
+        )
         # The data's identity (extract stage) keys the training fingerprint, which hashes this file.
         index["content_id"] = manifest.get("content_id")
         # Mask and cache paths are relative to the folder, so they survive the rename.
@@ -202,11 +243,14 @@ def main(argv: list[str] | None = None) -> None:
         "--strict-colors", action="store_true", help=describe("dataset.strict_colors")
     )
     parser.add_argument("--cache-images", **option("dataset.cache_images"))
+    parser.add_argument("--max-unpack-ratio", **option("dataset.max_unpack_ratio"))
+    parser.add_argument("--max-unpack-gib", **option("dataset.max_unpack_gib"))
     args = parser.parse_args(argv)
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     check_class_count(palette, args.palette)
+    limits = (args.max_unpack_ratio, args.max_unpack_gib)
     index = prepare(
-        manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images
+        manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images, limits
     )
     total = sum(index["unknown_pixels"].values())
     if total:
