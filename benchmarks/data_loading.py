@@ -19,8 +19,8 @@ from pathlib import Path
 from camvid_like import prepared_set  # also puts src/ on the path
 from original_example import mask_only, original_dataset
 
-from camvidseg.dataset import SegmentationDataset
-from camvidseg.images import read_ids
+from camvidseg.data.dataset import SegmentationDataset
+from camvidseg.data.images import read_ids
 
 
 def per_sample_ms(fn, count: int, repeats: int = 2) -> float:

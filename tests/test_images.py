@@ -10,9 +10,9 @@ import pytest
 from conftest import REPO, assert_one_line_error, run_cli
 from PIL import Image
 
-from camvidseg.dataset import SegmentationDataset
-from camvidseg.errors import UserError
-from camvidseg.images import read_ids, read_rgb
+from camvidseg.core.errors import UserError
+from camvidseg.data.dataset import SegmentationDataset
+from camvidseg.data.images import read_ids, read_rgb
 
 GRAY = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5  # 0..235, every value distinct
 
