@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import SEGNET11_CLASSES, assert_one_line_error, run_cli
+from conftest import REPO, SEGNET11_CLASSES, assert_one_line_error, run_cli
 
 GOOD = "name,r,g,b\nSky,128,128,128\nRoad,128,64,128\nVoid,0,0,0\n"
 
@@ -115,3 +115,10 @@ def test_ignored_classes_do_not_count_against_the_limit(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert [c["id"] for c in json.loads(out.read_text())["classes"]] == list(range(254))
+
+
+def test_the_readme_says_what_is_done_with_a_latin1_class_dict():
+    """The code refuses Latin-1 (the test above); the README must not claim it is read."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "Latin-1 encoding is read fine" not in readme
+    assert 'a Latin-1 file is refused naming the byte, "save it as UTF-8"' in readme

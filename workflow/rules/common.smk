@@ -18,7 +18,7 @@ def stop(problem):
 
 try:
     # the config typed and checked; experiments: name -> overrides (none: one run in results/)
-    EXPERIMENTS = plan.validate(config)
+    EXPERIMENTS = plan.validate(config, warn=workflow.is_main_process)
     DATASET = config["dataset"]
     LOCAL_FOLDER = plan.is_local_folder(DATASET)
     LOCAL_ARCHIVE = plan.local_archive(DATASET) if DATASET["source"] == "local" else []
@@ -29,8 +29,6 @@ try:
     )
 except UserError as problem:
     stop(problem)
-if workflow.is_main_process and (warning := plan.planned_jobs_warning(config, EXPERIMENTS)):
-    print(warning, file=sys.stderr)  # once, not again in each job's own parse
 
 # The one place this workflow changes its own process (jobs inherit it): PYTHONPATH, a `python`
 # shim first on PATH, the hash cache, the dataset URL, SIGUSR1 ignored (plan.prepare_process).

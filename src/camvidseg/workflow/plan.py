@@ -32,22 +32,20 @@ def _one_line(err, prefix: str = "") -> UserError:
     return UserError(f"invalid config: {key or '(top level)'}: {err.message}")
 
 
-def validate(config: dict) -> dict[str, dict]:
+def validate(config: dict, warn: bool = False) -> dict[str, dict]:
     """Type ``config`` by the schema and fill its defaults (in place); return its experiments
     (name -> overrides, empty for the one run in results/). ``experiments:`` and ``sweep:`` are
-    checked without filling defaults into the overrides."""
+    checked without filling defaults into the overrides. ``warn``: print the planned-jobs
+    warning (in Snakemake's own parse, not again in each job's)."""
     import jsonschema
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate as fill_and_validate
 
     config.update(settings.coerce(dict(config), settings.node()))
-    try:
-        settings.refuse_non_finite(config, "")
-    except UserError as err:
-        raise UserError(f"invalid config: {err}") from None
+    _refuse_non_finite(config)
     variants = {k: config.pop(k) for k in ("experiments", "sweep") if k in config}
-    named = variants.get("experiments")
-    for name in named if isinstance(named, dict) else {}:
+    given = variants.get("experiments")
+    for name in given if isinstance(given, dict) else {}:
         if not isinstance(name, str):  # YAML reads the names 1, 1.5 and yes as numbers, booleans
             raise UserError(
                 f"invalid config: experiments: name {name!r} is not text; quote it ('{name}')"
@@ -59,9 +57,21 @@ def validate(config: dict) -> dict[str, dict]:
             raise
         raise _one_line(err.__context__) from None
     _validate_variants(variants)
+    _refuse_non_finite(variants)  # again: a sweep's values are typed by _validate_variants
     config.update(variants)
     try:
-        return experiments.collect(variants)
+        named = experiments.collect(variants)
+    except UserError as err:
+        raise UserError(f"invalid config: {err}") from None
+    warning = planned_jobs_warning(config, named) if warn else None
+    if warning:
+        print(warning, file=sys.stderr)
+    return named
+
+
+def _refuse_non_finite(config: dict) -> None:
+    try:
+        settings.refuse_non_finite(config, "")
     except UserError as err:
         raise UserError(f"invalid config: {err}") from None
 
