@@ -101,7 +101,7 @@ def finite_float(text: str) -> float:
 
 def refuse_non_finite(value, where: str) -> None:
     """Refuse NaN and infinity anywhere in ``value`` (YAML's ``.nan``, ``.inf``; JSON's ``NaN``):
-    JSON Schema's ranges let them through (no comparison with NaN is false)."""
+    JSON Schema's ranges let them through (every comparison with NaN is false)."""
     if isinstance(value, dict):
         for key, item in value.items():
             refuse_non_finite(item, f"{where}.{key}" if where else str(key))
