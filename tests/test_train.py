@@ -121,8 +121,8 @@ def test_cpu_run_uses_plain_optim_wrapper(tiny_run):
 
 def test_loader_workers_are_decided_in_the_job_on_the_device_it_got():
     """The one loader-worker policy (the workflow passes none): --num-workers, else
-    train.num_workers, else -1: on a GPU the threads feed it, split over its processes; on the
-    CPU they compute and loading stays in the process."""
+    train.num_workers, else -1: on a GPU the threads feed each of its processes (not divided down
+    to one per rank); on the CPU they compute and loading stays in the process."""
     import argparse
 
     from camvidseg.training.train import loader_workers
@@ -131,7 +131,8 @@ def test_loader_workers_are_decided_in_the_job_on_the_device_it_got():
         return argparse.Namespace(num_workers=flag, train={"num_workers": configured},
                                   threads=threads, gpus=gpus)  # fmt: skip
 
-    assert loader_workers(args(), "cuda") == 4
+    assert loader_workers(args(), "cuda") == 8  # per process, not 8 // 2
+    assert loader_workers(args(threads=4, gpus=8), "cuda") == 4  # not 0 or 1
     assert loader_workers(args(threads=1), "cuda") == 1
     assert loader_workers(args(), "cpu") == 0
     assert loader_workers(args(configured=3), "cuda") == 3
@@ -142,7 +143,9 @@ def test_loader_workers_are_decided_in_the_job_on_the_device_it_got():
 
 def test_runner_config_reads_as_a_table():
     from camvidseg.core import settings
+    from camvidseg.data.dataset import SameSizeBatches
     from camvidseg.training import resume
+    from camvidseg.training.async_steps import AutocastOptimWrapper, DeferredLossHook
     from camvidseg.training.train import Run, runner_config
 
     train = settings.resolve("train", {"batch_size": 3, "seed": 5, "max_keep_ckpts": 4})
@@ -151,7 +154,11 @@ def test_runner_config_reads_as_a_table():
     loader = config["train_dataloader"]
     assert loader["drop_last"] and loader["batch_size"] == 3
     assert loader["sampler"] == {"type": resume.SeededSampler, "shuffle": True, "seed": 5}
-    assert not config["val_dataloader"]["drop_last"]
+    val = config["val_dataloader"]  # batched like training, one image size per batch
+    assert val["batch_size"] == 3 and val["batch_sampler"] == {"type": SameSizeBatches}
+    assert "drop_last" not in val  # a batch sampler may not be given one
+    runtime = config["default_hooks"]["runtime_info"]
+    assert runtime == {"type": DeferredLossHook, "interval": train["log_interval"]}
     assert config["train_cfg"]["type"] is resume.ResumableEpochLoop
     checkpoint = config["default_hooks"]["checkpoint"]
     assert checkpoint["backend_args"] == resume.ATOMIC_WRITES
@@ -165,7 +172,7 @@ def test_runner_config_reads_as_a_table():
     assert not config["resume"] and config["load_from"] is None
     cuda = Run("cuda", "bf16", False, 4, REPO / "w", resume_from=REPO / "w/iter_7.pth")
     config = runner_config(train | {"deterministic": True}, cuda)
-    assert config["optim_wrapper"]["type"] == "AmpOptimWrapper"
+    assert config["optim_wrapper"]["type"] is AutocastOptimWrapper  # no GradScaler under bf16
     assert config["optim_wrapper"]["dtype"] == "bfloat16"
     assert config["cfg"]["model_wrapper_cfg"] is None
     assert config["env_cfg"]["cudnn_benchmark"] is False  # deterministic
@@ -173,6 +180,36 @@ def test_runner_config_reads_as_a_table():
     loader = config["train_dataloader"]
     assert loader["pin_memory"] and loader["num_workers"] == 4
     assert config["resume"] and config["load_from"].endswith("w/iter_7.pth")
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "kind"), [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
+def test_configured_optimizer_and_warmup_are_what_mmengine_builds(optimizer, kind):
+    """The settings reach the optimizer MMEngine builds from the Runner's config, and its LR
+    warm-up climbs linearly from 1/1000 of the configured rate to all of it at the last of its
+    warmup_iters iterations (MMEngine's LinearLR covers iterations [begin, end))."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    from camvidseg.core import settings
+    from camvidseg.training.train import Run, runner_config
+
+    train = settings.resolve("train", {"optimizer": optimizer, "lr": 0.0123,
+                                       "weight_decay": 0.0456, "warmup_iters": 4})  # fmt: skip
+    cpu = Run("cpu", "fp32", distributed=False, workers=0, work_dir=REPO / "w", resume_from=None)
+    config = runner_config(train, cpu)
+    wrapper = build_optim_wrapper(torch.nn.Conv2d(3, 2, 1), config["optim_wrapper"])
+    assert type(wrapper.optimizer) is kind
+    (group,) = wrapper.optimizer.param_groups
+    assert group["lr"] == 0.0123 and group["weight_decay"] == 0.0456
+    warmup = PARAM_SCHEDULERS.build(config["param_scheduler"][0] | {"optimizer": wrapper})
+    rates = []
+    for _ in range(6):
+        rates.append(group["lr"])
+        warmup.step()
+    expected = [0.0123 * (0.001 + 0.999 * min(i, 3) / 3) for i in range(6)]
+    assert rates == pytest.approx(expected)
 
 
 def test_cpu_training_never_constructs_amp_wrapper(tiny_run, tmp_path, monkeypatch):
@@ -398,6 +435,27 @@ def test_unreadable_checkpoint_is_skipped(sixteen_images, uninterrupted, tmp_pat
     assert_same_result(tmp_path, uninterrupted)
 
 
+def test_stop_between_a_checkpoint_and_its_validation_validates_that_epoch_first(
+    sixteen_images, uninterrupted, tmp_path
+):
+    """epoch_2.pth is written before epoch 2's validation: a run stopped in between (its log has
+    no epoch 2 score yet) validates epoch 2 on resuming, then trains epoch 3."""
+    shutil.copytree(uninterrupted / "ckpt", tmp_path / "ckpt")
+    work_dir = next((tmp_path / "ckpt").iterdir())
+    for path in work_dir.iterdir():  # keep epoch 2's checkpoint and the best one so far
+        if path.is_dir():
+            shutil.rmtree(path)  # the logs of the first run
+        elif path.name != "epoch_2.pth" and not path.name.startswith("best_"):
+            path.unlink()
+    result = train_cli(sixteen_images, tmp_path, None, RESUMED)
+    assert "resuming from epoch_2.pth" in result.stdout
+    assert "Epoch(train) [2]" not in result.stdout
+    history = json.loads((tmp_path / "history.json").read_text())
+    reference = json.loads((uninterrupted / "history.json").read_text())
+    assert history["val"] == reference["val"][1:]  # epochs 2 and 3, as scored without a stop
+    assert state_dicts_equal(tmp_path / "best.pth", uninterrupted / "best.pth")
+
+
 def test_checkpoint_choice_by_iteration(tmp_path):
     from camvidseg.training.resume import checkpoints, newest_readable_checkpoint
 
@@ -515,6 +573,36 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
     losses = [r["loss"] for r in history["train"]]
     assert sum(losses[-5:]) < sum(losses[:5])  # it learns
     assert json.loads((moved / "results/metrics/val.json").read_text())["mIoU"] > 0
+
+
+SYNC_BUFFERS = """
+import os, sys, types
+import torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", rank=rank, world_size=2)
+from mmengine.hooks import SyncBuffersHook
+bn = torch.nn.BatchNorm2d(2)
+bn.running_mean.fill_(2.0 * rank)
+bn.num_batches_tracked.fill_(7)
+SyncBuffersHook().after_train_epoch(types.SimpleNamespace(model=bn))
+print(bn.running_mean.tolist(), bn.num_batches_tracked.item(), bn.num_batches_tracked.dtype)
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
+def test_sync_buffers_hook_averages_statistics_and_keeps_the_counters():
+    """Why training uses MMEngine's SyncBuffersHook: under DDP it leaves every rank the mean
+    BatchNorm statistics and the batch counter (equal on every rank) unchanged, as an integer."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    ranks = [subprocess.Popen([sys.executable, "-c", SYNC_BUFFERS, str(rank), port],
+                              stdout=subprocess.PIPE, text=True) for rank in (0, 1)]  # fmt: skip
+    outputs = [rank.communicate(timeout=300)[0].strip() for rank in ranks]
+    assert outputs == ["[1.0, 1.0] 7 torch.int64"] * 2
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")

@@ -22,9 +22,11 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
 from ..core.progress import Progress
 from ..core.settings import default, describe, option
+from ..workflow.madeby import Record
+from .colors import color_table
 from .extract import UnpackBudget
 from .images import checked_size, read_ids, read_rgb
-from .palette import UNKNOWN_ID, check_class_count, color_table
+from .palette import UNKNOWN_ID, check_class_count
 
 _table: np.ndarray | None = None
 _job: dict = {}
@@ -228,6 +230,7 @@ def prepare(
         )
         # The data's identity (extract stage) keys the training fingerprint, which hashes this file.
         index["content_id"] = manifest.get("content_id")
+        index["left_out"] = manifest.get("left_out", {})  # splits without labels, and why
         # Mask and cache paths are relative to the folder, so they survive the rename.
         write_json(tmp / "index.json", index)
     return index
@@ -247,12 +250,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-unpack-ratio", **option("dataset.max_unpack_ratio"))
     parser.add_argument("--max-unpack-gib", **option("dataset.max_unpack_gib"))
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.manifest, args.palette])
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     check_class_count(palette, args.palette)
     limits = (args.max_unpack_ratio, args.max_unpack_gib)
     index = prepare(
         manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images, limits
     )
+    made.write([args.out])
     total = sum(index["unknown_pixels"].values())
     if total:
         print(

@@ -13,12 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .. import IGNORE_INDEX
 from ..core.errors import UserError
 from ..core.fileio import read_json
-from .images import read_ids, read_rgb
+from .images import checked_size, read_ids, read_rgb
 
 cv2.setNumThreads(1)  # loader workers are the parallelism; OpenCV's own threads only contend
 
@@ -77,6 +77,18 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def __getstate__(self) -> dict:
+        """Loader workers started by spawn/forkserver reopen the memory maps (a pickled map
+        would copy the whole split)."""
+        return self.__dict__ | {"_arrays": None}
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of item ``i``, without decoding it (the cache has one size)."""
+        if self.cache:
+            return tuple(self.cached_arrays()[1].shape[1:3])
+        width, height = checked_size(self.prepared_dir / self.items[i]["mask"], "mask")
+        return height, width
+
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[i]
         if self.cache:
@@ -88,6 +100,12 @@ class SegmentationDataset(Dataset):
             raise UserError(f"{item['image']}: image and mask {item['mask']} sizes differ")
         return image, mask
 
+    def mask(self, i: int) -> np.ndarray:
+        """The class-index mask of item ``i`` alone (no image decoded)."""
+        if self.cache:
+            return np.asarray(self.cached_arrays()[1][i])
+        return read_ids(self.prepared_dir / self.items[i]["mask"])
+
     def __getitem__(self, i: int) -> dict:
         image, mask = self.load(i)
         if self.transform is not None:
@@ -95,3 +113,57 @@ class SegmentationDataset(Dataset):
         inputs = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         labels = torch.from_numpy(np.ascontiguousarray(mask))
         return {"inputs": inputs, "data_samples": {"labels": labels, "index": i}}
+
+
+class SameSizeBatches(Sampler):
+    """Batches of up to ``batch_size`` consecutive indices of ``sampler`` whose images share one
+    size (so they stack; a new size starts a new batch), in the sampler's order: evaluation scores
+    the same pixels as one image at a time. ``dataset`` (a ``SegmentationDataset``) defaults to
+    ``sampler.dataset``, as MMEngine's samplers hold it."""
+
+    def __init__(self, sampler, batch_size: int, dataset: SegmentationDataset | None = None):
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.dataset = dataset if dataset is not None else sampler.dataset
+        self.sizes: dict[int, tuple[int, int]] = {}
+
+    def size(self, i: int) -> tuple[int, int]:
+        if i not in self.sizes:
+            self.sizes[i] = self.dataset.image_size(i)
+        return self.sizes[i]
+
+    def batches(self) -> list[list[int]]:
+        batches: list[list[int]] = []
+        for i in self.sampler:
+            last = batches[-1] if batches else None
+            if last and len(last) < self.batch_size and self.size(last[0]) == self.size(i):
+                last.append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+def median_frequency_weights(dataset: SegmentationDataset, num_classes: int) -> torch.Tensor:
+    """SegNet's class balancing (Eigen & Fergus): a class's frequency is its pixels over the
+    pixels of the images it appears in; its weight is the median frequency over its own. A class
+    absent from every mask gets weight 1 (no pixels: the weight never acts)."""
+    pixels = np.zeros(num_classes, dtype=np.int64)
+    present_in = np.zeros(num_classes, dtype=np.int64)  # pixels of the images holding the class
+    for i in range(len(dataset)):
+        mask = dataset.mask(i)
+        counts = np.bincount(mask.ravel(), minlength=256)[:num_classes]
+        pixels += counts
+        present_in += np.where(counts > 0, mask.size, 0)
+    seen = pixels > 0
+    if not seen.any():
+        raise UserError(f"{dataset.prepared_dir}: split {dataset.split!r} has no labelled pixel")
+    frequency = pixels[seen] / present_in[seen]
+    weights = np.ones(num_classes)
+    weights[seen] = np.median(frequency) / frequency
+    return torch.tensor(weights, dtype=torch.float32)

@@ -26,10 +26,14 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, write_json
 from ..core.progress import Progress
 from ..core.settings import default, option
+from ..workflow.madeby import Record
 from .identity import HashCache, content_id
 from .images import checked_size
 
 SPLITS = ("train", "val", "test")
+# Training needs train and val; many copies ship no test labels (the SegNet train+val copy,
+# Cityscapes-like sets whose test labels are withheld): that split is then left out, said so.
+OPTIONAL_SPLITS = ("test",)
 CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
 LAYOUT_LABEL_DIR = {"camvid32": "{split}_labels", "segnet11": "{split}annot"}
 
@@ -258,6 +262,17 @@ def pair_split(root: Path, split: str, layout: str) -> list[dict]:
     ]
 
 
+def unlabelled_reason(root: Path, split: str, layout: str) -> str | None:
+    """Why ``split`` has no labelled images in ``root`` (None when its label folder exists)."""
+    image_dir = root / split
+    label_dir = root / LAYOUT_LABEL_DIR[layout].format(split=split)
+    if label_dir.is_dir():
+        return None
+    if image_dir.is_dir():
+        return f"{image_dir} has no labels ({label_dir.name}/ missing)"
+    return f"no {split}/ or {label_dir.name}/ folder in {root}"
+
+
 def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = False) -> dict:
     root, detected = find_root(top)
     if layout not in ("auto", detected):
@@ -265,13 +280,20 @@ def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = F
             f"dataset.layout: configured {layout!r} but {root} has the {detected} layout"
         )
     print(f"layout: {detected} (in {root.relative_to(top) if root != top else 'the top folder'})")
-    splits = {split: pair_split(root, split, detected) for split in SPLITS}
+    splits, left_out = {}, {}
+    for split in SPLITS:
+        reason = unlabelled_reason(root, split, detected) if split in OPTIONAL_SPLITS else None
+        if reason is None:
+            splits[split] = pair_split(root, split, detected)
+        else:
+            left_out[split] = reason
+            print(f"{split} split left out: {reason}; nothing is scored on it")
     class_dict = root / "class_dict.csv"
     if detected == "camvid32" and not class_dict.is_file():
         raise UserError(f"{class_dict}: class_dict.csv not found")
     sizes = {split: len(pairs) for split, pairs in splits.items()}
     print(f"splits: {sizes} ({sum(sizes.values())} images)")
-    if expect_camvid_sizes and sizes != CAMVID_SIZES:
+    if expect_camvid_sizes and sizes != {split: CAMVID_SIZES[split] for split in sizes}:
         print(
             f"warning: split sizes {sizes} differ from full CamVid's 367/101/233 (701)",
             file=sys.stderr,
@@ -282,6 +304,7 @@ def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = F
         "class_dict": str(class_dict) if detected == "camvid32" else None,
         "sizes": sizes,
         "splits": splits,
+        "left_out": left_out,
     }
 
 
@@ -308,13 +331,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.archive) == bool(args.directory):
         parser.error("give exactly one of --archive or --directory")
+    made = Record(__file__, args, [args.archive, args.directory])
     if args.archive:
         if args.dest is None:
             parser.error("--archive needs --dest")
         with atomic_path(args.dest, is_dir=True) as tmp:
-            count = extract_archive(
-                args.archive, tmp, args.max_unpack_ratio, args.max_unpack_gib
-            )
+            count = extract_archive(args.archive, tmp, args.max_unpack_ratio, args.max_unpack_gib)
             print(f"extracted {count} members of {args.archive[0]}")
             manifest = index_dataset(tmp, args.layout, args.expect_camvid_sizes)
         manifest["root"] = os.path.join(args.dest, os.path.relpath(manifest["root"], tmp))
@@ -333,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"content id: {manifest['content_id']}")
     write_json(args.manifest, manifest)
+    made.write([args.manifest, args.dest])
 
 
 def data_identity(source: list[Path] | Path) -> str:

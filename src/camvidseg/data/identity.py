@@ -22,6 +22,8 @@ from ..core.fileio import sha256_file
 # The Snakefile sets this for itself and its jobs: the cache lives in the workflow's folder.
 CACHE_ENV = "CAMVIDSEG_HASH_CACHE"
 CACHE_FILE = ".snakemake/camvidseg/hashes.json"
+# Snakemake writes this into a directory() output once its job is done: not the stage's content.
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
 
 
 class HashCache:
@@ -78,7 +80,7 @@ def _walk(top: str, prefix: str):
             rel = prefix + entry.name
             if entry.is_dir():
                 yield from _walk(entry.path, rel + "/")
-            else:
+            elif entry.name != SNAKEMAKE_MARKER:
                 stat = entry.stat()
                 yield rel, stat.st_size, stat.st_mtime_ns
 

@@ -18,9 +18,10 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, refuse_nonempty_folder
 from ..core.progress import Progress
 from ..core.settings import describe, option
+from ..data.colors import color_table, colorize, legend_entries, overlay
 from ..data.images import checked_size, read_rgb
-from ..data.palette import color_table, colorize, legend_entries, overlay
 from ..evaluation.panel import save_panel
+from ..workflow.madeby import Record
 
 
 def input_images(folder: Path) -> list[Path]:
@@ -58,10 +59,11 @@ def load_segmenter(backend: str, model_path: Path, device: str):
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
     from ..core.device import resolve
     from ..evaluation.inference import predict_image
-    from ..training.model import load_trained
+    from ..training.model import load_trained, precision_line
 
     device = resolve(device, "--device")
-    model, _ = load_trained(model_path, device)
+    model, meta = load_trained(model_path, device)
+    print(precision_line(model_path, meta), flush=True)
     return lambda image: predict_image(model, image, device)
 
 
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)
+    made = Record(__file__, args, [args.model, args.palette, args.input_dir])
     segment = load_segmenter(args.backend, args.model, args.device)
     palette = read_json(args.palette)
     colors = color_table(palette)
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                 path.name,
             )
             progress.advance()
+    made.write([args.out])
     print(f"{len(images)} images segmented into {args.out}")
 
 

@@ -17,23 +17,42 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
 from ..core.progress import Progress
 from ..core.settings import option
+from ..workflow.madeby import Record
 
 # torch and the model code are imported where used, so that `--help` answers at once.
 
 HEADLINE = ("mIoU", "mAcc", "aAcc", "mDice", "num_classes_scored")
 
 
-def evaluate(
-    model, dataset, class_names: list[str], device: str, settings: list[dict], split: str = ""
-) -> list:
-    """One summary (scores, per class, confusion) per inference setting, in the same order."""
+def evaluation_loader(dataset, batch_size: int, workers: int, device: str):
+    """The split in order, in batches of one image size (``SameSizeBatches``), read by
+    ``workers`` processes into pinned memory on CUDA."""
     import torch
 
+    from ..data.dataset import SameSizeBatches
+
+    batches = SameSizeBatches(range(len(dataset)), batch_size, dataset)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, pin_memory=device == "cuda"
+    )
+
+
+def evaluate(
+    model,
+    dataset,
+    class_names: list[str],
+    device: str,
+    settings: list[dict],
+    split: str = "",
+    batch_size: int = 1,
+    workers: int = 0,
+) -> list:
+    """One summary (scores, per class, confusion) per inference setting, in the same order."""
     from .inference import predict_batch
     from .metrics import SegMetric
 
     metrics = [SegMetric(class_names) for _ in settings]
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=0)
+    loader = evaluation_loader(dataset, batch_size, workers, device)
     with Progress(f"evaluate {split}".strip(), len(dataset), "images") as progress:
         for batch in loader:
             for metric, setting in zip(metrics, settings, strict=True):
@@ -89,6 +108,19 @@ def score_modes(setting: dict, summaries: list[dict]) -> dict:
     }
 
 
+def write_unscored(args: argparse.Namespace, head: dict, images: int, reason: str) -> None:
+    """A split with nothing to score on: its metrics say so (no score, no per-class rows)."""
+    summary = (
+        head
+        | {"scored": False, "reason": reason, "images": images}
+        | dict.fromkeys(("mIoU", "mAcc", "aAcc", "mDice"))
+        | {"num_classes_scored": 0, "pixels_scored": 0, "per_class": [], "modes": {}}
+    )
+    write_json(args.out_json, summary)
+    write_per_class_csv(summary, args.out_csv)
+    print(f"{args.split}: not scored: {reason}")
+
+
 def write_per_class_csv(summary: dict, path: Path) -> None:
     columns = ("class", "IoU", "Acc", "Dice", "gt_pixels", "pred_pixels")
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
@@ -114,6 +146,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     command.add_trained_model(parser, required=True, help="train, val or test")
     add_inference_options(parser)
+    parser.add_argument("--batch-size", **option("eval.batch_size"))
+    parser.add_argument("--num-workers", **option("eval.num_workers"))
     outputs = {"--out-json": "scores to write (.json)", "--out-csv": "per-class table (.csv)"}
     command.add_paths(parser, outputs)
     return parser.parse_args(argv)
@@ -122,29 +156,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-
+    made = Record(__file__, args, [args.model, args.prepared, args.palette])
     from ..core.device import resolve
     from ..data.dataset import SegmentationDataset
     from ..data.palette import class_names
-    from ..training.model import load_trained
+    from ..training.model import load_trained, precision_line
     from .inference import mode_label
 
     setting = inference_setting(args)
     device = resolve(args.device, "--device")
     model, meta = load_trained(args.model, device)
+    print(precision_line(args.model, meta), flush=True)
     names = class_names(read_json(args.palette))
+    head = (
+        {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
+        | {"precision": model.precision}  # the one training's validation used
+        | {"inference": setting | {"label": mode_label(setting)}}
+    )
+    left_out = read_json(args.prepared / "index.json").get("left_out", {}).get(args.split)
+    if left_out is not None:
+        write_unscored(args, head, 0, left_out)
+        made.write([args.out_json, args.out_csv])
+        return
     settings = settings_to_score(setting)
     dataset = SegmentationDataset(args.prepared, args.split)
-    summaries = evaluate(model, dataset, names, device, settings, args.split)
-    summary = (
-        {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
-        | {"precision": model.precision}  # the one training's validation used, where it can
-        | {"inference": setting | {"label": mode_label(setting)}}
-        | summaries[0]
-        | {"modes": score_modes(setting, summaries)}
+    summaries = evaluate(
+        model, dataset, names, device, settings, args.split, args.batch_size, args.num_workers
     )
+    if not summaries[0]["pixels_scored"]:
+        reason = f"the {len(dataset)} {args.split} images have no labelled pixel (all ignored)"
+        write_unscored(args, head, len(dataset), reason)
+        made.write([args.out_json, args.out_csv])
+        return
+    summary = head | {"scored": True} | summaries[0] | {"modes": score_modes(setting, summaries)}
     write_json(args.out_json, summary)
     write_per_class_csv(summary, args.out_csv)
+    made.write([args.out_json, args.out_csv])
     for label, scores in summary["modes"].items():
         print(
             f"{args.split} [{label}]: mIoU {scores['mIoU']:.4f}  mAcc {scores['mAcc']:.4f}  "

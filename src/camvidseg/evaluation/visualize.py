@@ -19,7 +19,8 @@ from ..core.errors import cli
 from ..core.fileio import atomic_path, read_json, refuse_nonempty_folder
 from ..core.progress import Progress
 from ..core.settings import option
-from ..data.palette import color_table, colorize, legend_entries, overlay
+from ..data.colors import color_table, colorize, legend_entries, overlay
+from ..workflow.madeby import Record
 from .panel import save_panel
 
 
@@ -68,8 +69,12 @@ def visualize(
 ) -> int:
     from ..data.dataset import SegmentationDataset
 
+    left_out = read_json(prepared / "index.json").get("left_out", {})
     chosen = []
     for split in splits:
+        if split in left_out:
+            print(f"{split}: no pictures: left out of the dataset: {left_out[split]}")
+            continue
         dataset = SegmentationDataset(prepared, split)
         chosen += [(split, dataset, i) for i in choose(len(dataset), num_images)]
     with Progress("visualize", len(chosen), "images") as progress:
@@ -89,12 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
     refuse_nonempty_folder(args.out)
+    made = Record(__file__, args, [args.model, args.prepared, args.palette])
 
     from ..core.device import resolve
-    from ..training.model import load_trained
+    from ..training.model import load_trained, precision_line
 
     device = resolve(args.device, "--device")
-    model, _ = load_trained(args.model, device)
+    model, meta = load_trained(args.model, device)
+    print(precision_line(args.model, meta), flush=True)
     with atomic_path(args.out, is_dir=True) as tmp:
         count = visualize(
             model,
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             args.alpha,
             tmp,
         )
+    made.write([args.out])
     print(f"{count} panels in {args.out}")
 
 

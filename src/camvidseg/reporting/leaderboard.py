@@ -20,6 +20,7 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json
 from ..data.identity import HashCache, content_id
 from ..workflow.experiments import differing, flatten
+from ..workflow.madeby import Record
 from .figures import pyplot, save
 from .pages import write_table_page
 
@@ -131,6 +132,11 @@ def plot_iou(metrics: dict[str, dict[str, dict]], splits: list[str], path: Path)
     size = (12, 3.6 * len(splits))
     fig, axes = pyplot().subplots(len(splits), 1, figsize=size, squeeze=False)
     for ax, split in zip(axes[:, 0], splits, strict=True):
+        unscored = {m["reason"] for n in names if not (m := metrics[n][split]).get("scored", True)}
+        if unscored:  # one dataset for all experiments: the split has nothing to score
+            ax.axis("off")
+            ax.set_title(f"{split}: not scored ({'; '.join(sorted(unscored))})", loc="left")
+            continue
         per_class = {n: metrics[n][split]["per_class"] for n in names}
         classes = [c["class"] for c in per_class[names[0]]]
         scored = [k for k in range(len(classes))
@@ -168,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = json.loads(args.experiments)
     if not settings:
         raise UserError("--experiments: no experiments to rank")
+    read = [args.root / n / f for n in settings for f in ["model/history.json"] +
+            [f"metrics/{s}.json" for s in args.splits]]  # fmt: skip
+    made = Record(__file__, args, [args.prepared, *read])
     images = train_set_size(args.prepared)
     metrics = {n: {s: read_json(args.root / n / "metrics" / f"{s}.json") for s in args.splits}
                for n in settings}  # fmt: skip
@@ -178,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     histories = {n: read_json(args.root / n / "model" / "history.json") for n in order}
     plot_curves(histories, args.curves)
     plot_iou({n: metrics[n] for n in order}, args.splits, args.iou)
+    made.write([args.csv, args.markdown, args.html, args.curves, args.iou])
     best = rows[0]
     key = f"{ranking_split(args.splits)}_mIoU"
     print(f"{len(rows)} experiments ranked; best: {best['experiment']} ({key} {best[key]:.4f})")

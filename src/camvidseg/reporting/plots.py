@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import numpy as np
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json
+from ..workflow.madeby import Record
+from . import pages
 from .figures import pyplot, save
 
 
@@ -42,6 +45,15 @@ def per_class_iou(metrics: dict):
     # Above the axes, right of the title: inside, it would hide a bar.
     ax.legend(loc="lower right", bbox_to_anchor=(1, 1), borderaxespad=0.2, frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def not_scored(metrics: dict):
+    """The figure of a split with nothing to score on: the reason, in place of a chart."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 1.6))
+    ax.axis("off")
+    ax.text(0, 0.5, f"{metrics['split']}: not scored\n{metrics['reason']}", va="center", wrap=True)
     return fig
 
 
@@ -82,44 +94,41 @@ def summary_table(all_metrics: list[dict], csv_path: Path, html_path: Path | Non
     def fmt(value) -> str:
         return "" if value is None else f"{value:.4f}"
 
-    lines = ["split," + ",".join(keys) + ",classes_scored"]
-    for m in all_metrics:
-        scores = ",".join(fmt(m[k]) for k in keys)
-        lines.append(f"{m['split']},{scores},{m['num_classes_scored']}")
-    with atomic_path(csv_path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    def note(m: dict) -> str:
+        return "" if m.get("scored", True) else f"not scored: {m['reason']}"
+
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["split", *keys, "classes_scored", "note"])
+        for m in all_metrics:
+            writer.writerow(
+                [m["split"], *(fmt(m[k]) for k in keys), m["num_classes_scored"], note(m)]
+            )
     if html_path is None:
         return
-    head = "".join(f"<th>{k}</th>" for k in (*keys, "classes scored"))
-    rows = "".join(
-        f"<tr><th>{m['split']}</th>"
-        + "".join(f"<td>{fmt(m[k])}</td>" for k in keys)
-        + f"<td>{m['num_classes_scored']}</td></tr>"
+    summary = [
+        [m["split"], *(fmt(m[k]) for k in keys), m["num_classes_scored"], note(m)]
         for m in all_metrics
-    )
-    splits = "".join(f"<th>{m['split']} IoU</th>" for m in all_metrics)
-    names = [c["class"] for c in all_metrics[0]["per_class"]] if all_metrics else []
-    per_class = "".join(
-        f"<tr><th>{name}</th>"
-        + "".join(f"<td>{fmt(m['per_class'][k]['IoU'])}</td>" for m in all_metrics)
-        + "</tr>"
+    ]
+    scored = [m for m in all_metrics if m.get("scored", True)]
+    names = [c["class"] for c in scored[0]["per_class"]] if scored else []
+    per_class = [
+        [name, *(fmt(m["per_class"][k]["IoU"]) for m in scored)]
         for k, name in enumerate(names)
-        if any(m["per_class"][k]["IoU"] is not None for m in all_metrics)
+        if any(m["per_class"][k]["IoU"] is not None for m in scored)
+    ]
+    splits = [f"{m['split']} IoU" for m in scored]
+    header = ["split", *keys, "classes scored", "note"]
+    body = (
+        pages.heading("Metrics")
+        + pages.table("summary", header, summary, row_headers=True)
+        + pages.paragraph(
+            "Fractions in 0-1; means over classes present in ground truth or prediction."
+        )
+        + pages.heading("Per-class IoU", 3)
+        + pages.table("per-class", ["class", *splits], per_class, row_headers=True)
     )
-    style = (
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    )
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Metrics</title>"
-        f"<style>{style}</style></head><body><h2>Metrics</h2>"
-        f"<table id='summary'><tr><th>split</th>{head}</tr>{rows}</table>"
-        f"<p>Fractions in 0-1; means over classes present in ground truth or prediction.</p>"
-        f"<h3>Per-class IoU</h3><table id='per-class'><tr><th>class</th>{splits}</tr>"
-        f"{per_class}</table></body></html>\n"
-    )
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(page)
+    pages.write_page(html_path, "Metrics", body)
 
 
 @cli
@@ -133,14 +142,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", type=Path, help="CSV of the headline scores per split")
     parser.add_argument("--summary-html", type=Path, help="the same, with per-class IoU, as HTML")
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.history, args.metrics])
     args.out.mkdir(parents=True, exist_ok=True)
-    training_curves(read_json(args.history), args.out / "training_curves.png")
+    pictures = [args.out / "training_curves.png"]
+    training_curves(read_json(args.history), pictures[0])
     all_metrics = [read_json(path) for path in args.metrics]
     for metrics in all_metrics:
-        save(per_class_iou(metrics), args.out / f"per_class_iou_{metrics['split']}.png")
-        save(confusion_heatmap(metrics), args.out / f"confusion_{metrics['split']}.png")
+        split = metrics["split"]
+        pictures += [args.out / f"per_class_iou_{split}.png", args.out / f"confusion_{split}.png"]
+        if not metrics.get("scored", True):
+            save(not_scored(metrics), pictures[-2])
+            save(not_scored(metrics), pictures[-1])
+            print(f"{split}: not scored: {metrics['reason']}")
+            continue
+        save(per_class_iou(metrics), pictures[-2])
+        save(confusion_heatmap(metrics), pictures[-1])
     if args.summary:
         summary_table(all_metrics, args.summary, args.summary_html)
+    made.write([*pictures, args.summary, args.summary_html])
     print(f"plots in {args.out}")
 
 

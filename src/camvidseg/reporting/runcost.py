@@ -13,6 +13,7 @@ from pathlib import Path
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path
+from ..workflow.madeby import Record
 from .pages import write_table_page
 
 COLUMNS = (("s", "wall time (s)"), ("h:m:s", "wall time"), ("max_rss", "max RSS (MB)"),
@@ -40,8 +41,8 @@ def write_table(records: list[dict], csv_path: Path, html_path: Path) -> None:
         "run-cost",
         ["job", *dict(COLUMNS).values()],
         [[r[key] for key in keys] for r in records],
-        "<p>Measured by Snakemake's <code>benchmark:</code> directive on the machine that ran "
-        "each job; a job reused from an earlier run keeps that run's figures.</p>",
+        "Measured by Snakemake's benchmark: directive on the machine that ran each job; a job "
+        "reused from an earlier run keeps that run's figures.",
     )
 
 
@@ -54,8 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", required=True, type=Path, help="table to write (.csv)")
     parser.add_argument("--html", required=True, type=Path, help="the same as HTML, for the report")
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.benchmarks])
     records = [read_benchmark(path) for path in args.benchmarks]
     write_table(records, args.csv, args.html)
+    made.write([args.csv, args.html])
     for r in records:
         print(f"{r['job']}: {r['h:m:s']} wall, max RSS {r['max_rss']} MB")
 

@@ -7,7 +7,9 @@ The head is sized from the palette stage's class count. Backbone weights come fr
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -15,31 +17,50 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from torchvision.models import segmentation
 
 from .. import IGNORE_INDEX
-from ..core.device import autocast, precision
+from ..core.device import PRECISIONS, autocast
 from ..core.errors import UserError
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-# model name -> (torchvision builder, has an auxiliary head, ImageNet backbone weights enum)
+class Network(NamedTuple):
+    """One record per model: all the project builds or states from a ``model.name`` (the
+    schema's ``model.name`` enum lists the same names; a test holds them together)."""
+
+    builder: str  # the torchvision.models.segmentation function
+    has_aux: bool  # it has an auxiliary head (model.aux_loss_weight applies)
+    backbone_weights: str  # torchvision's ImageNet weights enum of its backbone
+    architecture: str  # what the model card calls it
+
+
 MODELS = {
-    "deeplabv3_resnet50": ("deeplabv3_resnet50", True, "ResNet50_Weights"),
-    "deeplabv3_resnet101": ("deeplabv3_resnet101", True, "ResNet101_Weights"),
-    "deeplabv3_mobilenet_v3_large": (
-        "deeplabv3_mobilenet_v3_large",
-        True,
-        "MobileNet_V3_Large_Weights",
+    "deeplabv3_resnet50": Network(
+        "deeplabv3_resnet50", True, "ResNet50_Weights",
+        "DeepLabV3 (ASPP) head on a ResNet-50 backbone",
     ),
-    "lraspp_mobilenet_v3_large": ("lraspp_mobilenet_v3_large", False, "MobileNet_V3_Large_Weights"),
-    "fcn_resnet50": ("fcn_resnet50", True, "ResNet50_Weights"),
-}
+    "deeplabv3_resnet101": Network(
+        "deeplabv3_resnet101", True, "ResNet101_Weights",
+        "DeepLabV3 (ASPP) head on a ResNet-101 backbone",
+    ),
+    "deeplabv3_mobilenet_v3_large": Network(
+        "deeplabv3_mobilenet_v3_large", True, "MobileNet_V3_Large_Weights",
+        "DeepLabV3 (ASPP) head on a MobileNetV3-Large backbone",
+    ),
+    "lraspp_mobilenet_v3_large": Network(
+        "lraspp_mobilenet_v3_large", False, "MobileNet_V3_Large_Weights",
+        "LR-ASPP head on a MobileNetV3-Large backbone",
+    ),
+    "fcn_resnet50": Network(
+        "fcn_resnet50", True, "ResNet50_Weights", "FCN head on a ResNet-50 backbone"
+    ),
+}  # fmt: skip
 
 
 def backbone_weights_url(name: str) -> str:
     """Where torchvision publishes the ImageNet weights of this model's backbone."""
     import torchvision.models as tvm
 
-    return getattr(tvm, MODELS[name][2]).IMAGENET1K_V1.url
+    return getattr(tvm, MODELS[name].backbone_weights).IMAGENET1K_V1.url
 
 
 def read_plain(path: Path, key: str) -> object:
@@ -91,7 +112,7 @@ def pools_before_batchnorm(name: str) -> bool:
 def build_network(name: str, num_classes: int, aux_loss: bool) -> torch.nn.Module:
     if name not in MODELS:
         raise UserError(f"model.name: unknown model {name!r} (choose from {', '.join(MODELS)})")
-    builder, has_aux, _ = MODELS[name]
+    builder, has_aux = MODELS[name].builder, MODELS[name].has_aux
     kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
     if has_aux:
         kwargs["aux_loss"] = aux_loss
@@ -108,7 +129,7 @@ class SegDataPreprocessor(BaseDataPreprocessor):
     """Move uint8 batches to the device, then normalise there (cheaper than in the loader)."""
 
     def __init__(self, channels_last: bool = True):
-        super().__init__()
+        super().__init__(non_blocking=True)  # from the loader's pinned memory, without a stall
         self.channels_last = channels_last
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
@@ -135,8 +156,11 @@ class SegmentationModel(BaseModel):
         num_classes: int,
         aux_loss_weight: float = 0.4,
         channels_last: bool = True,
+        class_weights: torch.Tensor | None = None,
     ):
         super().__init__(data_preprocessor=SegDataPreprocessor(channels_last))
+        # Not in the state dict: a training choice, not part of the trained model.
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.name = name
         self.num_classes = num_classes
         self.aux_loss_weight = aux_loss_weight
@@ -157,9 +181,12 @@ class SegmentationModel(BaseModel):
             return out["out"]
         if mode == "loss":
             labels = data_samples["labels"].long()
-            losses = {"loss": F.cross_entropy(out["out"], labels, ignore_index=IGNORE_INDEX)}
+            loss = functools.partial(
+                F.cross_entropy, weight=self.class_weights, ignore_index=IGNORE_INDEX
+            )
+            losses = {"loss": loss(out["out"], labels)}
             if "aux" in out:
-                aux = F.cross_entropy(out["aux"], labels, ignore_index=IGNORE_INDEX)
+                aux = loss(out["aux"], labels)
                 losses["loss_aux"] = self.aux_loss_weight * aux
             return losses
         if mode == "predict":
@@ -193,8 +220,20 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[SegmentationModel, di
     if not (isinstance(checkpoint, dict) and {"meta", "state_dict"} <= checkpoint.keys()):
         raise UserError(f"{path}: not a model file exported by the train stage (--model)")
     meta = checkpoint["meta"]
+    if meta.get("precision") not in PRECISIONS:
+        raise UserError(
+            f"{path}: records no precision of its validation (meta.precision: "
+            f"{meta.get('precision')!r}; expected one of {', '.join(PRECISIONS)}): export it "
+            "again with the train stage (--model)"
+        )
     model = SegmentationModel(meta["model"], meta["num_classes"], meta["aux_loss_weight"])
     model.load_state_dict(checkpoint["state_dict"])
-    # The precision training validated in, where this device has it (fp32 on the CPU).
-    model.precision = precision(device, meta.get("precision", "fp32") != "fp32")
+    # Exactly the precision training validated in, on any device (autocast has bf16 and fp16 on
+    # the CPU too): one checkpoint, one score.
+    model.precision = meta["precision"]
     return model.to(device).eval(), meta
+
+
+def precision_line(path: Path, meta: dict) -> str:
+    """What the inference stages print: the precision they run in and where it comes from."""
+    return f"precision: {meta['precision']}, as {path.name} records for its validation"

@@ -33,6 +33,7 @@ from pathlib import Path
 from ..core import command, settings
 from ..core.errors import UserError, cli
 from ..workflow import codegraph
+from ..workflow.madeby import Record
 from . import launch
 
 
@@ -115,7 +116,8 @@ class Run:
 
 
 def optim_wrapper_config(train: dict, precision: str) -> dict:
-    """AMP only in a mixed precision (CUDA): MMEngine's AmpOptimWrapper asserts a GPU."""
+    """fp32: the plain wrapper; bf16: autocast without a loss scaler (``async_steps``); fp16:
+    MMEngine's AmpOptimWrapper with its scaler (it asserts a GPU; the CPU runs fp32)."""
     optimizer = {"lr": train["lr"], "weight_decay": train["weight_decay"]}
     if train["optimizer"] == "adamw":
         optimizer |= {"type": "AdamW"}
@@ -123,8 +125,11 @@ def optim_wrapper_config(train: dict, precision: str) -> dict:
         optimizer |= {"type": "SGD", "momentum": 0.9}
     if precision == "fp32":
         return {"type": "OptimWrapper", "optimizer": optimizer}
-    dtype = {"bf16": "bfloat16", "fp16": "float16"}[precision]
-    return {"type": "AmpOptimWrapper", "dtype": dtype, "optimizer": optimizer}
+    if precision == "bf16":
+        from .async_steps import AutocastOptimWrapper
+
+        return {"type": AutocastOptimWrapper, "dtype": "bfloat16", "optimizer": optimizer}
+    return {"type": "AmpOptimWrapper", "dtype": "float16", "optimizer": optimizer}
 
 
 def lr_schedule(train: dict) -> list[dict]:
@@ -136,14 +141,13 @@ def lr_schedule(train: dict) -> list[dict]:
     return [warmup, decay]
 
 
-def loader_config(run: Run, batch_size: int, sampler: dict, drop_last: bool) -> dict:
+def loader_config(run: Run, batch_size: int, sampler: dict) -> dict:
     return {
         "batch_size": batch_size,
         "sampler": sampler,
-        "drop_last": drop_last,
         "num_workers": run.workers,
         "persistent_workers": run.workers > 0,
-        "pin_memory": run.device == "cuda",
+        "pin_memory": run.device == "cuda",  # with the preprocessor's non-blocking copies
         "collate_fn": {"type": "default_collate"},
     }
 
@@ -163,7 +167,9 @@ def wrapper_config(train: dict, run: Run) -> dict:
 def runner_config(train: dict, run: Run) -> dict:
     """The Runner's arguments but the model, the datasets and the metric: a plain table."""
     from ..core.progress import training_hook
+    from ..data.dataset import SameSizeBatches
     from . import resume
+    from .async_steps import DeferredLossHook
 
     shuffled = {"type": resume.SeededSampler, "shuffle": True, "seed": train["seed"]}
     in_order = {"type": "DefaultSampler", "shuffle": False}
@@ -179,13 +185,17 @@ def runner_config(train: dict, run: Run) -> dict:
     return {
         "work_dir": str(run.work_dir),
         # Every batch full: BatchNorm needs two images (pools_before_batchnorm), per process.
-        "train_dataloader": loader_config(run, train["batch_size"], shuffled, drop_last=True),
-        "val_dataloader": loader_config(run, 1, in_order, drop_last=False),
+        "train_dataloader": loader_config(run, train["batch_size"], shuffled) | {"drop_last": True},
+        # Validation batches as many images as training (no gradients kept: full-size images fit
+        # as crops do), each batch of one image size.
+        "val_dataloader": loader_config(run, train["batch_size"], in_order)
+        | {"batch_sampler": {"type": SameSizeBatches}},
         "train_cfg": epochs | {"val_interval": train["val_interval"]},
         "val_cfg": {},
         "optim_wrapper": optim_wrapper_config(train, run.precision),
         "param_scheduler": lr_schedule(train),
         "default_hooks": {
+            "runtime_info": {"type": DeferredLossHook, "interval": train["log_interval"]},
             "checkpoint": checkpoint,
             "logger": {"type": "LoggerHook", "interval": train["log_interval"]},
         },
@@ -276,7 +286,18 @@ def backbone_file(model: dict, flag: str | None) -> Path | None:
     return None if choice == "none" else Path(choice)
 
 
-def build_model(args: argparse.Namespace, num_classes: int, run: Run):
+def loss_class_weights(train: dict, train_set, num_classes: int):
+    """``train.class_weights``: None, or the median-frequency weights of the training masks."""
+    from ..data.dataset import median_frequency_weights
+
+    if train["class_weights"] == "none":
+        return None
+    weights = median_frequency_weights(train_set, num_classes)
+    print("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
+    return weights
+
+
+def build_model(args: argparse.Namespace, num_classes: int, run: Run, class_weights=None):
     """The network, seeded; initial weights unless resuming (the checkpoint has them all)."""
     from mmengine.runner import set_random_seed
 
@@ -284,7 +305,9 @@ def build_model(args: argparse.Namespace, num_classes: int, run: Run):
 
     # The model is built before the Runner seeds everything: seed here so its init is reproducible.
     set_random_seed(args.train["seed"])
-    model = SegmentationModel(args.model["name"], num_classes, args.model["aux_loss_weight"])
+    model = SegmentationModel(
+        args.model["name"], num_classes, args.model["aux_loss_weight"], class_weights=class_weights
+    )
     model.precision = run.precision
     backbone = backbone_file(args.model, args.backbone_weights)
     if run.resume_from is None and backbone is not None:
@@ -369,13 +392,14 @@ def export_outputs(args: argparse.Namespace, work_dir: Path, names: list[str], r
 
 
 def loader_workers(args: argparse.Namespace, device: str) -> int:
-    """``--num-workers``, else ``train.num_workers``; -1: on a GPU the job's threads feed it
-    (split over the processes), on the CPU they compute and loading stays in the process."""
+    """``--num-workers``, else ``train.num_workers``; -1: on a GPU the job's threads, for every
+    process (a GPU's step outruns one worker's augmentation; split over 8 ranks they would be
+    one each), on the CPU none: the threads compute and loading stays in the process."""
     if args.num_workers is not None:
         return args.num_workers
     if args.train["num_workers"] >= 0:
         return args.train["num_workers"]
-    return max(args.threads // args.gpus, 1) if device == "cuda" else 0
+    return args.threads if device == "cuda" else 0
 
 
 def plan_run(args: argparse.Namespace, device: str, images: int) -> Run:
@@ -420,7 +444,9 @@ def train(args: argparse.Namespace) -> None:
     names = class_names(palette)
     train_set, val_set = build_datasets(args.prepared, args.train, palette)
     run = plan_run(args, device, len(train_set))
-    model = build_model(args, len(names), run)
+    model = build_model(
+        args, len(names), run, loss_class_weights(args.train, train_set, len(names))
+    )
     config = runner_config(args.train, run)
     print(f"device: {device}; optim wrapper: {config['optim_wrapper']['type']} ({run.precision})")
     with removed_if_failed(run.work_dir, rank):
@@ -443,13 +469,15 @@ def train(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    made = Record(__file__, args, [args.prepared, args.palette, args.backbone_weights])
     if launch.needed(args.gpus, args.nodes):
         from ..core.device import resolve
 
         device = resolve(args.train["device"], "train.device")
         launch.run("camvidseg.training.train", argv, args.gpus, args.nodes, device, args.threads)
-        return
-    train(args)
+    else:
+        train(args)
+    made.write([args.out_model, args.out_history])
 
 
 if __name__ == "__main__":
