@@ -19,7 +19,8 @@ from pathlib import Path
 from camvid_like import prepared_set  # also puts src/ on the path
 from original_example import mask_only, original_dataset
 
-from camvidseg.data.dataset import SegmentationDataset, read_mask
+from camvidseg.data.dataset import SegmentationDataset
+from camvidseg.data.images import read_ids
 
 
 def per_sample_ms(fn, count: int, repeats: int = 2) -> float:
@@ -57,7 +58,7 @@ def main() -> None:
             "convert_threads": args.threads,
             "mask_ms_original": per_sample_ms(lambda i: mask_only(original, i), n),
             "mask_ms_ours": per_sample_ms(lambda i: ours.load(i)[1], n),
-            "mask_ms_ours_png": per_sample_ms(lambda i: read_mask(prep / ours.items[i]["mask"]), n),
+            "mask_ms_ours_png": per_sample_ms(lambda i: read_ids(prep / ours.items[i]["mask"]), n),
             "sample_ms_original": per_sample_ms(lambda i: original[i], n),
             "sample_ms_ours": per_sample_ms(lambda i: ours[i], n),
         }

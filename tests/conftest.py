@@ -3,6 +3,7 @@ import fcntl
 import hashlib
 import os
 import re
+import resource
 import shutil
 import struct
 import subprocess
@@ -30,15 +31,23 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("SLURM_CONF", os.devnull)
 
 
-def run_cli(stage: str, *args, check: bool = True, env: dict | None = None):
-    """Run ``python -m camvidseg <stage>`` as the rules do; returns the CompletedProcess."""
+def run_cli(
+    stage: str, *args, check: bool = True, env: dict | None = None, max_file_bytes=None
+):
+    """Run ``python -m camvidseg <stage>`` as the rules do; returns the CompletedProcess.
+    ``max_file_bytes``: a file-size limit (``ulimit -f``) for the process."""
     environment = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     result = subprocess.run(
         [sys.executable, "-m", "camvidseg", stage, *map(str, args)],
         capture_output=True,
         text=True,
         env=environment,
         check=False,
+        preexec_fn=None if max_file_bytes is None else limit_file_size,
     )
     if check and result.returncode:
         raise AssertionError(f"{stage} failed:\n{result.stdout}\n{result.stderr}")
@@ -51,6 +60,24 @@ def assert_one_line_error(result, fragment: str, returncode: int = 2) -> None:
     assert result.returncode == returncode, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert fragment in lines[0], lines[0]
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` made read-only while held: mode 0555, and for root (whom modes do not stop)
+    the immutable attribute; skips the test where neither holds."""
+    mode = folder.stat().st_mode
+    folder.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable and subprocess.run(["chattr", "+i", str(folder)], check=False).returncode:
+        folder.chmod(mode)
+        pytest.skip("running as root where chattr +i does not work: no read-only folder")
+    try:
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(mode)
 
 
 def snakemake_call(workdir: Path, *args, configfile: Path = TINY) -> tuple[list, dict]:

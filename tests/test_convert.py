@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import REPO, png_bomb, run_cli
+from conftest import REPO, assert_one_line_error, png_bomb, read_only, run_cli, snakemake
 from PIL import Image
 
 # Car's color is no palindrome: a label or palette read in BGR order would not find it.
@@ -155,11 +155,11 @@ def test_image_bomb_is_one_line_naming_the_file(dataset, cache):
 
 def test_read_image_refuses_a_bomb_before_decoding(tmp_path):
     from camvidseg.core.errors import UserError
-    from camvidseg.data.dataset import read_image
+    from camvidseg.data.images import read_rgb
 
     bomb = png_bomb(tmp_path / "big.png")
     with pytest.raises(UserError, match=r"big\.png: refusing image of 20000x10000 pixels"):
-        read_image(str(bomb))
+        read_rgb(bomb)
 
 
 def test_a_killed_conversion_leaves_no_temporary_folder_after_the_next_run(dataset):
@@ -181,3 +181,88 @@ def test_a_killed_conversion_leaves_no_temporary_folder_after_the_next_run(datas
     assert result.returncode == 0, result.stderr
     assert f"removed {leftovers[0]}, left by a run that was killed" in result.stdout
     assert not list(dataset.glob(".prepared.*")) and (out / "index.json").is_file()
+
+
+def test_a_palette_of_more_classes_than_a_mask_holds_is_refused(dataset):
+    """A palette.json not made by the palette stage (300 classes): one line, no IndexError."""
+    pal = json.loads((dataset / "palette.json").read_text())
+    pal["classes"] = [{"id": i, "name": f"c{i}", "color": [i % 256, 0, 1]} for i in range(300)]
+    (dataset / "palette.json").write_text(json.dumps(pal))
+    result, out = convert(dataset)
+    assert_one_line_error(result, "palette.json: 300 classes to train, more than 254")
+    assert not out.exists()
+
+
+def test_a_file_size_limit_is_one_line_naming_the_output(dataset):
+    """Past ``ulimit -f`` a write fails (EFBIG; Python ignores SIGXFSZ): one line, not a worker's
+    traceback, and no output."""
+    result = run_cli(
+        "convert", "--manifest", dataset / "dataset.json", "--palette", dataset / "palette.json",
+        "--out", dataset / "prepared", "--threads", "2", max_file_bytes=200, check=False,
+    )  # fmt: skip
+    assert_one_line_error(result, "prepared: cannot write: over the file-size limit (ulimit -f)")
+    assert not (dataset / "prepared").exists()
+    assert not [p for p in dataset.iterdir() if p.name.startswith(".prepared.")]
+
+
+def test_a_read_only_results_folder_is_one_line_naming_the_output(dataset):
+    results = dataset / "results"
+    results.mkdir()
+    with read_only(results):
+        result, _ = convert(dataset, "--out", results / "prepared")
+    assert_one_line_error(result, f"{results / 'prepared'}: cannot write")
+    assert not any(results.iterdir())
+
+
+def flat_picture_dataset(tmp_path, count, side=3000):
+    """``count`` pairs of solid side x side PNGs (each a few kB; 45 MB of masks and cache)."""
+    root = tmp_path / "CamVid"
+    (root / "train").mkdir(parents=True)
+    (root / "train_labels").mkdir()
+    Image.fromarray(np.full((side, side, 3), 90, np.uint8)).save(root / "train/0.png")
+    Image.fromarray(np.full((side, side, 3), COLORS["Road"], np.uint8)).save(
+        root / "train_labels/0_L.png"
+    )
+    image, label = (root / "train/0.png").read_bytes(), (root / "train_labels/0_L.png").read_bytes()
+    pairs = []
+    for i in range(count):
+        (root / f"train/{i}.png").write_bytes(image)
+        (root / f"train_labels/{i}_L.png").write_bytes(label)
+        pairs.append(
+            {"stem": str(i), "image": f"train/{i}.png", "label": f"train_labels/{i}_L.png"}
+        )
+    manifest = {"root": str(root), "layout": "camvid32", "class_dict": None,
+                "splits": {"train": pairs}}  # fmt: skip
+    (tmp_path / "dataset.json").write_text(json.dumps(manifest))
+    from camvidseg.data.palette import build_rgb_palette
+
+    pal = build_rgb_palette(list(COLORS.items()), "camvid32", ["Void"])
+    (tmp_path / "palette.json").write_text(json.dumps(pal | {"layout": "camvid32"}))
+    return root
+
+
+@pytest.mark.parametrize(("cache", "count", "crossing"), [("--cache-images", 2, 1),
+                                                          ("--no-cache-images", 8, 7)])  # fmt: skip
+def test_huge_flat_pictures_are_refused_before_anything_is_written(
+    tmp_path, cache, count, crossing
+):
+    """Bombs after extraction: kilobytes of files that decode to gigabytes. What converting
+    writes (a mask byte per pixel, 4 more with the cache) is held to the unpack limits."""
+    root = flat_picture_dataset(tmp_path, count)
+    assert sum(p.stat().st_size for p in root.rglob("*.png")) < 2**20
+    result, out = convert(tmp_path, cache)
+    assert_one_line_error(result, f"{root / f'train/{crossing}.png'}: refusing to decode")
+    assert "(dataset.max_unpack_ratio)" in result.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_decoded_bytes_are_held_to_max_unpack_gib(dataset):
+    result, out = convert(dataset, "--max-unpack-gib", "1e-9")
+    assert_one_line_error(result, "train/a.png: refusing to decode")
+    assert "more than dataset.max_unpack_gib (1e-09 GiB)" in result.stderr and not out.exists()
+
+
+def test_the_rule_gives_convert_the_unpack_limits(tmp_path):
+    config = "dataset={max_unpack_ratio: 7, max_unpack_gib: 3}"
+    result = snakemake(tmp_path, "-n", "-p", "results/data/prepared", "--config", config)
+    assert "--max-unpack-ratio 7 --max-unpack-gib 3" in result.stdout, result.stdout

@@ -17,7 +17,7 @@ from conftest import (
 )
 
 from camvidseg.data.identity import content_id
-from camvidseg.workflow.experiments import differing, expand_sweep
+from camvidseg.workflow.experiments import MAX_NAME, differing, expand_sweep
 
 DATA_RULES = ("obtain_dataset", "extract", "palette", "convert_masks")
 SWEEP = {"train.lr": [0.001, 0.003], "train.seed": [0, 1]}
@@ -135,6 +135,16 @@ def test_sweep_dry_run_shares_the_data_chain_and_trains_each_experiment(tmp_path
         ({"sweep": {"lr": [0.1]}}, "invalid config: sweep: 'lr' does not match"),
         ({"sweep": {"train.seed": [0]}, "experiments": {"seed=0": {}}},
          "invalid config: experiments.seed=0: also made by sweep"),
+        ({"train": {"lr": float("nan")}}, "invalid config: train.lr: .nan is not a finite number"),
+        ({"train": {"lr": float("inf")}}, "invalid config: train.lr: .inf is not a finite number"),
+        ({"experiments": {"fast": {"train": {"lr": float("nan")}}}},
+         "invalid config: experiments.fast.train.lr: .nan is not a finite number"),
+        ({"sweep": {"train.lr": [0.1, float("-inf")]}},
+         "invalid config: sweep.train.lr: -.inf is not a finite number"),
+        ({"dataset": {"max_unpack_gib": float("inf")}},
+         "invalid config: dataset.max_unpack_gib: .inf is not a finite number"),
+        ({"experiments": {1: {}}}, "invalid config: experiments: name 1 is not text"),
+        ({"experiments": {True: {}}}, "invalid config: experiments: name True is not text"),
     ],
 )  # fmt: skip
 def test_experiment_config_errors_are_one_line_naming_the_key(tmp_path, sections, message):
@@ -143,6 +153,32 @@ def test_experiment_config_errors_are_one_line_naming_the_key(tmp_path, sections
     output = result.stdout + result.stderr
     assert result.returncode != 0 and message in output, output
     assert "Traceback" not in output
+
+
+def test_generated_names_are_bounded_unique_and_stable():
+    """Long swept values (here lists of 60 numbers) would make names past a file name's 255
+    bytes ("File name too long" at run time); they are shortened with a hash of the whole."""
+    grid = {"train.crop_size": [[96] * 60, [96] * 59 + [97]], "eval.tta.scales": [[0.5] * 40]}
+    names = list(expand_sweep(grid))
+    assert len(set(names)) == 2 and all(len(name) <= MAX_NAME for name in names), names
+    assert names == list(expand_sweep(grid))  # a name depends only on its values
+    assert names[0].startswith("crop_size=96x96x")
+    assert list(expand_sweep({"train.lr": [0.001]})) == ["lr=0.001"]  # short names are kept
+
+
+def test_a_sweep_planning_many_jobs_warns_with_the_key_that_raises_the_limit(tmp_path):
+    sweep = {"train.lr": [0.001, 0.002, 0.003], "train.seed": [0, 1, 2]}
+    config = write_config(tmp_path / "sweep.yaml", sweep=sweep, warn_above_jobs=20)
+    result = snakemake(tmp_path, "-n", configfile=config)
+    total = sum(jobs_planned(result).values())
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "9 experiments" in warning[0], result.stderr
+    assert "more than warn_above_jobs (20)" in warning[0]
+    planned = int(re.search(r"about (\d+) jobs", warning[0]).group(1))
+    assert total - 5 <= planned <= total, (planned, total)
+    config = write_config(tmp_path / "sweep.yaml", sweep=sweep, warn_above_jobs=total + 10)
+    result = snakemake(tmp_path, "-n", configfile=config)
+    assert "warning: " not in result.stderr
 
 
 @pytest.fixture(scope="module")

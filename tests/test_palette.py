@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import SEGNET11_CLASSES, run_cli
+from conftest import REPO, SEGNET11_CLASSES, assert_one_line_error, run_cli
 
 GOOD = "name,r,g,b\nSky,128,128,128\nRoad,128,64,128\nVoid,0,0,0\n"
 
@@ -89,3 +89,36 @@ def test_class_dict_in_latin1_is_one_line_naming_file_and_encoding(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert "class_dict.csv: not UTF-8 text (byte 0xe9" in lines[0] and "Latin-1" in lines[0]
+
+
+def many_classes(count: int) -> str:
+    """A class_dict.csv of ``count`` classes with distinct colors."""
+    rows = [f"class{i},{i // 256},{i % 256},7" for i in range(count)]
+    return "name,r,g,b\n" + "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("count", [255, 256, 300, 1000])
+def test_more_classes_than_a_mask_holds_is_one_line_naming_the_file_and_limit(tmp_path, count):
+    """Mask ids are 8-bit: 255 is the ignore index and 254 marks unknown colors, so 254 trained
+    classes is the most; more must not collide with either (nor crash convert)."""
+    result, out = palette(
+        tmp_path, many_classes(count), "--classes", "camvid32", "--ignore-classes"
+    )
+    assert_one_line_error(result, f"class_dict.csv: {count} classes to train, more than 254")
+    assert not out.exists()
+
+
+def test_ignored_classes_do_not_count_against_the_limit(tmp_path):
+    names = [f"class{i}" for i in range(254, 300)]
+    result, out = palette(
+        tmp_path, many_classes(300), "--classes", "camvid32", "--ignore-classes", *names
+    )
+    assert result.returncode == 0, result.stderr
+    assert [c["id"] for c in json.loads(out.read_text())["classes"]] == list(range(254))
+
+
+def test_the_readme_says_what_is_done_with_a_latin1_class_dict():
+    """The code refuses Latin-1 (the test above); the README must not claim it is read."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "Latin-1 encoding is read fine" not in readme
+    assert 'a Latin-1 file is refused naming the byte, "save it as UTF-8"' in readme

@@ -60,6 +60,16 @@ def test_validate_types_fills_defaults_and_collects_experiments():
          "invalid config: sweep.train.lr: 'quick' is not of type 'number'"),
         ({"experiments": {"fast": {"eval": {"splits": ["val"]}}}},
          "invalid config: experiments.fast.eval.splits: must be the same for every experiment"),
+        # NaN and infinity pass every range check of the schema, then break the trainer
+        ({"train": {"lr": float("nan")}}, "invalid config: train.lr: .nan is not a finite number"),
+        ({"train": {"lr": "-.inf"}}, "invalid config: train.lr: -.inf is not a finite number"),
+        ({"eval": {"tta": {"scales": [1.0, float("inf")]}}},
+         "invalid config: eval.tta.scales: .inf is not a finite number"),
+        ({"sweep": {"train.lr": [0.1, ".nan"]}},
+         "invalid config: sweep.train.lr: .nan is not a finite number"),
+        ({"experiments": {"x": {"train": {"momentum": float("nan")}}}},
+         "invalid config: experiments.x.train.momentum: .nan is not a finite number"),
+        ({"experiments": {7: {}}}, "invalid config: experiments: name 7 is not text; quote it"),
     ],
 )  # fmt: skip
 def test_config_problems_are_one_user_error_naming_the_key(sections, message):
@@ -94,6 +104,38 @@ def test_missing_or_empty_dataset_path_is_one_line(tmp_path):
         plan.local_dataset_path(local(""))
     with pytest.raises(UserError, match=r"git clone https://github\.com/alexgkendall"):
         plan.is_local_folder(local(tmp_path / "nope", layout="segnet11"))
+
+
+def test_dataset_paths_snakemake_or_the_disk_cannot_follow_are_one_line(tmp_path):
+    """Braces (Snakemake wildcards), a dangling symlink and a symlink loop, as dataset.path or
+    inside the dataset folder: one UserError naming the path, never a traceback."""
+    braces = tmp_path / "data{x}"
+    braces.mkdir()
+    with pytest.raises(UserError, match=r"^dataset\.path: .*data\{x\} holds '\{' or '\}'"):
+        plan.is_local_folder(local(braces))
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(UserError, match=r"dangling is a symlink that leads nowhere: No such"):
+        plan.is_local_folder(local(tmp_path / "dangling"))
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(UserError, match=r"loop is a symlink that leads nowhere: Too many levels"):
+        plan.dataset_content_id(local(tmp_path / "loop"), identity.HashCache(None))
+    for inside in ("dangling", "loop"):
+        folder = tmp_path / f"with_{inside}"
+        (folder / "train").mkdir(parents=True)
+        link = folder / "train" / "a.png"
+        link.symlink_to(tmp_path / "gone" if inside == "dangling" else link)
+        with pytest.raises(UserError, match=rf"^dataset\.path: {re.escape(str(link))}: "):
+            plan.dataset_content_id(local(folder), identity.HashCache(None))
+
+
+def test_a_grid_planning_more_jobs_than_warn_above_jobs_is_a_warning():
+    given = config(sweep={"train.lr": [0.001, 0.002, 0.003], "train.seed": [0, 1, 2]})
+    named = plan.validate(given)
+    assert plan.planned_jobs_warning(given, named) is None  # 52 jobs, under the default
+    given["warn_above_jobs"] = 20
+    warning = plan.planned_jobs_warning(given, named)
+    assert warning.startswith("warning: the config plans 9 experiments, about 52 jobs")
+    assert "warn_above_jobs (20)" in warning
 
 
 def test_content_id_follows_the_bytes_of_a_local_archive_and_folder(tmp_path):

@@ -3,6 +3,7 @@
 import shutil
 
 import numpy as np
+import pytest
 from conftest import jobs_planned, png_bomb, run_cli, snakemake
 from PIL import Image
 
@@ -114,3 +115,56 @@ def test_existing_output_folder_is_refused_before_loading(tmp_path):
         == f"error: {out}: folder exists and is not empty; remove it or choose another\n"
     )
     assert (out / "a_mask.png").read_bytes() == b"from the first run"
+
+
+def onnx_predict(run_dir, images, out, check=True, model=None):
+    return run_cli(
+        "predict", "--model", model or run_dir / "results/model/model.onnx", "--backend", "onnx",
+        "--palette", run_dir / "results/data/palette.json", "--input-dir", images,
+        "--device", "cpu", "--out", out, check=check,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_truncated_image_is_refused_by_both_backends(tiny_run, tmp_path, backend, suffix):
+    """OpenCV decodes a cut JPEG silently; both backends read through the one decoder."""
+    folder = images_folder(tmp_path, "good.png")
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(image).save(folder / f"cut{suffix}")
+    data = (folder / f"cut{suffix}").read_bytes()
+    (folder / f"cut{suffix}").write_bytes(data[: len(data) * 2 // 3])
+    out = tmp_path / "predict"
+    result = (onnx_predict if backend == "onnx" else predict)(tiny_run, folder, out, check=False)
+    assert_one_line(result, out, f"{folder / f'cut{suffix}'}: corrupt or unreadable image")
+
+
+def test_a_16_bit_image_is_segmented_as_its_8_bit_twin_by_both_backends(tiny_run, tmp_path):
+    folder = tmp_path / "new"
+    folder.mkdir()
+    gray = np.random.default_rng(0).integers(0, 256, (48, 64), dtype=np.uint16)
+    Image.fromarray(gray.astype(np.uint8)).convert("RGB").save(folder / "eight.png")
+    Image.fromarray(gray * 257).save(folder / "sixteen.png")
+    for backend, run in (("torch", predict), ("onnx", onnx_predict)):
+        out = tmp_path / backend
+        run(tiny_run, folder, out)
+        masks = [np.asarray(Image.open(out / f"{n}_mask.png")) for n in ("eight", "sixteen")]
+        assert np.array_equal(*masks), backend
+
+
+def test_a_valid_but_unrelated_onnx_model_is_one_line(tmp_path):
+    """An ONNX file that is not this project's export (here one Identity node) is named before
+    any image is read, instead of failing inside onnxruntime at the first image."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    tensor = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "other", [tensor[0]], [tensor[1]])
+    model = tmp_path / "other.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), model
+    )
+    out = tmp_path / "predict"
+    result = onnx_predict(tmp_path, images_folder(tmp_path, "a.png"), out, False, model)
+    assert_one_line(result, out, f"{model}: not a segmentation model exported by camvidseg")

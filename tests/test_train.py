@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, assert_one_line_error, run_cli, snakemake, snakemake_call
+from conftest import REPO, assert_one_line_error, read_only, run_cli, snakemake, snakemake_call
 
 # What every test run trains unless it says otherwise: small, fast, on the CPU.
 MODEL = {"name": "lraspp_mobilenet_v3_large", "backbone_weights": "none"}
@@ -35,9 +35,9 @@ def train_command(data, work, model=None, train=None, *flags) -> list:
             "--work-root", work / "ckpt", "--threads", "1", *flags]  # fmt: skip
 
 
-def train_cli(data, work, model=None, train=None, *flags, check=True, env=None):
+def train_cli(data, work, model=None, train=None, *flags, check=True, env=None, **limits):
     command = train_command(data, work, model, train, *flags)
-    return run_cli("train", *command, check=check, env=env)
+    return run_cli("train", *command, check=check, env=env, **limits)
 
 
 def prepared_sample(tmp_path_factory, name: str, **sizes):
@@ -271,6 +271,23 @@ def test_failure_inside_the_runner_leaves_no_work_dir(tiny_run, tmp_path):
     assert_one_line_error(result, "unreadable image")
     assert "Epoch(train)" not in result.stdout
     assert (tmp_path / "w/ckpt").is_dir() and not list((tmp_path / "w/ckpt").iterdir())
+
+
+def test_a_checkpoint_past_the_file_size_limit_is_one_line_naming_it(tiny_run, tmp_path):
+    """The logs fit in 1 MiB, the first checkpoint (a few MB) does not."""
+    result = train_cli(
+        tiny_run, tmp_path / "w", None, {"epochs": 1}, check=False, max_file_bytes=2**20
+    )
+    assert_one_line_error(result, ".pth: cannot write: over the file-size limit (ulimit -f)")
+    assert not list((tmp_path / "w/ckpt").rglob("*.pth")) and not (tmp_path / "w/best.pth").exists()
+
+
+def test_a_read_only_checkpoint_folder_is_one_line_naming_it(tiny_run, tmp_path):
+    (tmp_path / "w").mkdir()
+    with read_only(tmp_path / "w"):
+        result = train_cli(tiny_run, tmp_path / "w", None, {"epochs": 1}, check=False)
+    assert_one_line_error(result, f"{tmp_path / 'w'}")
+    assert "cannot write" in result.stderr
 
 
 def test_plain_user_weights_are_accepted(tiny_run, tmp_path):

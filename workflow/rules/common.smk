@@ -18,7 +18,7 @@ def stop(problem):
 
 try:
     # the config typed and checked; experiments: name -> overrides (none: one run in results/)
-    EXPERIMENTS = plan.validate(config)
+    EXPERIMENTS = plan.validate(config, warn=workflow.is_main_process)
     DATASET = config["dataset"]
     LOCAL_FOLDER = plan.is_local_folder(DATASET)
     LOCAL_ARCHIVE = plan.local_archive(DATASET) if DATASET["source"] == "local" else []

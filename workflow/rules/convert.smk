@@ -20,9 +20,12 @@ rule convert_masks:
     params:
         strict=["--strict-colors"] if DATASET["strict_colors"] else [],
         cache="--cache-images" if DATASET["cache_images"] else "--no-cache-images",
+        max_ratio=DATASET["max_unpack_ratio"],
+        max_gib=DATASET["max_unpack_gib"],
     message:
         "Converting label images to class-index masks with {threads} processes"
     shell:
         "python -m camvidseg convert --manifest {input.manifest:q}"
         " --palette {input.palette:q} --threads {threads:q} {params.strict:q} {params.cache:q}"
+        " --max-unpack-ratio {params.max_ratio:q} --max-unpack-gib {params.max_gib:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from collections.abc import Callable
@@ -9,6 +10,23 @@ from collections.abc import Callable
 
 class UserError(Exception):
     """A problem with the user's input or environment; its message is the whole story."""
+
+
+# Writes the environment refuses (not a bug of the program), with the reason a user acts on.
+REFUSED_WRITES = {
+    errno.EFBIG: "over the file-size limit (ulimit -f)",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "over the disk quota",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted (a read-only or immutable folder?)",
+}
+
+
+def refused_write(err: OSError, path: object) -> UserError | None:
+    """The one-line error for a write to ``path`` the environment refused, else None."""
+    reason = REFUSED_WRITES.get(err.errno)
+    return UserError(f"{path}: cannot write: {reason}") if reason else None
 
 
 def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], int]:
@@ -20,6 +38,12 @@ def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
             main(argv)
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as err:  # a write outside atomic_path (which names its output itself)
+            refusal = refused_write(err, err.filename or "a file")
+            if refusal is None:
+                raise
+            print(f"error: {refusal}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

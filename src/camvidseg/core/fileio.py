@@ -20,15 +20,39 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, refused_write
 
 
 @contextlib.contextmanager
 def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``final``; move it into place only if the block succeeds."""
+    """Yield a temporary sibling of ``final``; move it into place only if the block succeeds.
+    A write the environment refuses (file-size limit, full disk, read-only folder) is one line
+    naming ``final``."""
     final = Path(final)
     if is_dir:
         refuse_nonempty_folder(final)
+    try:
+        with _temporary_sibling(final, is_dir) as tmp:
+            yield tmp
+    except OSError as err:
+        refusal = refused_write(err, final) if _own_path(err.filename, final) else None
+        if refusal is None:
+            raise
+        raise refusal from None
+
+
+def _own_path(filename: str | bytes | None, final: Path) -> bool:
+    """Whether a failed path is the output's own (its folders, temporary or final path), not
+    an input the block happened to read. A failed write() names no path: it is the output's."""
+    if filename is None:
+        return True
+    path = Path(os.fsdecode(filename))
+    temporary = str(final.parent / f".{final.name}.")
+    return final.is_relative_to(path) or str(path).startswith((str(final), temporary))
+
+
+@contextlib.contextmanager
+def _temporary_sibling(final: Path, is_dir: bool) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     for leftover in remove_stale_temporaries(final):
         print(f"removed {leftover}, left by a run that was killed", flush=True)

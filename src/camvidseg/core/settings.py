@@ -11,6 +11,7 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -90,7 +91,29 @@ def describe(dotted: str) -> str:
     return _node(dotted).get("description", "")
 
 
-_ARG_TYPES = {"integer": int, "number": float, "string": str}
+def finite_float(text: str) -> float:
+    """A command line's number: NaN and infinity pass every range check and break a stage."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+def refuse_non_finite(value, where: str) -> None:
+    """Refuse NaN and infinity anywhere in ``value`` (YAML's ``.nan``, ``.inf``; JSON's ``NaN``):
+    JSON Schema's ranges let them through (every comparison with NaN is false)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            refuse_non_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for item in value:
+            refuse_non_finite(item, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+        spelled = ".nan" if math.isnan(value) else ("-.inf" if value < 0 else ".inf")
+        raise UserError(f"{where}: {spelled} is not a finite number")
+
+
+_ARG_TYPES = {"integer": int, "number": finite_float, "string": str}
 
 
 def option(dotted: str) -> dict:
@@ -120,6 +143,7 @@ def resolve(section: str, values: dict | None = None) -> dict:
     unknown = sorted(set(values) - set(properties))
     if unknown:
         raise UserError(f"{section}: unknown setting(s) {', '.join(unknown)}")
+    refuse_non_finite(values, section)
     return {key: values.get(key, node.get("default")) for key, node in properties.items()}
 
 

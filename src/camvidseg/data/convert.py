@@ -21,12 +21,12 @@ from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
 from ..core.progress import Progress
-from ..core.settings import describe, option
+from ..core.settings import default, describe, option
 from ..workflow.madeby import Record
 from .colors import color_table
-from .images import checked_size, open_checked
-
-UNKNOWN = 254  # lookup value of a color the palette does not know; never a train id
+from .extract import UnpackBudget
+from .images import checked_size, read_ids, read_rgb
+from .palette import UNKNOWN_ID, check_class_count
 
 _table: np.ndarray | None = None
 _job: dict = {}
@@ -36,29 +36,29 @@ _cache_arrays: dict[str, np.ndarray] = {}  # this worker's open cache files
 def lookup_table(palette: dict) -> np.ndarray:
     """Dense table from the label value (24-bit color, or index) to train id."""
     if palette["encoding"] == "rgb":
-        table = np.full(1 << 24, UNKNOWN, dtype=np.uint8)
+        table = np.full(1 << 24, UNKNOWN_ID, dtype=np.uint8)
         for entry in palette["lookup"]:
             r, g, b = entry["value"]
             table[(r << 16) | (g << 8) | b] = entry["train_id"]
     else:
-        table = np.full(256, UNKNOWN, dtype=np.uint8)
+        table = np.full(256, UNKNOWN_ID, dtype=np.uint8)
         for entry in palette["lookup"]:
             table[entry["value"]] = entry["train_id"]
     return table
 
 
-def label_ids(path: Path, encoding: str, table: np.ndarray) -> np.ndarray:
-    label = open_checked(path, "label")
+def label_values(path: Path, encoding: str) -> np.ndarray:
+    """The label as stored: (H, W, 3) RGB colors, or (H, W) index values."""
+    return read_rgb(path, "label") if encoding == "rgb" else read_ids(path, "label")
+
+
+def label_ids(values: np.ndarray, path: Path, encoding: str, table: np.ndarray) -> np.ndarray:
     if encoding == "rgb":
-        rgb = np.asarray(label.convert("RGB"), dtype=np.uint32)
-        key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        return table[key]
-    if label.mode not in ("L", "P", "I", "I;16"):
-        raise UserError(f"{path}: expected a single-channel index label, found mode {label.mode}")
-    values = np.asarray(label).astype(np.int64)
+        rgb = values.astype(np.uint32)
+        return table[(rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]]
     if values.max(initial=0) > 255:
         raise UserError(f"{path}: label id {int(values.max())} is not a known class id")
-    return table[values]
+    return table[values.astype(np.int64)]
 
 
 def _init_worker(table: np.ndarray, job: dict) -> None:
@@ -78,21 +78,19 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
     image_path, label_path, out_path = (Path(p) for p in task[:3])
     cache_slot = task[3]  # (images .npy, masks .npy, row) or None
     assert _table is not None
-    image = open_checked(image_path, "image")
-    ids = label_ids(label_path, _job["encoding"], _table)
-    if ids.shape[::-1] != image.size:
+    image = read_rgb(image_path, "image")
+    values = label_values(label_path, _job["encoding"])
+    ids = label_ids(values, label_path, _job["encoding"], _table)
+    if ids.shape != image.shape[:2]:
         raise UserError(
             f"{label_path}: label size {ids.shape[1]}x{ids.shape[0]} differs from image "
-            f"{image_path.name} size {image.size[0]}x{image.size[1]}"
+            f"{image_path.name} size {image.shape[1]}x{image.shape[0]}"
         )
-    unknown = ids == UNKNOWN
+    unknown = ids == UNKNOWN_ID
     count = int(unknown.sum())
     examples: list = []
     if count:
-        raw = np.asarray(
-            Image.open(label_path).convert("RGB" if _job["encoding"] == "rgb" else "L")
-        )
-        examples = [v.tolist() for v in np.unique(raw[unknown], axis=0)[:3]]
+        examples = [v.tolist() for v in np.unique(values[unknown], axis=0)[:3]]
         if _job["strict"] or _job["encoding"] == "index":
             what = "color" if _job["encoding"] == "rgb" else "id"
             raise UserError(
@@ -104,15 +102,46 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
     mask.save(out_path, optimize=False, compress_level=1)
     if cache_slot is not None:
         images_npy, masks_npy, row = cache_slot
-        _cache_array(images_npy)[row] = np.asarray(image.convert("RGB"))
+        _cache_array(images_npy)[row] = image
         _cache_array(masks_npy)[row] = ids
     return str(label_path), count, examples
 
 
-def create_cache(out: Path, split: str, paths: list[Path]) -> tuple[str, str] | None:
+class DecodeBudget(UnpackBudget):
+    """The unpack limits, held against what converting writes instead of what an archive
+    declares: a small file of a huge flat picture is a decompression bomb too."""
+
+    SOURCE = "the dataset files'"
+
+    def refusal(self, name: str, what: str) -> UserError:
+        return UserError(
+            f"{name}: refusing to decode: the pictures up to this one make {self.total} bytes "
+            f"of masks and image cache, more than {what}"
+        )
+
+
+def image_sizes(manifest: dict, out: Path, cache_images: bool, limits: tuple) -> dict:
+    """Split -> (width, height) of each image from its header, once what converting writes is
+    within ``limits`` (max ratio, max GiB; the free disk of ``out``), before anything is
+    written: a mask byte per pixel, and with the cache 3 image bytes and a mask byte more."""
+    root = Path(manifest["root"])
+    pairs = {split: [(root / p["image"], root / p["label"]) for p in found]
+             for split, found in manifest["splits"].items()}  # fmt: skip
+    files = [path for found in pairs.values() for pair in found for path in pair]
+    budget = DecodeBudget(files, out, *limits)
+    bytes_per_pixel = 1 + (4 if cache_images else 0)
+    sizes = {}
+    for split, found in pairs.items():
+        sizes[split] = [checked_size(image, "image") for image, _ in found]
+        for (image, _), (width, height) in zip(found, sizes[split], strict=True):
+            budget.add(str(image), width * height * bytes_per_pixel)
+    return sizes
+
+
+def create_cache(out: Path, split: str, sizes: list[tuple[int, int]]) -> tuple[str, str] | None:
     """Preallocate ``cache/{split}_{images,masks}.npy`` (uint8, memory-mappable), or None when
     the split's images differ in size (then the loader decodes PNGs instead)."""
-    sizes = {checked_size(path, "image") for path in paths}
+    count, sizes = len(sizes), set(sizes)
     if len(sizes) != 1:
         print(f"{split}: images of {len(sizes)} different sizes, not cached")
         return None
@@ -121,7 +150,7 @@ def create_cache(out: Path, split: str, paths: list[Path]) -> tuple[str, str] | 
     names = (f"cache/{split}_images.npy", f"cache/{split}_masks.npy")
     for name, shape in zip(names, ((height, width, 3), (height, width)), strict=True):
         np.lib.format.open_memmap(
-            out / name, mode="w+", dtype=np.uint8, shape=(len(paths), *shape)
+            out / name, mode="w+", dtype=np.uint8, shape=(count, *shape)
         ).flush()
     return names
 
@@ -140,15 +169,15 @@ def convert_dataset(
     strict: bool,
     final_dir: Path,
     cache_images: bool,
+    limits: tuple,
 ) -> dict:
     root = Path(manifest["root"])
+    sizes = image_sizes(manifest, out, cache_images, limits)
     tasks, index, caches = [], {}, {}
     for split, pairs in manifest["splits"].items():
         (out / "masks" / split).mkdir(parents=True, exist_ok=True)
         index[split] = []
-        cache = (
-            create_cache(out, split, [root / p["image"] for p in pairs]) if cache_images else None
-        )
+        cache = create_cache(out, split, sizes[split]) if cache_images else None
         if cache:
             caches[split] = {"images": cache[0], "masks": cache[1]}
         for row, pair in enumerate(pairs):
@@ -185,11 +214,20 @@ def convert_dataset(
 
 
 def prepare(
-    manifest: dict, palette: dict, out: Path, threads: int, strict: bool, cache_images: bool
+    manifest: dict,
+    palette: dict,
+    out: Path,
+    threads: int,
+    strict: bool,
+    cache_images: bool,
+    limits: tuple = (default("dataset.max_unpack_ratio"), default("dataset.max_unpack_gib")),
 ) -> dict:
-    """Write the whole ``out`` folder (masks, cache, index.json) or nothing; return the index."""
+    """Write the whole ``out`` folder (masks, cache, index.json) or nothing; return the index.
+    ``limits``: the unpack limits (max ratio, max GiB) what decoding writes is held to."""
     with atomic_path(out, is_dir=True) as tmp:
-        index = convert_dataset(manifest, palette, tmp, threads, strict, out, cache_images)
+        index = convert_dataset(
+            manifest, palette, tmp, threads, strict, out, cache_images, limits
+        )
         # The data's identity (extract stage) keys the training fingerprint, which hashes this file.
         index["content_id"] = manifest.get("content_id")
         index["left_out"] = manifest.get("left_out", {})  # splits without labels, and why
@@ -209,11 +247,15 @@ def main(argv: list[str] | None = None) -> None:
         "--strict-colors", action="store_true", help=describe("dataset.strict_colors")
     )
     parser.add_argument("--cache-images", **option("dataset.cache_images"))
+    parser.add_argument("--max-unpack-ratio", **option("dataset.max_unpack_ratio"))
+    parser.add_argument("--max-unpack-gib", **option("dataset.max_unpack_gib"))
     args = parser.parse_args(argv)
     made = Record(__file__, args, [args.manifest, args.palette])
     manifest, palette = read_json(args.manifest), read_json(args.palette)
+    check_class_count(palette, args.palette)
+    limits = (args.max_unpack_ratio, args.max_unpack_gib)
     index = prepare(
-        manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images
+        manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images, limits
     )
     made.write([args.out])
     total = sum(index["unknown_pixels"].values())

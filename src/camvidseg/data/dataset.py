@@ -13,28 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from .. import IGNORE_INDEX
 from ..core.errors import UserError
 from ..core.fileio import read_json
-from .images import checked_size
+from .images import checked_size, read_ids, read_rgb
 
 cv2.setNumThreads(1)  # loader workers are the parallelism; OpenCV's own threads only contend
-
-
-def read_image(path: str) -> np.ndarray:
-    """RGB uint8 array; the size is checked from the header first (OpenCV would decode a bomb)."""
-    checked_size(path, "image")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"{path}: cannot read image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_mask(path: Path) -> np.ndarray:
-    return np.array(Image.open(path))  # a writable copy: torch refuses read-only arrays
 
 
 class RandomScaleCropFlip:
@@ -100,16 +86,16 @@ class SegmentationDataset(Dataset):
         """(height, width) of item ``i``, without decoding it (the cache has one size)."""
         if self.cache:
             return tuple(self.cached_arrays()[1].shape[1:3])
-        with Image.open(self.prepared_dir / self.items[i]["mask"]) as mask:
-            return mask.size[::-1]
+        width, height = checked_size(self.prepared_dir / self.items[i]["mask"], "mask")
+        return height, width
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[i]
         if self.cache:
             images, masks = self.cached_arrays()
             return np.array(images[i]), np.array(masks[i])
-        image = read_image(str(self.prepared_dir / item["image"]))
-        mask = read_mask(self.prepared_dir / item["mask"])
+        image = read_rgb(self.prepared_dir / item["image"])
+        mask = read_ids(self.prepared_dir / item["mask"])
         if image.shape[:2] != mask.shape:
             raise UserError(f"{item['image']}: image and mask {item['mask']} sizes differ")
         return image, mask
@@ -118,7 +104,7 @@ class SegmentationDataset(Dataset):
         """The class-index mask of item ``i`` alone (no image decoded)."""
         if self.cache:
             return np.asarray(self.cached_arrays()[1][i])
-        return read_mask(self.prepared_dir / self.items[i]["mask"])
+        return read_ids(self.prepared_dir / self.items[i]["mask"])
 
     def __getitem__(self, i: int) -> dict:
         image, mask = self.load(i)

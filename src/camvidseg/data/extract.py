@@ -96,16 +96,18 @@ def _refuse_links_and_specials(name: str, kind: str, archive: Path) -> None:
 class UnpackBudget:
     """Refuses an archive whose members declare more bytes than the limits allow, before the
     member that crosses them is written: a high ratio to the archive's size is a decompression
-    bomb (CamVid's PNG/JPEG images do not compress), and nothing may fill the disk."""
+    bomb (CamVid's PNG/JPEG images do not compress), and nothing may fill the disk. The convert
+    stage holds what decoding writes to the same limits (convert.DecodeBudget)."""
 
     RATIO_FLOOR = 64 * 2**20  # tiny archives of text compress well; below this, ratio is no sign
+    SOURCE = "the archive's"  # whose bytes the ratio is taken of
 
     def __init__(self, parts: list[Path], dest: Path, max_ratio: float, max_gib: float):
         self.archive, self.total = parts[0], 0
         size = sum(part.stat().st_size for part in parts)
         ratio_limit = max(max_ratio * size, self.RATIO_FLOOR)
         self.limits = [
-            (ratio_limit, f"{max_ratio:g}x the archive's {size} bytes (dataset.max_unpack_ratio)"),
+            (ratio_limit, f"{max_ratio:g}x {self.SOURCE} {size} bytes (dataset.max_unpack_ratio)"),
             (max_gib * 2**30, f"dataset.max_unpack_gib ({max_gib:g} GiB)"),
             (shutil.disk_usage(dest).free, f"the free space on the disk of {dest}"),
         ]
@@ -114,10 +116,13 @@ class UnpackBudget:
         self.total += size
         for limit, what in self.limits:
             if self.total > limit:
-                raise UserError(
-                    f"{self.archive}: refusing to unpack: members up to {_shown(name)} declare "
-                    f"{self.total} bytes, more than {what}"
-                )
+                raise self.refusal(name, what)
+
+    def refusal(self, name: str, what: str) -> UserError:
+        return UserError(
+            f"{self.archive}: refusing to unpack: members up to {_shown(name)} declare "
+            f"{self.total} bytes, more than {what}"
+        )
 
 
 def _tar_kind(member: tarfile.TarInfo) -> str:

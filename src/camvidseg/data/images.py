@@ -1,11 +1,15 @@
-"""Opening pictures safely: the pixel count is read from the file's header and checked before
-anything is decoded, so a small file that would decode to gigabytes (a decompression bomb) is a
-one-line refusal naming the file, wherever the project reads an image."""
+"""The one room where pictures are decoded, with one policy for every stage (convert and its
+cache, the data loader of train/evaluate/visualize, predict's torch and ONNX backends, the model
+card): the pixel count is read from the header and checked before anything is decoded (a
+decompression bomb is refused), a truncated or corrupt file is refused (OpenCV would decode a cut
+JPEG silently), and 16-bit pictures are scaled to 8 bits (PIL's own conversion clips them to
+white). Every refusal is one line naming the file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..core.errors import UserError
@@ -49,3 +53,23 @@ def open_checked(path: Path | str, what: str = "image") -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise UserError(f"{path}: corrupt or unreadable {what} ({err})") from None
     return image
+
+
+def read_rgb(path: Path | str, what: str = "image") -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a picture: images, and the RGB label masks of convert."""
+    with open_checked(path, what) as image:
+        if image.mode.startswith("I;16"):  # 16-bit gray: keep the high byte, as PIL does for RGB
+            gray = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=2)
+        if image.mode in ("I", "F"):
+            raise UserError(f"{path}: 32-bit {what} (mode {image.mode}): save it with 8 or 16 bits")
+        return np.asarray(image.convert("RGB"))
+
+
+def read_ids(path: Path | str, what: str = "mask") -> np.ndarray:
+    """(H, W) values of a single-channel picture as stored (class ids: never scaled), a
+    writable copy (torch refuses read-only arrays)."""
+    with open_checked(path, what) as image:
+        if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+            raise UserError(f"{path}: expected a single-channel {what}, found mode {image.mode}")
+        return np.array(image)

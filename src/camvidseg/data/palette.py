@@ -36,6 +36,10 @@ CAMVID11_GROUPS: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {
 
 # The SegNet copy of CamVid stores class indices 0..10 and 11 for void.
 SEGNET11_VOID_VALUE = 11
+# Masks hold 8-bit train ids: 255 is the ignore index and 254 marks a color the palette does not
+# know (convert's lookup), so ids 0..253 are all a mask can give trained classes.
+UNKNOWN_ID = 254
+MAX_CLASSES = UNKNOWN_ID
 
 
 def read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
@@ -135,8 +139,20 @@ def make_palette(manifest: dict, grouping: str, ignore_classes: list[str]) -> di
     else:
         class_dict = read_class_dict(Path(manifest["class_dict"]))
         palette = build_rgb_palette(class_dict, grouping, ignore_classes)
+        check_class_count(palette, manifest["class_dict"])
     palette.update(layout=manifest["layout"], ignore_index=IGNORE_INDEX)
     return palette
+
+
+def check_class_count(palette: dict, source: Path | str) -> None:
+    """Refuse trained classes an 8-bit mask cannot hold apart from the reserved ids."""
+    count = len(palette["classes"])
+    if count > MAX_CLASSES or any(not 0 <= c["id"] < MAX_CLASSES for c in palette["classes"]):
+        raise UserError(
+            f"{source}: {count} classes to train, more than {MAX_CLASSES}, the most an 8-bit "
+            f"mask holds (ids {UNKNOWN_ID} and {IGNORE_INDEX} are reserved); list the rest in "
+            "dataset.ignore_classes"
+        )
 
 
 def class_names(palette: dict) -> list[str]:

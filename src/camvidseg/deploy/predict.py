@@ -19,7 +19,7 @@ from ..core.fileio import atomic_path, read_json, refuse_nonempty_folder
 from ..core.progress import Progress
 from ..core.settings import describe, option
 from ..data.colors import color_table, colorize, legend_entries, overlay
-from ..data.images import checked_size
+from ..data.images import checked_size, read_rgb
 from ..evaluation.panel import save_panel
 from ..workflow.madeby import Record
 
@@ -49,22 +49,22 @@ def input_images(folder: Path) -> list[Path]:
 
 
 def load_segmenter(backend: str, model_path: Path, device: str):
-    """(read an image file, segment an RGB array) for the backend; only torch's imports torch."""
+    """Segment an RGB array with the backend; only torch's imports torch. Both backends get
+    their images from the one decoder (images.read_rgb)."""
     if backend == "onnx":
-        from .runtime import onnx_predict, open_session, read_rgb
+        from .runtime import onnx_predict, open_session
 
         session = open_session(model_path, device=device)
-        return read_rgb, lambda image: onnx_predict(session, image)
+        return lambda image: onnx_predict(session, image)
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
     from ..core.device import resolve
-    from ..data.dataset import read_image
     from ..evaluation.inference import predict_image
     from ..training.model import load_trained, precision_line
 
     device = resolve(device, "--device")
     model, meta = load_trained(model_path, device)
     print(precision_line(model_path, meta), flush=True)
-    return read_image, lambda image: predict_image(model, image, device)
+    return lambda image: predict_image(model, image, device)
 
 
 @cli
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)
     made = Record(__file__, args, [args.model, args.palette, args.input_dir])
-    read, segment = load_segmenter(args.backend, args.model, args.device)
+    segment = load_segmenter(args.backend, args.model, args.device)
     palette = read_json(args.palette)
     colors = color_table(palette)
     with (
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         Progress("predict", len(images), "images") as progress,
     ):
         for path in images:
-            image = read(str(path))
+            image = read_rgb(path)
             ids = segment(image)
             mask, blended = colorize(ids, colors), overlay(image, ids, colors, args.alpha)
             Image.fromarray(mask).save(tmp / f"{path.stem}_mask.png")

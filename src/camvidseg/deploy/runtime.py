@@ -13,16 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import UserError
-from ..data.images import open_checked
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
-
-
-def read_rgb(path: Path | str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file (PIL: no OpenCV in the deploy environment)."""
-    with open_checked(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def providers(device: str) -> list[str]:
@@ -45,10 +38,27 @@ def open_session(path: Path | str, threads: int = 0, device: str = "cpu"):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), options, providers=providers(device))
+        session = ort.InferenceSession(str(path), options, providers=providers(device))
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{path}: not a usable ONNX model ({first})") from None
+    check_interface(session, path)
+    return session
+
+
+def check_interface(session, path: Path) -> None:
+    """Refuse a valid ONNX model that is not this project's export before any image is read:
+    one uint8 input ``image`` (N, 3, H, W), an output ``logits``, class names in its metadata."""
+    inputs = {i.name: (i.type, len(i.shape)) for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    classes = session.get_modelmeta().custom_metadata_map.get("classes")
+    if inputs != {INPUT_NAME: ("tensor(uint8)", 4)} or OUTPUT_NAME not in outputs or not classes:
+        found = ", ".join(f"{name} {kind}" for name, (kind, _) in inputs.items())
+        raise UserError(
+            f"{path}: not a segmentation model exported by camvidseg (it takes {found or 'none'}; "
+            f"expected one input {INPUT_NAME!r} tensor(uint8) (N, 3, H, W), an output "
+            f"{OUTPUT_NAME!r} and the class names in its metadata)"
+        )
 
 
 def session_classes(session) -> list[str]:

@@ -7,6 +7,7 @@ overrides on top, so the workflow hands every job one complete, resolved setting
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 
@@ -17,6 +18,9 @@ SECTIONS = ("model", "train", "eval")  # what an experiment may override
 # job (its SLURM nodes) is decided once for the workflow.
 SAME_FOR_ALL = ("eval.splits", "train.nodes")
 UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")  # characters a value may not bring into a folder name
+# The longest experiment name (config.schema.yaml's experiments.propertyNames.maxLength): a folder
+# name has at most 255 bytes, and results/experiments/<name>/... paths stay readable.
+MAX_NAME = 120
 
 
 def collect(config: dict) -> dict[str, dict]:
@@ -52,7 +56,7 @@ def expand_sweep(sweep: dict[str, list]) -> dict[str, dict]:
     experiments: dict[str, dict] = {}
     for values in itertools.product(*(sweep[key] for key in keys)):
         pairs = zip(labels, values, strict=True)
-        name = ",".join(f"{label}={value_label(value)}" for label, value in pairs)
+        name = bounded(",".join(f"{label}={value_label(value)}" for label, value in pairs))
         if name in experiments:
             raise UserError(f"sweep: two combinations are both named {name!r}; use distinct values")
         overrides: dict = {}
@@ -60,6 +64,15 @@ def expand_sweep(sweep: dict[str, list]) -> dict[str, dict]:
             overrides = merged(overrides, nested(key, value))
         experiments[name] = overrides
     return experiments
+
+
+def bounded(name: str) -> str:
+    """``name`` itself, or when longer than MAX_NAME its start and a hash of the whole (stable,
+    and distinct for distinct names)."""
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name[: MAX_NAME - len(digest) - 1]}-{digest}"
 
 
 def nested(dotted: str, value) -> dict:

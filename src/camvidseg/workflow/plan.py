@@ -32,16 +32,24 @@ def _one_line(err, prefix: str = "") -> UserError:
     return UserError(f"invalid config: {key or '(top level)'}: {err.message}")
 
 
-def validate(config: dict) -> dict[str, dict]:
+def validate(config: dict, warn: bool = False) -> dict[str, dict]:
     """Type ``config`` by the schema and fill its defaults (in place); return its experiments
     (name -> overrides, empty for the one run in results/). ``experiments:`` and ``sweep:`` are
-    checked without filling defaults into the overrides."""
+    checked without filling defaults into the overrides. ``warn``: print the planned-jobs
+    warning (in Snakemake's own parse, not again in each job's)."""
     import jsonschema
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate as fill_and_validate
 
     config.update(settings.coerce(dict(config), settings.node()))
+    _refuse_non_finite(config)
     variants = {k: config.pop(k) for k in ("experiments", "sweep") if k in config}
+    given = variants.get("experiments")
+    for name in given if isinstance(given, dict) else {}:
+        if not isinstance(name, str):  # YAML reads the names 1, 1.5 and yes as numbers, booleans
+            raise UserError(
+                f"invalid config: experiments: name {name!r} is not text; quote it ('{name}')"
+            )
     try:
         fill_and_validate(config, str(settings.SCHEMA_PATH))
     except WorkflowError as err:
@@ -49,9 +57,21 @@ def validate(config: dict) -> dict[str, dict]:
             raise
         raise _one_line(err.__context__) from None
     _validate_variants(variants)
+    _refuse_non_finite(variants)  # again: a sweep's values are typed by _validate_variants
     config.update(variants)
     try:
-        return experiments.collect(variants)
+        named = experiments.collect(variants)
+    except UserError as err:
+        raise UserError(f"invalid config: {err}") from None
+    warning = planned_jobs_warning(config, named) if warn else None
+    if warning:
+        print(warning, file=sys.stderr)
+    return named
+
+
+def _refuse_non_finite(config: dict) -> None:
+    try:
+        settings.refuse_non_finite(config, "")
     except UserError as err:
         raise UserError(f"invalid config: {err}") from None
 
@@ -148,6 +168,19 @@ def local_dataset_path(dataset: dict) -> str:
     path = dataset["path"]
     if not path:
         raise UserError("invalid config: dataset.path: required when dataset.source is local")
+    if "{" in path or "}" in path:  # Snakemake would read them as wildcards of the rule's input
+        raise UserError(
+            f"dataset.path: {path} holds '{{' or '}}', which Snakemake reads as wildcards; rename "
+            "it, or point dataset.path at a symlink whose path has none"
+        )
+    if os.path.islink(path) and not os.path.exists(path):
+        try:
+            os.stat(path)
+        except OSError as err:
+            raise UserError(
+                f"dataset.path: {path} is a symlink that leads nowhere: {err.strerror} "
+                f"(it points to {os.readlink(path)})"
+            ) from None
     if not os.path.exists(path):
         hint = ""
         if dataset["layout"] == "segnet11":
@@ -181,9 +214,30 @@ def dataset_content_id(dataset: dict, cache: identity.HashCache) -> str:
     if dataset["source"] != "local":
         return "auto"
     parts = [local_dataset_path(dataset)] if is_local_folder(dataset) else local_archive(dataset)
-    content = identity.content_id(parts, cache)
+    try:
+        content = identity.content_id(parts, cache)
+    except OSError as err:  # e.g. a dangling symlink or a symlink loop inside the folder
+        raise UserError(f"dataset.path: {err.filename}: {err.strerror}") from None
     cache.save()
     return content
+
+
+def planned_jobs_warning(config: dict, named: dict[str, dict]) -> str | None:
+    """A warning when the config plans more jobs than ``warn_above_jobs``: a sweep's grid
+    multiplies. Estimated from the default target (one job each) and a training job per run;
+    the data chain (4 jobs), provenance, ``all`` and targets no run owns come once."""
+    splits, predict_dir = config["eval"]["splits"], config["predict"]["input_dir"]
+    runs = max(len(named), 1)
+    per_run = len(run_outputs("", splits, predict_dir))
+    shared = len(final_outputs(config, named)) - runs * per_run + 6
+    planned = runs * (per_run + 1) + shared
+    limit = config["warn_above_jobs"]
+    if planned <= limit:
+        return None
+    return (
+        f"warning: the config plans {runs} experiments, about {planned} jobs (more than "
+        f"warn_above_jobs ({limit})); raise warn_above_jobs if that is meant"
+    )
 
 
 # ---------------------------------------------------------------- the jobs' environment
