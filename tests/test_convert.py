@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,6 +163,11 @@ def test_read_image_refuses_a_bomb_before_decoding(tmp_path):
         read_rgb(bomb)
 
 
+def temporary_outputs(dataset: Path) -> list[Path]:
+    """Convert's temporary siblings of ``prepared`` (not the stage's record beside it)."""
+    return [p for p in dataset.glob(".prepared.*") if not p.name.endswith(".made.json")]
+
+
 def test_a_killed_conversion_leaves_no_temporary_folder_after_the_next_run(dataset):
     """SIGKILL while the masks are being written leaves .prepared.<...>; the next run removes
     it (it knows the writer is gone) and writes the output."""
@@ -170,17 +176,17 @@ def test_a_killed_conversion_leaves_no_temporary_folder_after_the_next_run(datas
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     job = subprocess.Popen(command, env=env, start_new_session=True)
     deadline = time.monotonic() + 60
-    while not list(dataset.glob(".prepared.*")) and job.poll() is None:
+    while not temporary_outputs(dataset) and job.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.001)
     os.killpg(job.pid, signal.SIGKILL)  # the converter and its worker processes
     job.wait()
-    leftovers = list(dataset.glob(".prepared.*"))
+    leftovers = temporary_outputs(dataset)
     assert leftovers and not (dataset / "prepared").exists()
     result, out = convert(dataset)
     assert result.returncode == 0, result.stderr
     assert f"removed {leftovers[0]}, left by a run that was killed" in result.stdout
-    assert not list(dataset.glob(".prepared.*")) and (out / "index.json").is_file()
+    assert not temporary_outputs(dataset) and (out / "index.json").is_file()
 
 
 def test_a_palette_of_more_classes_than_a_mask_holds_is_refused(dataset):
