@@ -169,7 +169,11 @@ def test_record_names_the_data_params_and_code_of_every_stage(tiny_run):
     }  # fmt: skip
     made = {output for stage in stages.values() for output in stage["outputs"]}
     assert set(record["targets"]) <= made and not record["unrecorded"]
-    assert stages["extract"]["inputs"] == {"resources/camvid_sample.tar.gz": archive_id}
+    source = "results/data/source.json"  # what the config says the data is (issue 22.3)
+    assert stages["extract"]["inputs"] == {
+        "resources/camvid_sample.tar.gz": archive_id,
+        source: content_id(tiny_run / source),
+    }
     assert stages["obtain_dataset"]["params"]["seed"] == "1"  # tests/tiny.yaml
     assert "0.001" in json.dumps(stages["train"]["params"])  # train.lr of tests/tiny.yaml
     import torch

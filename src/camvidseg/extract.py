@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from . import IMAGE_SUFFIXES, command
 from .errors import UserError, cli
 from .fileio import atomic_path, write_json
-from .identity import HashCache, content_id
+from .identity import HashCache, content_id, tree_content_id
 from .images import checked_size
 from .progress import Progress
 from .settings import default, option
@@ -64,7 +64,20 @@ class _ConcatenatedParts(io.RawIOBase):
         super().close()
 
 
+NOT_UTF8_HINT = "rename it (e.g. with convmv): every later stage writes names as UTF-8"
+
+
+def _check_name_encoding(name: str, where: Path, what: str) -> None:
+    """Refuse a name whose bytes are not UTF-8 (Python holds them as surrogate escapes)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise UserError(f"{where}: refusing {what} {_shown(name)}: its name is not UTF-8; "
+                        f"{NOT_UTF8_HINT}") from None  # fmt: skip
+
+
 def _check_member_path(name: str, archive: Path) -> None:
+    _check_name_encoding(name, archive, "member")
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
         raise UserError(f"{archive}: refusing member {_shown(name)} with an absolute path")
@@ -189,6 +202,11 @@ def extract_archive(
                 raise UserError(f"{parts[0]}: multi-part zip archives are not supported")
             return _extract_zip(parts[0], dest, budget)
         return _extract_tar(parts, dest, budget)
+    except UnicodeDecodeError as err:  # a zip that flags its names as UTF-8, wrongly
+        raise UserError(
+            f"{parts[0]}: refusing the archive: a member name is not UTF-8 although the archive "
+            f"says it is (bytes {err.object[err.start : err.end]!r}); {NOT_UTF8_HINT}"
+        ) from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
         if isinstance(err, OSError) and not isinstance(err, EOFError) and err.errno is not None:
             raise
@@ -222,6 +240,8 @@ def pair_split(root: Path, split: str, layout: str) -> list[dict]:
     for folder in (image_dir, label_dir):
         if not folder.is_dir():
             raise UserError(f"{folder}: split folder missing")
+        for entry in folder.iterdir():
+            _check_name_encoding(entry.name, folder, "file")
     images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     label_suffix = "_L" if layout == "camvid32" else ""
     labels = {}
@@ -294,11 +314,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manifest", required=True, type=Path, help="dataset.json to write")
     parser.add_argument("--max-unpack-ratio", **option("dataset.max_unpack_ratio"))
     parser.add_argument("--max-unpack-gib", **option("dataset.max_unpack_gib"))
-    parser.add_argument(
-        "--content-id",
-        default="auto",
-        help="the data's identity as the workflow computed it; auto: hash what is read here",
-    )
     args = parser.parse_args(argv)
     if bool(args.archive) == bool(args.directory):
         parser.error("give exactly one of --archive or --directory")
@@ -320,18 +335,19 @@ def main(argv: list[str] | None = None) -> None:
         manifest = index_dataset(args.directory, args.layout, args.expect_camvid_sizes)
     # Carried through prepared/index.json into the training fingerprint: new pixels under the
     # same file names must never resume (or reuse) a model trained on the old ones.
-    manifest["content_id"] = (
-        data_identity(args.archive or args.directory)
-        if args.content_id == "auto"
-        else args.content_id
-    )
+    manifest["content_id"] = data_identity(args.archive or args.directory)
     print(f"content id: {manifest['content_id']}")
     write_json(args.manifest, manifest)
 
 
 def data_identity(source: list[Path] | Path) -> str:
+    """The data's content: the archive's sha256, or every file of the folder by its sha256 (each
+    computed once, then found again by the file's cheap key)."""
     cache = HashCache.from_env()
-    content = content_id(source, cache)
+    if isinstance(source, Path):
+        content = tree_content_id(source, cache)
+    else:
+        content = content_id(source, cache)
     cache.save()
     return content
 

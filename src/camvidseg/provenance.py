@@ -32,7 +32,7 @@ from pathlib import Path
 from . import codegraph, command
 from .errors import UserError, cli
 from .fileio import atomic_path, read_json, write_json
-from .identity import CACHE_ENV, CACHE_FILE, HashCache, content_id
+from .identity import CACHE_ENV, CACHE_FILE, HashCache, content_id, redact_secrets
 
 METADATA = Path(".snakemake/metadata")  # Snakemake's record of each output (file persistence)
 # The rule's own output is deleted before it runs again; this copy remembers the last record.
@@ -295,7 +295,7 @@ def _lines(texts) -> str:
 
 def record_command(args: argparse.Namespace, cache: HashCache) -> None:
     previous = read_json(PREVIOUS) if PREVIOUS.is_file() else {}
-    record = build_record(args.targets, previous, cache)
+    record = redact_secrets(build_record(args.targets, previous, cache))
     made = {output for entry in record["stages"].values() for output in entry["outputs"]}
     # No Snakemake record (--drop-metadata, another persistence backend): say so, keep the hash.
     record["unrecorded"] = hashes(sorted(set(args.targets) - made), cache)

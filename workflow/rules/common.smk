@@ -1,5 +1,6 @@
 import contextlib
 import glob
+import hashlib
 import json
 import re
 import shlex
@@ -165,9 +166,8 @@ def training_settings(wildcards):
 def card_settings(wildcards):
     """What the model card states of its run: the data settings and the experiment's own."""
     run = run_settings(wildcards)
-    return json.dumps(
-        {"dataset": DATASET} | {k: run[k] for k in ("model", "train", "eval")}
-    )
+    stated = {"dataset": DATASET} | {k: run[k] for k in ("model", "train", "eval")}
+    return json.dumps(identity.redact_secrets(stated))
 
 
 def run_label(wildcards):
@@ -277,12 +277,13 @@ OBTAIN_COMMANDS = {
         " --height {params.sample[height]:q} --width {params.sample[width]:q}"
         " --seed {params.sample[seed]:q} --out {output:q} > {log:q} 2>&1"
     ),
-    # The URL reaches the job through its environment, not its command line: Snakemake writes
-    # params and commands into .snakemake/metadata, and a signed URL's token must not be written
-    # anywhere (params.url holds it redacted, so a new path still re-runs).
+    # The URL reaches the job through its environment, named, never expanded into a command
+    # line: Snakemake writes params and commands into .snakemake/metadata, and processes' command
+    # lines are public, so a signed URL's token goes in neither (params.url holds it redacted,
+    # so a new path still re-runs).
     "url": (
-        'python -m camvidseg.obtain url --url "$CAMVIDSEG_DATASET_URL"'
-        " --sha256 {params.sha256:q} --out {output:q} > {log:q} 2>&1"
+        "python -m camvidseg.obtain url --url-env CAMVIDSEG_DATASET_URL"
+        " {params.sha256:q} --out {output:q} > {log:q} 2>&1"
     ),
     "opendatalab": (
         "python -m camvidseg.obtain {params.source:q}"
@@ -299,7 +300,10 @@ def obtain_params():
         return {"sample": DATASET["sample"]}
     if source == "url":
         os.environ.update(CAMVIDSEG_DATASET_URL=DATASET["url"])
-        return {"url": identity.redact_url(DATASET["url"]), "sha256": DATASET["sha256"]}
+        return {
+            "url": identity.redact_url(DATASET["url"]),
+            "sha256": optional_flag("--sha256", DATASET["sha256"]),
+        }
     return {"download_dir": f"resources/{source}/download"}
 
 
@@ -326,6 +330,13 @@ def local_dataset_path():
     return path
 
 
+def optional_flag(flag, value):
+    """``[flag, value]`` for ``{params.x:q}``, or nothing where the setting is left empty:
+    Snakemake's ``:q`` turns an empty string into no word at all, so ``--flag {x:q}`` would
+    leave the flag without its value (argparse: "expected one argument")."""
+    return [flag, value] if value != "" else []
+
+
 def stop(message):
     """End the run before any job with one line (a WorkflowError would add a traceback)."""
     print(f"error: {message}", file=sys.stderr)
@@ -347,22 +358,42 @@ def local_archive_parts():
 LOCAL_FOLDER = DATASET["source"] == "local" and os.path.isdir(local_dataset_path())
 
 
-def dataset_content_id():
-    """The data's identity for the extract/index rule (a param, so a swapped archive or an edited
-    file in a dataset folder re-runs it even when no mtime says so). Archives that a rule of this
-    workflow obtains are hashed by the extract job instead ("auto"): they do not exist yet
-    when a first run parses, and Snakemake already re-runs what follows them when they change.
+def dataset_source_key():
+    """What the config says the data is: the settings of the sample, the URL (redacted, with the
+    sha256 of the whole of it) or the pinned sha256, or the path with the cheap key of its files
+    (size, mtime, ctime, inode: new bytes under the same names and times change it too).
     """
-    if DATASET["source"] != "local":
-        return "auto"
-    cache = identity.HashCache.from_env()
-    parts = [local_dataset_path()] if LOCAL_FOLDER else local_archive_parts()
-    content = identity.content_id(parts, cache)
-    cache.save()
-    return content
+    source = DATASET["source"]
+    if source == "sample":
+        return {"source": source, "sample": DATASET["sample"]}
+    if source == "url" and DATASET["sha256"]:
+        return {"source": source, "sha256": DATASET["sha256"].lower()}
+    if source == "url":
+        url = DATASET["url"]
+        fingerprint = hashlib.sha256(url.encode()).hexdigest()
+        return {
+            "source": source,
+            "url": identity.redact_url(url),
+            "url_sha256": fingerprint,
+        }
+    if source == "local":
+        parts = [local_dataset_path()] if LOCAL_FOLDER else local_archive_parts()
+        return {
+            "source": source,
+            "path": DATASET["path"],
+            "files": identity.cheap_id(parts),
+        }
+    return {"source": source}
 
 
-DATASET_CONTENT_ID = dataset_content_id()
+# An input of the rules that obtain, extract or index the data, rewritten (at every parse, by
+# whatever parses) only when the key changes: its new mtime re-runs them and all that follows,
+# whatever the data files' own times and whether or not Snakemake kept records of earlier runs
+# (a param alone is judged by those records: a switch of source fell through them).
+DATASET_SOURCE = "results/data/source.json"
+identity.write_if_changed(
+    DATASET_SOURCE, json.dumps(dataset_source_key(), indent=1, sort_keys=True) + "\n"
+)
 
 
 EXPECT_FULL = [] if DATASET["source"] == "sample" else ["--expect-camvid-sizes"]

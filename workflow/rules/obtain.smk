@@ -13,6 +13,7 @@ if DATASET["source"] != "local":
     rule obtain_dataset:
         input:
             code("sample" if DATASET["source"] == "sample" else "obtain"),
+            source=DATASET_SOURCE,
         output:
             archive_name(),
         log:
