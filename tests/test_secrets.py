@@ -3,6 +3,7 @@ under a signed URL), Snakemake's report, and every command line while the run li
 
 import hashlib
 import http.server
+import re
 import subprocess
 import threading
 import time
@@ -53,15 +54,36 @@ def command_lines() -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("checksum", [True, False], ids=["with-sha256", "without-sha256"])
-def test_signed_url_token_is_in_no_file_and_on_no_command_line(tmp_path, signed_url, checksum):
+def signed_config(tmp_path, url: str, checksum: bool):
     config = yaml.safe_load(TINY.read_text())
-    config["dataset"] = {"source": "url", "url": signed_url}
+    config["dataset"] = {"source": "url", "url": url}
     if checksum:
         config["dataset"]["sha256"] = hashlib.sha256(Archive.payload).hexdigest()
     config["train"]["epochs"] = 1
     config_file = tmp_path / "config.yaml"  # the user's own file, outside the project
     config_file.write_text(yaml.safe_dump(config))
+    return config_file
+
+
+@pytest.mark.parametrize("checksum", [True, False], ids=["with-sha256", "without-sha256"])
+def test_no_planned_command_holds_the_token(tmp_path, signed_url, checksum):
+    """Every job's command as Snakemake would run it (the model card's settings included), and
+    whatever reading the workflow writes."""
+    config_file = signed_config(tmp_path, signed_url, checksum)
+    workdir = tmp_path / "project"
+    planned = snakemake(workdir, "-n", "-p", "--forceall", configfile=config_file)
+    commands = re.findall(r"^Shell command: (.*)$", planned.stdout, re.M)
+    assert any("camvidseg.card" in c for c in commands)
+    assert any("camvidseg.obtain url" in c for c in commands)
+    assert SECRET not in planned.stdout + planned.stderr
+    files = [p for p in workdir.rglob("*") if p.is_file()]
+    assert (workdir / "results/data/source.json") in files
+    assert [p for p in files if SECRET.encode() in p.read_bytes()] == []
+
+
+@pytest.mark.slow
+def test_signed_url_token_is_in_no_file_and_on_no_command_line(tmp_path, signed_url):
+    config_file = signed_config(tmp_path, signed_url, checksum=False)
     workdir = tmp_path / "project"
     command, env = snakemake_call(workdir, configfile=config_file)
     seen = []

@@ -2,12 +2,15 @@
 older than the last results, retrains whenever the data differs, and only then; a folder whose
 pixels were swapped under the same names, sizes and modification times is noticed.
 
-A real project: one real training on the sample, then after each switch the plan of
-`snakemake -n results/model/best.pth` must hold train; the data chain runs for real and the model
-is marked up to date (`--touch`), the state of a good run made before the switch.
+A real project. What a switch must reach is the data chain: once it re-runs, everything made
+from the data (training first) is older than its inputs and runs again, and the training
+fingerprint (prepared/index.json holds the data's content id) keeps a model of other data from
+being resumed. So after each switch the plan of `snakemake -n results/data/prepared` must hold
+the extract/index and convert jobs; then that chain runs for real, the state of a good run.
 """
 
 import http.server
+import json
 import os
 import tarfile
 import threading
@@ -22,7 +25,7 @@ from camvidseg.sample import build_sample
 
 SIZES = {"train": 6, "val": 2, "test": 2}
 OLD = 978_307_200_000_000_000  # 2001-01-01 in ns: before any result
-MODEL = "results/model/best.pth"
+PREPARED = "results/data/prepared"
 
 
 def set_old_times(path):
@@ -63,12 +66,11 @@ def server():
     httpd.server_close()
 
 
-def test_any_source_switch_with_old_files_retrains_and_swapped_pixels_are_noticed(
+def test_any_source_switch_with_old_files_reruns_the_data_chain_and_swapped_pixels_are_seen(
     tmp_path, server
 ):
     project = tmp_path / "project"
     tiny = yaml.safe_load(TINY.read_text())
-    tiny["train"]["epochs"] = 1
 
     def use(dataset):
         config = tmp_path / "config.yaml"
@@ -76,19 +78,23 @@ def test_any_source_switch_with_old_files_retrains_and_swapped_pixels_are_notice
         return config
 
     def plan(dataset):
-        return jobs_planned(snakemake(project, "-n", MODEL, configfile=use(dataset)))
+        return jobs_planned(snakemake(project, "-n", PREPARED, configfile=use(dataset)))
 
     def switch_to(dataset, why):
-        """The switch retrains; then its data is prepared and the model marked up to date."""
+        """The switch re-runs the data chain; then it runs, as a good run before the next."""
         planned = plan(dataset)
-        assert "train" in planned, f"{why}: the model is not retrained ({planned})"
-        snakemake(project, "results/data/prepared", configfile=use(dataset))
-        snakemake(project, "--touch", MODEL, configfile=use(dataset))
-        assert plan(dataset) == {}, f"{why}: still not up to date"
+        assert "convert_masks" in planned, f"{why}: the data chain does not re-run ({planned})"
+        assert {"extract", "index_dataset"} & planned.keys(), f"{why}: {planned}"
+        before = content_id()
+        snakemake(project, PREPARED, configfile=use(dataset))
+        assert content_id() != before, f"{why}: the training fingerprint keeps the old data's id"
+
+    def content_id():
+        return json.loads((project / PREPARED / "index.json").read_text())["content_id"]
 
     sample = dict(tiny["dataset"])
-    snakemake(project, MODEL, configfile=use(sample))
-    assert plan(sample) == {}
+    snakemake(project, PREPARED, configfile=use(sample))
+    assert plan(sample) == {}  # nothing changed: nothing re-runs
 
     archives = {}
     for seed in (2, 3, 4):
@@ -119,3 +125,4 @@ def test_any_source_switch_with_old_files_retrains_and_swapped_pixels_are_notice
     os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert image.stat().st_size == before.st_size
     switch_to({"source": "local", "path": str(folder)}, "folder with swapped pixels")
+    assert plan({"source": "local", "path": str(folder)}) == {}

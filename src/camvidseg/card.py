@@ -58,7 +58,8 @@ def model_section(run: dict) -> str:
 
     name, meta, settings = run["meta"]["model"], run["meta"], run["settings"]
     weights = settings["model"]["backbone_weights"]
-    init = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", "none": "none (from scratch)"}
+    scratch = "none (from scratch)"
+    init = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", "none": scratch, "": scratch}
     rows = [
         ["architecture", f"{ARCHITECTURES[name]} (torchvision `{MODELS[name][0]}`)"],
         ["backbone initialisation", init.get(weights, f"weights file `{weights}`")],

@@ -232,7 +232,7 @@ def backbone_weights_file(wildcards):
     model = run_settings(wildcards)["model"]
     if model["backbone_weights"] == "imagenet":
         return f"resources/weights/{model['name']}_backbone.pth"
-    return [] if model["backbone_weights"] == "none" else model["backbone_weights"]
+    return [] if model["backbone_weights"] in ("none", "") else model["backbone_weights"]
 
 
 def initial_weights_file(wildcards):
