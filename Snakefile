@@ -35,5 +35,5 @@ wildcard_constraints:
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        FINAL_OUTPUTS,
         rules.provenance.output.record,

@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from camvidseg import codegraph
+from camvidseg.workflow import codegraph
 
 # Written out here rather than taken from the code under test.
 CHAIN = ["sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize",

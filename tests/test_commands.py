@@ -1,6 +1,6 @@
 """Every rule's command is one its stage's real argument parser accepts, with the optional settings
 left empty or absent: the commands of a dry run (`snakemake -n -p`) are parsed by each
-`python -m camvidseg.<stage>` they hold (`--help` appended: argparse checks every option before
+`python -m camvidseg <stage>` they hold (`--help` appended: argparse checks every option before
 it, then stops), and a URL source without a checksum downloads for real."""
 
 import re
@@ -13,21 +13,21 @@ import yaml
 from conftest import REPO, TINY, segnet_layout, snakemake
 from test_workflow import shell_templates
 
-STAGE = re.compile(r"camvidseg\.(\w+)")
+STAGE = re.compile(r"camvidseg (\w+)")
 
 
 def stage_calls(command: str) -> list[tuple[str, list[str]]]:
-    """(module, its arguments) of each `python -m camvidseg.X` in a shell command, up to the
+    """(stage, its arguments) of each `python -m camvidseg <stage>` in a shell command, up to the
     redirections; a wrapper's arguments end at its `--`."""
     tokens = shlex.split(command.split(" > ")[0])
-    starts = [i for i, t in enumerate(tokens) if tokens[i - 1] == "-m" and STAGE.fullmatch(t)]
+    starts = [i for i in range(2, len(tokens)) if tokens[i - 2 : i] == ["-m", "camvidseg"]]
     calls = []
     for n, start in enumerate(starts):
-        end = starts[n + 1] - 2 if n + 1 < len(starts) else len(tokens)
+        end = starts[n + 1] - 3 if n + 1 < len(starts) else len(tokens)
         arguments = tokens[start + 1 : end]
         if arguments[-1:] == ["--"]:
             arguments = arguments[:-1]
-        calls.append((STAGE.fullmatch(tokens[start]).group(1), arguments))
+        calls.append((tokens[start], arguments))
     return calls
 
 
@@ -40,11 +40,11 @@ def planned_commands(workdir, config: dict, tmp_path) -> list[str]:
 
 def assert_parsed(module: str, arguments: list[str], workdir) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", f"camvidseg.{module}", *arguments, "--help"],
+        [sys.executable, "-m", "camvidseg", module, *arguments, "--help"],
         capture_output=True, text=True, cwd=workdir, check=False,
         env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
-    assert result.returncode == 0, f"camvidseg.{module} {shlex.join(arguments)}: {result.stderr}"
+    assert result.returncode == 0, f"camvidseg {module} {shlex.join(arguments)}: {result.stderr}"
 
 
 def optional_settings_absent(tmp_path) -> dict[str, dict]:

@@ -21,7 +21,7 @@ import yaml
 from conftest import TINY, jobs_planned, snakemake
 from PIL import Image
 
-from camvidseg.sample import build_sample
+from camvidseg.data.sample import build_sample
 
 SIZES = {"train": 6, "val": 2, "test": 2}
 OLD = 978_307_200_000_000_000  # 2001-01-01 in ns: before any result

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import REPO
 
-from camvidseg.errors import UserError
-from camvidseg.model import read_plain
-from camvidseg.resume import load_trusted
+from camvidseg.core.errors import UserError
+from camvidseg.training.model import read_plain
+from camvidseg.training.resume import load_trusted
 
 PACKAGE = REPO / "src" / "camvidseg"
 

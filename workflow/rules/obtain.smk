@@ -2,10 +2,28 @@
 # localrule: on a cluster they run where the network is (the login node).
 
 
-if DATASET["source"] == "url" and not DATASET["url"]:
-    raise WorkflowError(
-        "invalid config: dataset.url: required when dataset.source is url"
-    )
+# The command per dataset.source; every value reaches the shell quoted. The URL reaches the job
+# through its environment (plan.job_environment), named, never expanded into a command line:
+# Snakemake writes params and commands into .snakemake/metadata and processes' command lines are
+# public, so a signed URL's token goes in neither (params.url holds it redacted, so a new path
+# still re-runs).
+OBTAIN_COMMANDS = {
+    "sample": (
+        "python -m camvidseg sample --train {params.sample[train]:q}"
+        " --val {params.sample[val]:q} --test {params.sample[test]:q}"
+        " --height {params.sample[height]:q} --width {params.sample[width]:q}"
+        " --seed {params.sample[seed]:q} --out {output:q} > {log:q} 2>&1"
+    ),
+    "url": (
+        f"python -m camvidseg obtain url --url-env {plan.DATASET_URL_ENV}"
+        " {params.sha256:q} --out {output:q} > {log:q} 2>&1"
+    ),
+    "opendatalab": (
+        "python -m camvidseg obtain {params.source:q}"
+        " --download-dir {params.download_dir:q} --out {output:q} > {log:q} 2>&1"
+    ),
+}
+OBTAIN_COMMANDS["openxlab"] = OBTAIN_COMMANDS["opendatalab"]
 
 
 if DATASET["source"] != "local":
@@ -15,14 +33,14 @@ if DATASET["source"] != "local":
             code("sample" if DATASET["source"] == "sample" else "obtain"),
             source=DATASET_SOURCE,
         output:
-            archive_name(),
+            plan.archive_name(DATASET),
         log:
             "results/logs/obtain_dataset.log",
         localrule: True
         conda:
             DOWNLOAD_ENV
         params:
-            **obtain_params(),
+            **OBTAIN_PARAMS,
             source=DATASET["source"],
         message:
             "Obtaining the CamVid archive (dataset.source: {params.source})"
@@ -43,5 +61,5 @@ rule fetch_backbone_weights:
     message:
         "Fetching torchvision's ImageNet weights for the {wildcards.model} backbone"
     shell:
-        "python -m camvidseg.obtain weights --model {wildcards.model:q} --out {output:q}"
+        "python -m camvidseg obtain weights --model {wildcards.model:q} --out {output:q}"
         " > {log:q} 2>&1"

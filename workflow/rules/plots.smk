@@ -46,7 +46,7 @@ rule plots:
     message:
         "Plotting training curves and per-split scores{params.experiment}"
     shell:
-        "python -m camvidseg.plots --history {input.history:q} --metrics {input.metrics:q}"
+        "python -m camvidseg plots --history {input.history:q} --metrics {input.metrics:q}"
         " --out {params.out:q} --summary {output.summary:q} --summary-html {output.table:q}"
         " > {log:q} 2>&1"
 
@@ -59,12 +59,12 @@ if EXPERIMENTS:
             prepared="results/data/prepared",
             metrics=expand(
                 "results/{exp}metrics/{split}.json",
-                exp=experiment_dirs(),
+                exp=EXPERIMENT_DIRS,
                 split=EVAL_SPLITS,
             ),
-            models=expand("results/{exp}model/best.pth", exp=experiment_dirs()),
-            histories=expand("results/{exp}model/history.json", exp=experiment_dirs()),
-            timings=expand("results/{exp}benchmarks/train.tsv", exp=experiment_dirs()),
+            models=expand("results/{exp}model/best.pth", exp=EXPERIMENT_DIRS),
+            histories=expand("results/{exp}model/history.json", exp=EXPERIMENT_DIRS),
+            timings=expand("results/{exp}benchmarks/train.tsv", exp=EXPERIMENT_DIRS),
         output:
             csv="results/leaderboard.csv",
             markdown="results/leaderboard.md",
@@ -102,7 +102,7 @@ if EXPERIMENTS:
         message:
             "Ranking {params.experiments_count} experiments (leaderboard, curves, per-class IoU)"
         shell:
-            "python -m camvidseg.leaderboard --experiments {params.experiments:q}"
+            "python -m camvidseg leaderboard --experiments {params.experiments:q}"
             " --root results/experiments --prepared {input.prepared:q} --splits {EVAL_SPLITS:q}"
             " --csv {output.csv:q}"
             " --markdown {output.markdown:q} --html {output.table:q} --curves {output.curves:q}"

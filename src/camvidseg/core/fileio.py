@@ -1,0 +1,111 @@
+"""Atomic outputs: a stage either leaves a complete output or none at all (and the one sha256 of
+files' bytes, ``sha256_file``).
+
+The temporary sibling an output is written into carries its writer's process id and host in its
+name; a process killed outright (SIGKILL, out of memory) cannot remove it, so the next write of
+the same output removes every such sibling whose writer is no longer running on this host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``final``; move it into place only if the block succeeds."""
+    final = Path(final)
+    if is_dir:
+        refuse_nonempty_folder(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_stale_temporaries(final):
+        print(f"removed {leftover}, left by a run that was killed", flush=True)
+    prefix = f".{final.name}.{os.getpid()}@{socket.gethostname()}."
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    # mkdtemp/mkstemp make 0700/0600; the output gets the mode a plain mkdir/open would give.
+    os.chmod(tmp, (0o777 if is_dir else 0o666) & ~umask)
+    try:
+        yield tmp
+        if is_dir and final.is_dir():
+            final.rmdir()  # empty, checked above
+        os.replace(tmp, final)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the temporary siblings of ``final`` whose writer died on this host; returns them."""
+    host = re.escape(socket.gethostname())
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)@{host}\.\w{{8}}")
+    removed = []
+    for sibling in final.parent.glob(f".{glob.escape(final.name)}.*"):
+        match = pattern.fullmatch(sibling.name)
+        pid = int(match.group(1)) if match else None
+        if pid is not None and (pid == os.getpid() or not _running(pid)):
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
+            removed.append(sibling)
+    return removed
+
+
+def refuse_nonempty_folder(folder: Path | str) -> None:
+    """A folder output must be absent or empty: a stage never replaces what it did not make.
+    Called early too, so a user learns it before minutes of model loading."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        # Snakemake removes a directory() output before its job; anything else may be the user's.
+        raise UserError(f"{folder}: folder exists and is not empty; remove it or choose another")
+
+
+def sha256_file(*paths: Path | str) -> str:
+    """sha256 (hex) of the files' bytes, one after the other, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: Path | str, data: object) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: Path | str) -> dict:
+    return json.loads(Path(path).read_text())
