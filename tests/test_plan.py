@@ -96,6 +96,12 @@ def test_missing_or_empty_dataset_path_is_one_line(tmp_path):
         plan.is_local_folder(local(tmp_path / "nope", layout="segnet11"))
 
 
+def validated_dataset(dataset: dict) -> dict:
+    given = config(dataset=dataset)
+    plan.validate(given)
+    return given["dataset"]
+
+
 def test_dataset_source_key_changes_with_the_files_whatever_their_times(tmp_path):
     archive = tmp_path / "CamVid.tar.gz"
     archive.write_bytes(b"one")
@@ -115,19 +121,19 @@ def test_dataset_source_key_changes_with_the_files_whatever_their_times(tmp_path
     os.utime(folder / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert plan.dataset_source_key(dataset) != before
     assert plan.dataset_source_key(dataset) == plan.dataset_source_key(dataset)
-    sample = config(dataset={"source": "sample"})["dataset"]
+    sample = validated_dataset({"source": "sample"})
     keys = [plan.dataset_source_key(d) for d in (sample, dataset, local(archive))]
     assert len({json.dumps(k, sort_keys=True) for k in keys}) == 3
 
 
 def test_dataset_source_file_is_rewritten_only_when_the_key_changes(tmp_path):
     path = tmp_path / "results/data/source.json"
-    sample = config(dataset={"source": "sample"})["dataset"]
+    sample = validated_dataset({"source": "sample"})
     plan.write_dataset_source(sample, str(path))
     os.utime(path, ns=(1, 1))
     plan.write_dataset_source(sample, str(path))
     assert path.stat().st_mtime_ns == 1  # same key: untouched, nothing re-runs
-    url = config(dataset={"source": "url", "url": "https://h/a.tgz?sig=SECRET"})["dataset"]
+    url = validated_dataset({"source": "url", "url": "https://h/a.tgz?sig=SECRET"})
     plan.write_dataset_source(url, str(path))
     assert path.stat().st_mtime_ns > 1 and "SECRET" not in path.read_text()
 
