@@ -78,7 +78,8 @@ def test_any_source_switch_with_old_files_reruns_the_data_chain_and_swapped_pixe
         return config
 
     def plan(dataset):
-        return jobs_planned(snakemake(project, "-n", PREPARED, configfile=use(dataset)))
+        result = snakemake(project, "-n", PREPARED, configfile=use(dataset))
+        return {} if "Nothing to be done" in result.stdout + result.stderr else jobs_planned(result)
 
     def switch_to(dataset, why):
         """The switch re-runs the data chain; then it runs, as a good run before the next."""
