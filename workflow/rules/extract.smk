@@ -20,7 +20,7 @@ if LOCAL_FOLDER:
         conda:
             DATA_ENV
         params:
-            layout=DATASET["layout"],
+            layout=lookup(within=config, dpath="dataset/layout"),
             expect=EXPECT_FULL,
         message:
             "Checking the dataset folder {input.folder} in place (nothing is copied)"
@@ -45,10 +45,10 @@ else:
         conda:
             DATA_ENV
         params:
-            layout=DATASET["layout"],
+            layout=lookup(within=config, dpath="dataset/layout"),
             expect=EXPECT_FULL,
-            max_ratio=DATASET["max_unpack_ratio"],
-            max_gib=DATASET["max_unpack_gib"],
+            max_ratio=lookup(within=config, dpath="dataset/max_unpack_ratio"),
+            max_gib=lookup(within=config, dpath="dataset/max_unpack_gib"),
         message:
             "Extracting {input.archive[0]} safely and checking the layout"
         shell:

@@ -4,6 +4,8 @@
 # login node), as a cluster job would spend longer queueing and starting than working.
 import json
 
+import json
+
 
 rule plots:
     input:

@@ -59,6 +59,7 @@ ROOMS = (
     "workflow.__init__",
     "workflow.codegraph",
     "workflow.experiments",
+    "workflow.plan",
 )
 
 
