@@ -33,7 +33,8 @@ test: $(VENV)/.installed
 	snakemake --lint --configfile config/demo.yaml
 	pytest -n $(TEST_WORKERS) --dist loadfile tests
 
-## mutations: seeded bugs (tools/mutations.yaml), each must fail its fast tests; not part of test
+## mutations: seeded bugs (tools/mutations.yaml), each must make the fast suite (tests not marked
+## slow or slurm) fail; not part of test
 mutations: $(VENV)/.installed
 	$(PY) tools/mutations.py
 

@@ -1,5 +1,6 @@
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -64,8 +65,10 @@ def snakemake_call(workdir: Path, *args, configfile: Path = TINY) -> tuple[list,
 
 # Tests run in parallel (pytest -n 2). A few of them edit a package source for a moment
 # (edited_source); no Snakemake run or provenance check of another test may see that edit. Those
-# take this lock shared, an edit takes it exclusive: one file lock for every test process.
-SOURCES_LOCK = Path(tempfile.gettempdir()) / f"camvidseg-tests-sources-{os.getuid()}.lock"
+# take this lock shared, an edit takes it exclusive: one file lock for every test process of
+# this checkout (another checkout's tests read other sources, and must not starve an edit here).
+_CHECKOUT = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
+SOURCES_LOCK = Path(tempfile.gettempdir()) / f"camvidseg-tests-{os.getuid()}-{_CHECKOUT}.lock"
 _EDITING = False  # this process holds the lock exclusively (its own runs then need no lock)
 
 

@@ -79,17 +79,104 @@ def test_closure_follows_every_kind_of_import(tmp_path):
     assert codegraph.closure("unused", package) == ["__init__", "unused"]
 
 
-def test_source_digest_changes_with_any_file_of_the_closure_only(tmp_path):
+def test_source_digest_changes_with_code_of_the_closure_only(tmp_path):
     package = tmp_path / "camvidseg"
     package.mkdir()
     sources = {"__init__": "", "stage": "from . import room\n", "room": "", "other": ""}
     for name, text in sources.items():
         (package / f"{name}.py").write_text(text)
     before = codegraph.source_digest("stage", package)
-    (package / "other.py").write_text("# not imported by the stage\n")
+    (package / "other.py").write_text("LIMIT = 2  # not imported by the stage\n")
     assert codegraph.source_digest("stage", package) == before
-    (package / "room.py").write_text("# an edit\n")
+    (package / "room.py").write_text("LIMIT = 2\n")
     assert codegraph.source_digest("stage", package) != before
+
+
+def test_source_digest_ignores_docstrings_comments_and_help_texts_only(tmp_path):
+    package = tmp_path / "camvidseg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    stage = package / "stage.py"
+    code = 'def main(p):\n    p.add_argument("--lr", type=float, default={lr}, help={help!r})\n'
+    stage.write_text('"""Stage: one."""\n' + code.format(lr=0.1, help="rate"))
+    before = codegraph.source_digest("stage", package)
+    stage.write_text('"""Stage: an edited docstring."""\n# a comment\n'
+                     + code.format(lr=0.1, help="the learning rate"))  # fmt: skip
+    assert codegraph.source_digest("stage", package) == before
+    stage.write_text('"""Stage: one."""\n' + code.format(lr=0.2, help="rate"))
+    assert codegraph.source_digest("stage", package) != before
+
+
+def scratch_package(tmp_path):
+    """A copy of the package's sources to edit (the repository's stay as they are)."""
+    copy = tmp_path / "camvidseg"
+    for path in codegraph.PACKAGE_DIR.rglob("*.py"):
+        target = copy / path.relative_to(codegraph.PACKAGE_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new", "retrains"),
+    [
+        ("core.progress", "ETA", "eta", False),  # the progress line
+        ("core.command", "best.pth from training", "the trained model", False),  # a help text
+        ("data.colors", "alpha) * image", "alpha) * 0.5 * image", False),  # overlays' colors
+        ("training.train", "weights-only best model", "the best weights", False),  # its own help
+        ("training.model", "self.aux_loss_weight * aux", "2 * self.aux_loss_weight * aux", True),
+        ("data.dataset", "image[:, ::-1], mask[:, ::-1]", "image[::-1], mask[::-1]", True),
+        ("data.palette", "def class_names", "def class_names_", True),
+    ],
+)
+def test_training_fingerprint_changes_with_computing_code_only(
+    tmp_path, module, old, new, retrains
+):
+    """Checkpoints are resumed by this digest: a cosmetic edit must keep it, a real one not."""
+    package = scratch_package(tmp_path)
+    before = codegraph.source_digest("train", package)
+    source = codegraph.path_of(module, package)
+    assert old in source.read_text(), (module, old)
+    source.write_text(source.read_text().replace(old, new))
+    assert (codegraph.source_digest("train", package) != before) == retrains
+
+
+def test_presentation_modules_are_used_for_what_they_show_only():
+    """Left out of code inputs and fingerprints, so nothing may compute with them: other modules
+    use only their listed names, and they import no package module but the settings they show."""
+    rooms, stages = set(codegraph.ROOMS), set(codegraph.stages())
+    for module in codegraph.PRESENTATION:
+        assert module in rooms and module not in stages, module
+        allowed = {"core.settings", "core.errors", "core.__init__", "__init__"}
+        assert codegraph.imports(module) <= allowed, module
+    for module in codegraph.modules():
+        for shown, used in presentation_names_used(module).items():
+            unlisted = used - set(codegraph.PRESENTATION[shown])
+            assert not unlisted, f"{module} uses {sorted(unlisted)} of presentation-only {shown}"
+
+
+def presentation_names_used(module: str) -> dict[str, set[str]]:
+    """Presentation module -> the names ``module`` takes from it (imported, or ``alias.name``)."""
+    tree = ast.parse(codegraph.path_of(module).read_text())
+    used: dict[str, set[str]] = {}
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        for alias in node.names:
+            one = ast.ImportFrom(module=node.module, names=[alias], level=node.level)
+            for target in codegraph._targets(module, one, codegraph.PACKAGE_DIR):
+                if target not in codegraph.PRESENTATION:
+                    continue
+                if target.rsplit(".", 1)[-1] == alias.name:  # the module itself, by name
+                    aliases[alias.asname or alias.name] = target
+                else:
+                    used.setdefault(target, set()).add(alias.name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) in aliases:
+            used.setdefault(aliases[node.value.id], set()).add(node.attr)
+    used.pop(module, None)
+    return used
 
 
 def test_train_closure_includes_what_it_imports_inside_functions():

@@ -13,7 +13,8 @@ import pytest
 from conftest import REPO, png_bomb, run_cli
 from PIL import Image
 
-COLORS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Void": (0, 0, 0)}
+# Car's color is no palindrome: a label or palette read in BGR order would not find it.
+COLORS = {"Sky": (128, 128, 128), "Road": (128, 64, 128), "Car": (64, 0, 128), "Void": (0, 0, 0)}
 
 
 @pytest.fixture
@@ -25,8 +26,12 @@ def dataset(tmp_path):
     label = np.zeros((4, 6, 3), np.uint8)
     label[:2] = COLORS["Sky"]
     label[2:] = COLORS["Road"]
+    label[3, :2] = COLORS["Car"]
     label[3, 5] = COLORS["Void"]
-    Image.fromarray(np.full((4, 6, 3), 90, np.uint8)).save(root / "train/a.png")
+    # Every pixel a different color, red != blue: channels in the wrong order show.
+    image = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    image[..., 2] = 255 - image[..., 0]
+    Image.fromarray(image).save(root / "train/a.png")
     Image.fromarray(label).save(root / "train_labels/a_L.png")
     manifest = tmp_path / "dataset.json"
     manifest.write_text(
@@ -76,7 +81,9 @@ def test_masks_hold_class_ids_and_keep_a_palette(dataset):
     assert mask.mode == "P"
     ids = np.asarray(mask)
     assert (ids[:2] == 0).all() and (ids[2, :] == 1).all() and ids[3, 5] == 255
-    assert mask.getpalette()[3:6] == [128, 64, 128]  # Road looks like Road in a viewer
+    assert (ids[3, :2] == 2).all() and (ids[3, 2:5] == 1).all()
+    # Road and Car look like Road and Car in a viewer.
+    assert mask.getpalette()[3:9] == [128, 64, 128, 64, 0, 128]
 
 
 def test_unknown_colors_are_counted_and_ignored(dataset):

@@ -64,6 +64,41 @@ def test_differing_lists_only_settings_that_vary():
     assert differing({"a": a, "b": b}) == ["train.lr"]
 
 
+def test_leaderboard_ranks_best_first_ties_by_name_unscored_last():
+    from camvidseg.reporting.leaderboard import rank
+
+    scores = {"c": 0.25, "a": None, "d": 0.75, "b": 0.25, "e": 0.5}
+    rows = [
+        {"experiment": name, "val_mIoU": v, "test_mIoU": 1 - (v or 0)} for name, v in scores.items()
+    ]
+    assert [r["experiment"] for r in rank(rows, ["val", "test"])] == ["d", "e", "b", "c", "a"]
+    # Without a val split, the first split ranks.
+    assert [r["experiment"] for r in rank(rows, ["test"])] == ["a", "b", "c", "e", "d"]
+
+
+def test_compare_refuses_runs_scored_on_different_class_lists(tmp_path):
+    def run_folder(name, classes):
+        per_class = [{"class": c, "IoU": iou} for c, iou in classes.items()]
+        (tmp_path / name / "metrics").mkdir(parents=True)
+        metrics = {"split": "val", "mIoU": 0.5, "per_class": per_class}
+        (tmp_path / name / "metrics/val.json").write_text(json.dumps(metrics))
+        return tmp_path / name
+
+    a = run_folder("a", {"Sky": 0.25, "Road": 0.75})
+    b = run_folder("b", {"Sky": 0.5, "Road": 0.5})
+    lines = run_cli("compare", a, b).stdout.splitlines()
+    assert [line.split() for line in lines[2:]] == [
+        ["Sky", "0.2500", "0.5000", "+0.2500"],
+        ["Road", "0.7500", "0.5000", "-0.2500"],
+        ["mIoU", "0.5000", "0.5000", "+0.0000"],
+    ]
+    other = run_folder("other", {"Sky": 0.5, "Car": 0.5})
+    refused = run_cli("compare", a, other, check=False)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: the two runs were scored on different class lists; nothing to compare"
+    ]
+
+
 def test_sweep_dry_run_shares_the_data_chain_and_trains_each_experiment(tmp_path):
     config = write_config(tmp_path / "sweep.yaml", sweep=SWEEP)
     result = snakemake(tmp_path, "-n", "-p", configfile=config)
@@ -129,8 +164,14 @@ def test_sweep_run_gives_one_folder_per_experiment_and_a_leaderboard(sweep_run):
     assert sorted(p.name for p in root.iterdir()) == NAMES
     for name in NAMES:
         folder = root / name
-        for part in ("model/best.pth", "metrics/val.json", "metrics/test.json",
-                     "plots/training_curves.png", "logs/train.log", "benchmarks/train.tsv"):
+        for part in (
+            "model/best.pth",
+            "metrics/val.json",
+            "metrics/test.json",
+            "plots/training_curves.png",
+            "logs/train.log",
+            "benchmarks/train.tsv",
+        ):
             assert (folder / part).is_file(), folder / part  # fmt: skip
         assert len(list((folder / "vis_data").glob("val_*_panel.png"))) == 1
         assert len(list((folder / "train_work").iterdir())) == 1  # its own work dir
@@ -163,11 +204,11 @@ def test_provenance_record_covers_every_experiment(sweep_run):
     """Each experiment's jobs are in the record with their own settings, made from the one data
     chain; an edit of visualize.py makes exactly the visualize job of every experiment stale."""
     record = json.loads((sweep_run / "results/provenance.json").read_text())
-    trains = {n: s for n, s in record["stages"].items() if s["rule"] == "train"}
+    trains = {n: s for n, s in record["stages"].items() if s["stage"] == "train"}
     assert sorted(trains) == [f"train:results/experiments/{n}/model/best.pth" for n in NAMES]
     for name, stage in trains.items():
         lr, seed = re.search(r"lr=(.+),seed=(\d+)/", name).groups()
-        train = stage["params"]["settings"]["train"]
+        train = stage["settings"]["train"]
         assert (train["lr"], train["seed"]) == (float(lr), int(seed))
         assert stage["dataset"] == record["dataset"]
     assert provenance_check(sweep_run).returncode == 0

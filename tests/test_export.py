@@ -1,5 +1,6 @@
 """ONNX export and its parity check, the onnx predict backend without torch, cost and speed, and
-the model card (issue 13), on the tiny sample trained to non-trivial scores (tests/export.yaml)."""
+the model card (issue 13), on the tiny sample trained to non-trivial scores (tests/export.yaml);
+the check's arithmetic also fast, on a hand-built ONNX graph."""
 
 import json
 import re
@@ -12,7 +13,6 @@ import pytest
 from conftest import REPO, jobs_planned, run_cli, snakemake
 from PIL import Image
 
-pytestmark = pytest.mark.slow
 CONFIG = REPO / "tests/export.yaml"
 
 # Run a module or a program with `import torch` (and OpenCV, MMEngine) made to fail, then list
@@ -64,6 +64,7 @@ def read(run_dir, name):
     return json.loads((run_dir / "results" / name).read_text())
 
 
+@pytest.mark.slow
 def test_export_is_dynamic_and_the_check_records_parity(run_dir):
     import onnx
     import onnxruntime as ort
@@ -85,6 +86,7 @@ def test_export_is_dynamic_and_the_check_records_parity(run_dir):
     assert val["mIoU"] > 0.02  # a model with real scores, not one class everywhere
 
 
+@pytest.mark.slow
 def test_one_perturbed_onnx_weight_fails_the_check_rule_with_one_line(run_dir, tmp_path):
     import onnx
     from onnx import numpy_helper
@@ -113,6 +115,65 @@ def test_one_perturbed_onnx_weight_fails_the_check_rule_with_one_line(run_dir, t
     assert not (work / "results/model/export_check.json").exists()
 
 
+def test_check_scores_torch_and_onnxruntime_each_on_its_own(tmp_path):
+    """The parity arithmetic against an ONNX graph built by hand that predicts one class
+    everywhere: agreement, logit gap and both mIoUs are what the two outputs give (fast: no
+    training, no export)."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    from camvidseg.core.errors import UserError
+    from camvidseg.deploy.export import compare, verdict
+    from camvidseg.deploy.runtime import INPUT_NAME, OUTPUT_NAME, open_session
+    from camvidseg.evaluation.inference import predict_logits
+    from camvidseg.training.model import SegmentationModel
+
+    k, rng = 3, np.random.default_rng(0)
+    torch.manual_seed(0)
+    model = SegmentationModel("lraspp_mobilenet_v3_large", k, 0).eval()
+    images = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(2)]
+    batches = [torch.from_numpy(np.ascontiguousarray(i.transpose(2, 0, 1)))[None] for i in images]
+    ours = torch.cat([predict_logits(model, b, "cpu") for b in batches])
+    predicted = ours.argmax(1)
+    constant = int(torch.bincount(predicted.flatten(), minlength=k).argmin())  # rarest class
+    bias = torch.zeros(k)
+    bias[constant] = 1.0
+    # Cast, then a 1x1 convolution with zero weights: logits = bias at every pixel.
+    graph = helper.make_graph(
+        [helper.make_node("Cast", [INPUT_NAME], ["pixels"], to=TensorProto.FLOAT),
+         helper.make_node("Conv", ["pixels", "weight", "bias"], [OUTPUT_NAME])],
+        "one_class",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", k, "h", "w"])],
+        [helper.make_tensor("weight", TensorProto.FLOAT, [k, 3, 1, 1], [0.0] * 3 * k),
+         helper.make_tensor("bias", TensorProto.FLOAT, [k], bias.tolist())],
+    )  # fmt: skip
+    path = tmp_path / "one_class.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10),
+              str(path))  # fmt: skip
+
+    class Images:  # every label the constant class
+        def __len__(self):
+            return len(images)
+
+        def load(self, i):
+            return images[i], np.full(images[i].shape[:2], constant, np.uint8)
+
+    parity = compare(model, open_session(path), Images(), ["a", "b", "c"])
+    agreement = float((predicted == constant).float().mean())
+    assert agreement < 1 and parity["pixels"] == 2 * 32 * 48
+    assert parity["argmax_agreement"] == pytest.approx(agreement)
+    gap = float((ours - bias[None, :, None, None]).abs().max())
+    assert parity["max_abs_logit_diff"] == pytest.approx(gap)
+    assert parity["mIoU_onnxruntime"] == 1.0  # right everywhere: every label is its class
+    assert parity["mIoU_torch"] < 1
+    assert parity["mIoU_abs_diff"] == pytest.approx(1 - parity["mIoU_torch"])
+    with pytest.raises(UserError, match=r"one_class\.onnx: export check failed on val"):
+        verdict(parity, path, "val")
+
+
+@pytest.mark.slow
 def test_onnx_backend_matches_torch_where_torch_cannot_be_imported(run_dir, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(run_dir / "results/data/extracted/CamVid/val", images)
@@ -136,6 +197,7 @@ def test_onnx_backend_matches_torch_where_torch_cannot_be_imported(run_dir, tmp_
     assert total == 4 * 48 * 64 and same / total >= 0.999
 
 
+@pytest.mark.slow
 def test_torch_really_is_blocked_in_the_torchless_runner(tmp_path):
     program = tmp_path / "uses_torch.py"
     program.write_text("import torch\n")
@@ -143,6 +205,7 @@ def test_torch_really_is_blocked_in_the_torchless_runner(tmp_path):
     assert result.returncode != 0 and "torch is blocked in this test" in result.stderr
 
 
+@pytest.mark.slow
 def test_cost_and_speed_are_in_the_metrics(run_dir):
     import torchvision
 
@@ -169,6 +232,7 @@ def printed_miou(result) -> float:
     return float(re.search(r"val mIoU (\d\.\d+)", result.stdout).group(1))
 
 
+@pytest.mark.slow
 def test_model_card_snippets_reproduce_the_stored_val_miou(run_dir, tmp_path):
     torch_loader, onnx_loader, scoring = card_blocks(run_dir)
     assert all(len(block.splitlines()) <= 10 for block in (torch_loader, onnx_loader, scoring))
@@ -183,6 +247,7 @@ def test_model_card_snippets_reproduce_the_stored_val_miou(run_dir, tmp_path):
     assert loaded_modules(result) <= DEPLOY_MODULES
 
 
+@pytest.mark.slow
 def test_model_card_holds_what_people_need(run_dir):
     card = (run_dir / "results/model/MODEL_CARD.md").read_text()
     val = read(run_dir, "metrics/val.json")
@@ -204,6 +269,7 @@ def test_model_card_holds_what_people_need(run_dir):
     assert "<table>" in html and "background:#808080" in html
 
 
+@pytest.mark.slow
 def test_slide_and_tta_scores_sit_beside_whole_in_the_json_and_the_card(run_dir, tmp_path):
     out = tmp_path / "metrics"
     prepared, palette = run_dir / "results/data/prepared", run_dir / "results/data/palette.json"
@@ -240,6 +306,7 @@ def settings_of() -> dict:
     return {s: settings.resolve(s, config.get(s)) for s in ("dataset", "model", "train", "eval")}
 
 
+@pytest.mark.slow
 def test_slide_stride_beyond_the_crop_is_one_line(run_dir, tmp_path):
     result = run_cli("evaluate", "--model", run_dir / "results/model/best.pth", "--prepared",
                      run_dir / "results/data/prepared", "--palette",
@@ -254,6 +321,7 @@ def test_slide_stride_beyond_the_crop_is_one_line(run_dir, tmp_path):
     assert not (tmp_path / "v.json").exists()
 
 
+@pytest.mark.slow
 def test_predict_rule_uses_the_onnx_model_when_the_backend_is_onnx(run_dir, tmp_path):
     settings = f"predict={{input_dir: {tmp_path}, backend: onnx}}"
     result = snakemake(run_dir, "-n", "-p", "--config", settings, configfile=CONFIG)

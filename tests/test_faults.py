@@ -47,6 +47,7 @@ BYTE_IDENTICAL = ("resources", "results/data", "results/metrics", "results/vis_d
 # time; its tensors are compared instead) hold times or ids; MMEngine names its run folders in
 # train_work by time.
 NOT_COMPARED = ("results/logs", "results/benchmarks", "results/train_work")
+RECORDS = ".made.json"  # what made each output (madeby): holds times, so not compared either
 DEBRIS_SIGNS = (".part", ".tmp")  # besides names starting with "." (the atomic writers' temps)
 
 
@@ -190,7 +191,7 @@ def files(workdir: Path) -> dict[str, Path]:
     for top in ("resources", "results"):
         for path in (workdir / top).rglob("*"):
             name = path.relative_to(workdir).as_posix()
-            if path.is_file() and not name.startswith(NOT_COMPARED):
+            if path.is_file() and not name.startswith(NOT_COMPARED) and RECORDS not in name:
                 found[name] = path
     return found
 
@@ -206,7 +207,7 @@ def assert_same_results(reference: Path, faulted: Path) -> None:
         path
         for top in ("resources", "results")
         for path in (faulted / top).rglob("*")
-        if (path.name.startswith(".") and path.name != ".snakemake_timestamp")
+        if (path.name.startswith(".") and not path.name.endswith((".snakemake_timestamp", RECORDS)))
         or path.name.endswith(DEBRIS_SIGNS)
     ]
     assert debris == [], "temporary debris left"

@@ -5,7 +5,8 @@ import numpy as np
 from PIL import Image
 
 from camvidseg import IGNORE_INDEX
-from camvidseg.data.palette import build_rgb_palette, legend_entries
+from camvidseg.data.colors import color_table, colorize, legend_entries, overlay
+from camvidseg.data.palette import build_rgb_palette
 from camvidseg.evaluation.panel import save_panel
 from camvidseg.reporting.plots import confusion_heatmap, per_class_iou
 
@@ -31,6 +32,16 @@ def test_legend_names_the_ignored_area_with_its_color():
     assert entries == [("Sky", (128, 128, 128)), ("Car", (64, 0, 128)),
                        ("ignored (Void)", (0, 0, 0))]  # fmt: skip
     assert legend_entries(palette, {1}) == [("Road", (128, 64, 128))]
+
+
+def test_masks_and_overlays_show_each_class_in_its_rgb_color():
+    palette = build_rgb_palette(CLASS_DICT, "camvid32", ["Void"])
+    ids = np.array([[0, 1], [2, IGNORE_INDEX]], np.uint8)
+    colors = color_table(palette)
+    shown = [[[128, 128, 128], [128, 64, 128]], [[64, 0, 128], [0, 0, 0]]]
+    assert colorize(ids, colors).tolist() == shown
+    blended = overlay(np.full((2, 2, 3), 200, np.uint8), ids, colors, alpha=0.5)
+    assert blended[1, 0].tolist() == [132, 100, 164]  # half grey 200, half Car (64, 0, 128)
 
 
 def test_panel_draws_every_column_and_the_legend(tmp_path):

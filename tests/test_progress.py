@@ -6,41 +6,55 @@ import subprocess
 import sys
 
 import pytest
+import rich.console
 from conftest import REPO, run_cli, run_in_terminal, snakemake_call
 
 from camvidseg.core import progress
 from camvidseg.core.progress import Progress
 
-REDRAW = "\r\x1b[K"
+REDRAW = "\r\x1b[2K"  # back to the line's start, erase it: the line is rewritten in place
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
+COLOR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def frames(shown: str) -> list[str]:
+    """The successive states of the progress line on a terminal, colors removed."""
+    assert shown.startswith(HIDE_CURSOR) and shown.endswith(SHOW_CURSOR), repr(shown)
+    return COLOR.sub("", shown.removeprefix(HIDE_CURSOR).removesuffix(SHOW_CURSOR)).split(REDRAW)
 
 
 def test_one_updating_line_with_percent_and_eta_and_tenths_in_the_log(monkeypatch):
-    monkeypatch.setattr(progress, "REDRAW_SECONDS", 0.0)  # draw every step, not every 0.2 s
+    monkeypatch.setattr(progress, "REDRAW_SECONDS", 0.0)  # draw every step, not every 0.5 s
     terminal, log = io.StringIO(), io.StringIO()
     with Progress("convert", 50, "masks", terminal=terminal, log=log) as bar:
         for _ in range(50):
             bar.advance()
-    shown = terminal.getvalue()
-    assert shown.count("\n") == 1 and shown.endswith("\n")  # one line, rewritten in place
-    frames = shown.split(REDRAW)[1:]
-    assert len(frames) == 51
-    assert frames[24].startswith("convert: 25/50 masks  50%  ETA 0:0")
-    assert frames[-1].startswith("convert: 50/50 masks 100% in 0:0")
+    shown = frames(terminal.getvalue())
+    assert "".join(shown).count("\n") == 1 and shown[-1].endswith("\n")  # one line
+    assert len(shown) == 52  # the start, every step, the end
+    assert re.fullmatch(r"convert: 25/50 masks  50% ETA 0:0\d", shown[25])
+    assert re.fullmatch(r"convert: 50/50 masks 100% in 0:0\d\n", shown[-1])
     lines = log.getvalue().splitlines()
-    assert len(lines) == 10 and lines[0] == "convert: 5/50 masks  10%"
+    assert len(lines) == 10 and re.fullmatch(r"convert:  5/50 masks  10% ETA 0:0\d", lines[0])
     assert lines[-1].startswith("convert: 50/50 masks 100% in ")
     assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
 
 
 def test_amounts_in_bigger_units_and_resumed_work_left_out_of_the_rate(monkeypatch):
     monkeypatch.setattr(progress, "REDRAW_SECONDS", 0.0)
+    now = [0.0]
+    monkeypatch.setattr(rich.console, "monotonic", lambda: now[0])  # rich's clock
     terminal = io.StringIO()
     bar = Progress("download", 4 * 2**20, "bytes", already=3 * 2**20, terminal=terminal, log=False)
-    bar.advance(2**19, note="from mirror")
+    for second in (10, 20, 30):
+        now[0] = second
+        bar.advance(2**17, note="from mirror")
     bar.close()
-    frames = terminal.getvalue().split(REDRAW)[1:]
-    assert frames[0].startswith("download: 3.5/4.0 MiB  88%  ETA 0:00  from mirror")
-    assert frames[-1].startswith("download: 3.5/4.0 MiB  88%  from mirror in")
+    shown = frames(terminal.getvalue())
+    assert shown[0] == "download: 3.0/4.0 MiB  75%"  # no rate yet: no ETA
+    # 128 KiB per 10 s in this run, 640 KiB to go: 50 s (the resumed 3 MiB would make it 2 s)
+    assert shown[3] == "download: 3.4/4.0 MiB  84% from mirror ETA 0:50"
+    assert shown[-1] == "download: 3.4/4.0 MiB  84% from mirror in 0:30\n"
 
 
 def test_a_failed_stage_leaves_its_last_state_without_a_duration():
@@ -49,7 +63,7 @@ def test_a_failed_stage_leaves_its_last_state_without_a_duration():
                                              log=log) as bar:  # fmt: skip
         bar.advance()
         raise ValueError
-    assert terminal.getvalue() == f"{REDRAW}predict: 1/4 images  25%\n"
+    assert frames(terminal.getvalue())[-1] == "predict: 1/4 images  25%\n"
     assert log.getvalue() == "predict: 1/4 images  25%\n"
 
 
@@ -79,8 +93,8 @@ def test_a_stage_run_as_a_rule_runs_it_shows_progress_on_the_terminal_detail_in_
     command = convert_command(manifest, palette, tmp_path / "out", log)
     code, shown = run_in_terminal(["bash", "-c", command], env={"PYTHONPATH": str(REPO / "src")})
     assert code == 0, shown
-    assert shown == f"{REDRAW}convert: 8/8 masks 100% in 0:00\n"
-    assert log.read_text().splitlines()[-1] == "convert: 8/8 masks 100% in 0:00"
+    assert re.fullmatch(r"convert: 8/8 masks 100% in \d+:\d\d\n", frames(shown)[-1])
+    assert re.fullmatch(r"convert: 8/8 masks 100% in \d+:\d\d", log.read_text().splitlines()[-1])
 
 
 def test_without_a_terminal_only_the_log_gets_lines(indexed_sample, tmp_path):
@@ -97,7 +111,7 @@ def test_without_a_terminal_only_the_log_gets_lines(indexed_sample, tmp_path):
     )
     assert result.returncode == 0 and result.stdout == result.stderr == ""
     text = log.read_text()
-    assert "convert: 8/8 masks 100% in 0:00" in text and "\x1b" not in text
+    assert re.search(r"^convert: 8/8 masks 100% in \d+:\d\d$", text, re.M) and "\x1b" not in text
 
 
 @pytest.mark.slow
@@ -108,7 +122,8 @@ def test_snakemake_in_a_terminal_shows_progress_lines_and_keeps_mmengine_in_the_
     code, shown = run_in_terminal(command, env=env, cwd=tmp_path)
     (tmp_path / "terminal.txt").write_text(shown)  # what the user saw, for a failing test
     assert code == 0, shown
-    lines = [frame.split(REDRAW)[-1] for frame in shown.split("\n")]
+    plain = COLOR.sub("", shown.replace(HIDE_CURSOR, "").replace(SHOW_CURSOR, ""))
+    lines = [frame.split(REDRAW)[-1] for frame in plain.split("\n")]
     finals = {line.split(":")[0]: line for line in lines if re.search(r" in \d+:\d\d$", line)}
     for stage, amount in (("convert", "10/10 masks"), ("train", "6/6 iters"),
                           ("evaluate val", "2/2 images"), ("evaluate test", "2/2 images"),

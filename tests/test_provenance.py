@@ -5,22 +5,32 @@ same file names retrain from scratch, an edited label in a folder dataset re-run
 it, and results/provenance.json names the data, params and code of every stage.
 """
 
-import base64
+import argparse
 import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
 import pytest
-from conftest import REPO, edited_source, jobs_planned, provenance_check, snakemake, stale_jobs
+from conftest import (
+    REPO,
+    edited_source,
+    jobs_planned,
+    provenance_check,
+    run_cli,
+    snakemake,
+    stale_jobs,
+)
 from PIL import Image
 
-from camvidseg.data.identity import HashCache, content_id, folder_id
+from camvidseg.data.identity import HashCache, content_id, folder_id, redact_url
 from camvidseg.data.sample import build_sample
-from camvidseg.reporting.provenance import command_params, snakemake_records
 from camvidseg.workflow import codegraph
+from camvidseg.workflow.madeby import Record, read_record, record_path
 
 TINY_SAMPLE = {"train": 6, "val": 2, "test": 2}
 
@@ -86,36 +96,30 @@ def test_folder_identity_changes_with_any_file_and_archives_are_hashed_once(tmp_
     assert content_id(archive, HashCache(tmp_path / "cache.json")) != "sha256:cached"
 
 
-def test_params_are_the_stage_flags_of_the_command():
-    command = (
-        "/venv/bin/python -m camvidseg lease --gpus 1 -- /venv/bin/python -m camvidseg train"
-        """ --settings '{"train": {"lr": 0.001}}' --crop-size 32 48 --sync-bn --gpus 2"""
-        " --out-model 'results/a b/best.pth' > results/logs/train.log 2>&1"
-    )
-    assert command_params(command) == {
-        "settings": {"train": {"lr": 0.001}},
-        "crop-size": ["32", "48"],
-        "sync-bn": True,
-        "gpus": "2",
-        "out-model": "results/a b/best.pth",
-    }
-
-
-def test_snakemake_records_are_read_back_by_output_path(tmp_path):
-    """Snakemake names each record by the output path in urlsafe base64, split into folders
-    ("@" + part) where that is longer than a file name may be."""
-    outputs = ["results/metrics/val.json", "results/" + "x" * 300 + "/vis_data"]
-    for number, output in enumerate(outputs):
-        encoded = base64.urlsafe_b64encode(output.encode()).decode()
-        parts = [encoded[i : i + 254] for i in range(0, len(encoded), 254)]
-        path = tmp_path.joinpath(*["@" + p for p in parts[:-1]], parts[-1])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"rule": f"rule{number}"}))
-    records = snakemake_records(tmp_path)
-    assert {out: rec["rule"] for out, rec in records.items()} == {
-        outputs[0]: "rule0",
-        outputs[1]: "rule1",
-    }
+def test_a_stage_records_what_made_its_outputs_beside_them_and_no_url_token(tmp_path):
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text(json.dumps({"layout": "segnet11", "class_dict": None}))
+    out = tmp_path / "out" / "palette.json"
+    run_cli("palette", "--manifest", manifest, "--classes", "camvid11", "--out", out)
+    record = read_record(out)
+    assert record_path(out).name == ".palette.json.made.json"
+    assert record["stage"] == "palette" and record["settings"]["classes"] == "camvid11"
+    assert record["inputs"] == {str(manifest): content_id(manifest)}
+    assert record["outputs"] == {str(out): content_id(out)}
+    assert sorted(record["code"]["files"]) == codegraph.closure("palette")
+    assert record["finished"] >= record["started"]
+    signed = "https://user:pw@example.org/CamVid.tar.gz?X-Amz-Signature=secret"
+    made = Record("/x/obtain.py", argparse.Namespace(url=signed, out=tmp_path / "a"), [])
+    (tmp_path / "a").write_bytes(b"data")
+    made.write([tmp_path / "a"])
+    text = record_path(tmp_path / "a").read_text()
+    assert "secret" not in text and "pw" not in text
+    assert read_record(tmp_path / "a")["settings"]["url"] == redact_url(signed)
+def test_a_failed_stage_writes_no_record(tmp_path):
+    out = tmp_path / "palette.json"
+    result = run_cli("palette", "--manifest", tmp_path / "missing.json", "--out", out, check=False)
+    assert result.returncode != 0
+    assert not out.exists() and not record_path(out).exists()
 
 
 def test_same_names_new_pixels_retrain_from_scratch(tmp_path):
@@ -157,30 +161,25 @@ def test_label_edited_in_a_folder_dataset_reruns_what_depends_on_it(tmp_path, sa
     assert "obtain_dataset" not in planned
 
 
-def test_record_names_the_data_params_and_code_of_every_stage(tiny_run):
+def test_record_names_the_data_settings_and_code_of_every_stage(tiny_run):
     record = json.loads((tiny_run / "results/provenance.json").read_text())
     archive = (tiny_run / "resources/camvid_sample.tar.gz").read_bytes()
     archive_id = "sha256:" + hashlib.sha256(archive).hexdigest()
     assert record["dataset"] == archive_id
     stages = record["stages"]
-    assert {s["rule"] for s in stages.values()} >= {
-        "obtain_dataset", "extract", "palette", "convert_masks", "train", "evaluate",
-        "visualize", "plots",
+    assert {s["stage"] for s in stages.values()} >= {
+        "sample", "extract", "palette", "convert", "train", "evaluate", "visualize", "plots",
     }  # fmt: skip
     made = {output for stage in stages.values() for output in stage["outputs"]}
     assert set(record["targets"]) <= made and not record["unrecorded"]
-    source = "results/data/source.json"  # what the config says the data is (issue 22.3)
-    assert stages["extract"]["inputs"] == {
-        "resources/camvid_sample.tar.gz": archive_id,
-        source: content_id(tiny_run / source),
-    }
-    assert stages["obtain_dataset"]["params"]["seed"] == "1"  # tests/tiny.yaml
-    assert "0.001" in json.dumps(stages["train"]["params"])  # train.lr of tests/tiny.yaml
+    assert stages["extract"]["inputs"] == {"resources/camvid_sample.tar.gz": archive_id}
+    assert stages["sample"]["settings"]["seed"] == 1  # tests/tiny.yaml
+    assert stages["train"]["settings"]["train"]["lr"] == 0.001  # train.lr of tests/tiny.yaml
     import torch
 
     for name, stage in stages.items():
-        assert stage["params"] and f"-m camvidseg.{stage['module']} " in stage["command"], name
-        closure = codegraph.closure(stage["module"])
+        assert stage["settings"], name
+        closure = codegraph.closure(stage["stage"])
         assert sorted(stage["code"]["files"]) == closure, name
         assert stage["code"]["hash"].startswith("sha256:")
         assert stage["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
@@ -188,7 +187,30 @@ def test_record_names_the_data_params_and_code_of_every_stage(tiny_run):
         assert stage["finished"] >= stage["started"]
         if stage["after"]:  # everything made from the data names the data
             assert stage["dataset"] == archive_id, name
-    assert stages["visualize"]["after"] == ["convert_masks", "palette", "train"]
+    assert stages["visualize"]["after"] == ["convert", "palette", "train"]
+    snakemake_records = tiny_run / ".snakemake/metadata"
+    assert snakemake_records.is_dir()  # there, but the record is made without it:
+    os.rename(snakemake_records, tiny_run / ".snakemake/metadata.away")
+    try:
+        again = run_cli_in(tiny_run, "provenance", "record", "--record", "again.json",
+                           "--targets", *record["targets"])  # fmt: skip
+    finally:
+        os.rename(tiny_run / ".snakemake/metadata.away", snakemake_records)
+    assert again.returncode == 0, again.stderr
+    rebuilt = json.loads((tiny_run / "again.json").read_text())
+    assert rebuilt["stages"].keys() == stages.keys()
+    (tiny_run / "again.json").unlink()
+
+
+def run_cli_in(folder, module, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "camvidseg", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        check=False,
+    )
 
 
 def test_editing_visualize_makes_exactly_visualize_stale(tiny_run):

@@ -51,7 +51,7 @@ HOW = {
     "make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126": DRY,
     "snakemake --profile profiles/slurm": "skip: needs a SLURM cluster (tests/test_slurm.py)",
 }  # fmt: skip
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def readme_commands(text: str) -> list[tuple[str, list[str]]]:

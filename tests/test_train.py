@@ -175,6 +175,36 @@ def test_runner_config_reads_as_a_table():
     assert config["resume"] and config["load_from"].endswith("w/iter_7.pth")
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "kind"), [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
+def test_configured_optimizer_and_warmup_are_what_mmengine_builds(optimizer, kind):
+    """The settings reach the optimizer MMEngine builds from the Runner's config, and its LR
+    warm-up climbs linearly from 1/1000 of the configured rate to all of it at the last of its
+    warmup_iters iterations (MMEngine's LinearLR covers iterations [begin, end))."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    from camvidseg.core import settings
+    from camvidseg.training.train import Run, runner_config
+
+    train = settings.resolve("train", {"optimizer": optimizer, "lr": 0.0123,
+                                       "weight_decay": 0.0456, "warmup_iters": 4})  # fmt: skip
+    cpu = Run("cpu", "fp32", distributed=False, workers=0, work_dir=REPO / "w", resume_from=None)
+    config = runner_config(train, cpu)
+    wrapper = build_optim_wrapper(torch.nn.Conv2d(3, 2, 1), config["optim_wrapper"])
+    assert type(wrapper.optimizer) is kind
+    (group,) = wrapper.optimizer.param_groups
+    assert group["lr"] == 0.0123 and group["weight_decay"] == 0.0456
+    warmup = PARAM_SCHEDULERS.build(config["param_scheduler"][0] | {"optimizer": wrapper})
+    rates = []
+    for _ in range(6):
+        rates.append(group["lr"])
+        warmup.step()
+    expected = [0.0123 * (0.001 + 0.999 * min(i, 3) / 3) for i in range(6)]
+    assert rates == pytest.approx(expected)
+
+
 def test_cpu_training_never_constructs_amp_wrapper(tiny_run, tmp_path, monkeypatch):
     from mmengine.optim import AmpOptimWrapper
 
@@ -379,6 +409,27 @@ def test_unreadable_checkpoint_is_skipped(sixteen_images, uninterrupted, tmp_pat
     assert "resuming from epoch_2.pth" in result.stdout
     assert "Epoch(train) [3][8/8]" in result.stdout  # epoch 3 trained again
     assert_same_result(tmp_path, uninterrupted)
+
+
+def test_stop_between_a_checkpoint_and_its_validation_validates_that_epoch_first(
+    sixteen_images, uninterrupted, tmp_path
+):
+    """epoch_2.pth is written before epoch 2's validation: a run stopped in between (its log has
+    no epoch 2 score yet) validates epoch 2 on resuming, then trains epoch 3."""
+    shutil.copytree(uninterrupted / "ckpt", tmp_path / "ckpt")
+    work_dir = next((tmp_path / "ckpt").iterdir())
+    for path in work_dir.iterdir():  # keep epoch 2's checkpoint and the best one so far
+        if path.is_dir():
+            shutil.rmtree(path)  # the logs of the first run
+        elif path.name != "epoch_2.pth" and not path.name.startswith("best_"):
+            path.unlink()
+    result = train_cli(sixteen_images, tmp_path, None, RESUMED)
+    assert "resuming from epoch_2.pth" in result.stdout
+    assert "Epoch(train) [2]" not in result.stdout
+    history = json.loads((tmp_path / "history.json").read_text())
+    reference = json.loads((uninterrupted / "history.json").read_text())
+    assert history["val"] == reference["val"][1:]  # epochs 2 and 3, as scored without a stop
+    assert state_dicts_equal(tmp_path / "best.pth", uninterrupted / "best.pth")
 
 
 def test_checkpoint_choice_by_iteration(tmp_path):

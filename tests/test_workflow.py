@@ -65,6 +65,21 @@ def test_code_change_reruns_the_step(tiny_run):
     assert not {"obtain_dataset", "extract"} & planned.keys()
 
 
+@pytest.mark.parametrize("module", ["core.progress", "core.command"])
+def test_presentation_edit_reruns_nothing(tiny_run, module):
+    """The progress line and the command line's help are no stage's code input (codegraph)."""
+    with edited_source(module):
+        result = snakemake(tiny_run, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr, jobs_planned(result)
+
+
+def test_model_code_edit_reruns_training_and_what_follows_only(tiny_run):
+    with edited_source("training.model"):
+        planned = jobs_planned(snakemake(tiny_run, "-n"))
+    assert {"train", "evaluate", "visualize", "plots"} <= planned.keys()
+    assert not {"obtain_dataset", "extract", "palette", "convert_masks"} & planned.keys()
+
+
 def test_default_config_builds_gpu_dag(tmp_path):
     result = snakemake(
         tmp_path, "-n", "--resources", "gpu=1", configfile=REPO / "config/config.yaml"

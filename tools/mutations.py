@@ -1,14 +1,18 @@
-"""Seeded mutations of src/camvidseg/: does the test suite notice when the code is wrong?
+"""Seeded mutations of src/camvidseg/: does the fast test suite as a whole notice wrong code?
 
 Each mutation in ``tools/mutations.yaml`` replaces one exact snippet of one source file. Every
 snippet must occur exactly once in today's code, checked before anything runs: a stale entry is
 an error (exit 2), never a silent pass. The checkout (tracked and untracked, not ignored files) is
-copied once to a scratch folder; the listed tests must pass there unmutated (else a failure would
-prove nothing), then each mutation in turn is applied, its tests run, and the file restored.
-A mutation is caught when its tests fail. Exit 0 when every mutation is caught, 1 otherwise.
+copied once to a scratch folder, where the fast suite (every test not marked slow or slurm) must
+pass unmutated, else a failure would prove nothing. Then each mutation in turn is applied, the
+fast suite run, and the file restored. A mutation is caught when some fast test fails; a run past
+``--timeout`` counts as not caught. The tests an entry ``expect``s to catch it run first, alone,
+only so that a caught mutation stops early: they are part of the fast suite, whose verdict it is.
+Exit 0 when every mutation is caught, 1 otherwise.
 
     make mutations                                   # all of them
     python tools/mutations.py --only resume-picks-oldest
+    python tools/mutations.py --only lr-not-configured --tests tests/test_train.py  # quick check
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 LIST = REPO / "tools" / "mutations.yaml"
-KEYS = {"id", "file", "find", "replace", "tests"}
+REQUIRED = {"id", "file", "find", "replace"}
+OPTIONAL = {"expect"}
+# The fast suite: what a developer runs between edits (pyproject.toml defines the markers).
+FAST_SUITE = ["-m", "not slow and not slurm", "tests"]
+NO_TESTS_COLLECTED = 5  # pytest's exit status when the selection is empty
 
 
 def load(path: Path, only: list[str] | None) -> list[dict]:
@@ -34,13 +42,19 @@ def load(path: Path, only: list[str] | None) -> list[dict]:
     mutations = yaml.safe_load(path.read_text())
     problems = []
     for i, mutation in enumerate(mutations):
-        if set(mutation) != KEYS:
-            problems.append(f"entry {i + 1}: keys {sorted(mutation)}, expected {sorted(KEYS)}")
+        keys = set(mutation)
+        if not REQUIRED <= keys <= REQUIRED | OPTIONAL:
+            problems.append(
+                f"entry {i + 1}: keys {sorted(keys)}, expected {sorted(REQUIRED)} "
+                f"and optionally {sorted(OPTIONAL)}"
+            )
             continue
         count = (REPO / mutation["file"]).read_text().count(mutation["find"])
         if count != 1:
             problems.append(f"{mutation['id']}: snippet found {count} times in {mutation['file']}")
-    unknown = set(only or ()) - {m.get("id") for m in mutations}
+    ids = [m.get("id") for m in mutations]
+    problems += [f"id {name!r} used twice" for name in sorted({i for i in ids if ids.count(i) > 1})]
+    unknown = set(only or ()) - set(ids)
     problems += [f"--only: no mutation {name!r}" for name in sorted(unknown)]
     if problems:
         print(f"error: {path.name}: " + "; ".join(problems), file=sys.stderr)
@@ -68,55 +82,81 @@ def tracked_copy(dest: Path) -> None:
         (dest.parent / "shared").symlink_to(REPO.parent / "shared")
 
 
-def run_tests(tree: Path, tests: list[str], timeout: int) -> tuple[bool, str]:
-    """(whether the tests passed, the first failure or else pytest's summary line) on ``tree``."""
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-    # No bytecode: a restored file may keep the size and mtime second of its mutant.
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    try:
-        result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
-                                timeout=timeout, check=False)  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return False, f"timed out after {timeout} s"
-    lines = result.stdout.strip().splitlines() or [""]
-    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
-    return result.returncode == 0, (failed or lines)[-1][:110]
+class Tests:
+    """How the tests run: ``selection`` (pytest arguments), ``workers`` processes, ``timeout``."""
+
+    def __init__(self, selection: list[str], workers: int, timeout: int):
+        self.selection, self.workers, self.timeout = selection, workers, timeout
+
+    def run(self, tree: Path, selection: list[str] | None = None) -> tuple[bool | None, str]:
+        """(passed, the first failure or else pytest's summary line) on ``tree``; passed is None
+        when no test was selected."""
+        parallel = ["-n", str(self.workers)] if self.workers > 1 else []
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                   *parallel, *(selection or self.selection)]  # fmt: skip
+        # No bytecode: a restored file may keep the size and mtime second of its mutant.
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        try:
+            result = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
+                                    timeout=self.timeout, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return False, f"timed out after {self.timeout} s"
+        if result.returncode == NO_TESTS_COLLECTED:
+            return None, "no test selected"
+        lines = result.stdout.strip().splitlines() or [""]
+        failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
+        return result.returncode == 0, (failed or lines)[-1][:110]
+
+    def catches(self, tree: Path, mutation: dict) -> tuple[bool, str]:
+        """(caught, detail): the expected tests (within the selection), then the whole selection."""
+        if mutation.get("expect") and self.selection == FAST_SUITE:
+            passed, detail = self.run(tree, [*FAST_SUITE[:2], *mutation["expect"]])
+            if passed is False and not detail.startswith("timed out"):
+                return True, detail
+        passed, detail = self.run(tree)
+        return passed is False and not detail.startswith("timed out"), detail
 
 
-def try_mutation(tree: Path, mutation: dict, timeout: int) -> tuple[bool, str]:
-    """(caught, detail): apply ``mutation`` to ``tree``, run its tests, restore the file."""
+def try_mutation(tree: Path, mutation: dict, tests: Tests) -> tuple[bool, str]:
+    """(caught, detail): apply ``mutation`` to ``tree``, run the tests, restore the file."""
     path = tree / mutation["file"]
     original = path.read_text()
     path.write_text(original.replace(mutation["find"], mutation["replace"]))
     try:
-        passed, detail = run_tests(tree, mutation["tests"], timeout)
+        return tests.catches(tree, mutation)
     finally:
         path.write_text(original)
-    return not passed, detail
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--list", type=Path, default=LIST, help="the mutations (YAML)")
     parser.add_argument("--only", nargs="+", metavar="ID", help="mutation ids (default: all)")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds per test run")
+    parser.add_argument("--tests", nargs="+", metavar="ARG",
+                        help="pytest arguments to run instead of the fast suite (quick checks; "
+                             "the score then speaks for these tests only)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist processes (-n)")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per test run")
     args = parser.parse_args()
-    mutations = load(LIST, args.only)
+    mutations = load(args.list, args.only)
+    tests = Tests(args.tests or FAST_SUITE, args.workers, args.timeout)
     with tempfile.TemporaryDirectory(prefix="mutations.") as scratch:
         tree = Path(scratch) / "repo"
         tracked_copy(tree)
-        every_test = list(dict.fromkeys(t for m in mutations for t in m["tests"]))
-        passed, detail = run_tests(tree, every_test, args.timeout)
+        start = time.monotonic()
+        passed, detail = tests.run(tree)
         if not passed:
-            print(f"error: the listed tests fail without any mutation: {detail}", file=sys.stderr)
+            print(f"error: the tests fail without any mutation: {detail}", file=sys.stderr)
             return 2
+        print(f"unmutated: {detail} ({time.monotonic() - start:.0f} s)", flush=True)
         caught = 0
         for mutation in mutations:
             start = time.monotonic()
-            hit, detail = try_mutation(tree, mutation, args.timeout)
+            hit, detail = try_mutation(tree, mutation, tests)
             caught += hit
             verdict = "caught" if hit else "NOT CAUGHT"
             seconds = time.monotonic() - start
-            print(f"{verdict:10s} {mutation['id']:34s} {seconds:3.0f} s  {detail}", flush=True)
+            print(f"{verdict:10s} {mutation['id']:34s} {seconds:4.0f} s  {detail}", flush=True)
     print(f"mutation score: {caught}/{len(mutations)} caught")
     return 0 if caught == len(mutations) else 1
 

@@ -2,19 +2,24 @@
 
 The rules send a stage's stdout and stderr to its log file, so the updating line goes to the
 controlling terminal (``/dev/tty``) instead: whoever runs Snakemake (or a stage) in a terminal sees
-one line per running stage, with count, percent and ETA, rewritten in place and ended with a
-newline when the stage is done; a batch job (SLURM, CI, cron) has no terminal and gets nothing
-extra. Plain lines at every tenth of the work (and the final one) go to stdout, i.e. the log.
-When stdout is itself the terminal, only the updating line is written (the same news once).
+one line per running stage, with count, percent and ETA, redrawn in place by ``rich`` and ended
+with a newline when the stage is done; a batch job (SLURM, CI, cron) has no terminal and gets
+nothing extra. The same line as plain text at every tenth of the work (and the final one) goes to
+stdout, i.e. the log. When stdout is itself the terminal, only the updating line is written.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
 
-REDRAW_SECONDS = 0.2  # terminal updates at most this often
+from rich import progress
+from rich.console import Console
+from rich.text import Text
+
+REDRAW_SECONDS = 0.5  # terminal updates at most this often (a redraw costs a few ms)
 LOG_STEPS = 10  # plain log lines per stage (one per tenth), plus the last
 LOG_SECONDS = 30.0  # log interval when the total is unknown
 
@@ -29,10 +34,37 @@ def open_terminal() -> TextIO | None:
 
 def clock(seconds: float) -> str:
     """``m:ss`` (or ``h:mm:ss``) of a duration."""
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    hours, rest = divmod(round(seconds), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Time(progress.ProgressColumn):
+    """``ETA m:ss`` while running (the rate of this run's work only); ``in m:ss`` once done."""
+
+    def render(self, task: progress.Task) -> Text:
+        if task.fields["took"] is not None:
+            return Text(f"in {clock(task.fields['took'])}")
+        remaining = task.time_remaining
+        return Text(f"ETA {clock(remaining)}" if remaining and not task.finished else "")
+
+
+def columns(unit: str) -> tuple[progress.ProgressColumn, ...]:
+    """label: amount, percent, note, time; bytes in KiB, MiB or GiB, whichever suits the total."""
+    if unit == "bytes":
+        amount = (progress.DownloadColumn(binary_units=True),)
+    else:
+        amount = (progress.MofNCompleteColumn(), progress.TextColumn(unit))
+    note = progress.TextColumn("{task.fields[note]}")
+    label = progress.TextColumn("{task.description}:")
+    return (label, *amount, progress.TaskProgressColumn(), note, Time())
+
+
+class Line(progress.Progress):
+    """rich's progress display drawn as one line of text (its table costs 3x the time)."""
+
+    def get_renderables(self):
+        for task in self.tasks:
+            yield Text(" ").join(filter(None, (column(task) for column in self.columns)))
 
 
 class Progress:
@@ -49,16 +81,25 @@ class Progress:
         terminal: TextIO | bool | None = True,
         log: TextIO | bool = True,
     ):
-        self.label, self.total, self.unit, self.scale = label, total, unit, 1.0
-        if unit == "bytes":
-            self.unit, self.scale = _byte_unit(total or 0)
-        self.done, self.already, self.note = float(already), float(already), ""
-        self.start = self.drawn_at = self.logged_at = time.monotonic()
         self.terminal = open_terminal() if terminal is True else terminal or None
         self._owns_terminal = terminal is True and self.terminal is not None
         log = sys.stdout if log is True else log or None
         # Stdout on the terminal already shows the updating line: no second copy of the news.
         self.log = None if self.terminal is not None and _is_terminal(log) else log
+        console = Console(file=self.terminal, force_terminal=True, width=_width(self.terminal))
+        # Drawn when advance says so (no refresh thread: convert forks workers meanwhile);
+        # stdout stays the log's, never redirected to the terminal.
+        self.bar = Line(
+            *columns(unit),
+            console=console,
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            disable=self.terminal is None,
+        )
+        self.task = self.bar.add_task(label, total=total, completed=already, note="", took=None)
+        self.bar.start()
+        self.drawn_at = self.logged_at = time.monotonic()
         self.logged_steps, self.logged = 0, ""
 
     def __enter__(self) -> Progress:
@@ -69,69 +110,52 @@ class Progress:
 
     def advance(self, amount: float = 1, note: str | None = None) -> None:
         """``amount`` more units done; ``note`` (e.g. the loss) is shown after the numbers."""
-        self.done += amount
-        if note is not None:
-            self.note = note
+        self.bar.update(self.task, advance=amount, **({} if note is None else {"note": note}))
         now = time.monotonic()
         if self.terminal is not None and now - self.drawn_at >= REDRAW_SECONDS:
             self.drawn_at = now
-            self._draw(self.line(now))
+            self.bar.refresh()
         if self.log is not None and self._log_due(now):
-            self._log(self.line(now, eta=False))
+            self._log(self.line())
             self.logged_at = now
 
     def _log_due(self, now: float) -> bool:
-        if not self.total:
+        task = self.bar.tasks[self.task]
+        if not task.total:
             return now - self.logged_at >= LOG_SECONDS
-        step = int(LOG_STEPS * self.done / self.total)
-        due = step > self.logged_steps and self.done < self.total
+        step = int(LOG_STEPS * task.completed / task.total)
+        due = step > self.logged_steps and task.completed < task.total
         self.logged_steps = max(step, self.logged_steps)
         return due
 
     def close(self, finished: bool = True) -> None:
         """Last state: on the terminal, ended with a newline; in the log, one line."""
-        now = time.monotonic()
-        final = self.line(now, eta=False) + (f" in {clock(now - self.start)}" if finished else "")
-        if self.terminal is not None:
-            self._draw(final + "\n")
-            if self._owns_terminal:
-                self.terminal.close()
-            self.terminal = None
-        if self.log is not None and final != self.logged:
-            self._log(final)
+        if finished:
+            self.bar.update(self.task, took=self.bar.tasks[self.task].elapsed or 0.0)
+        self.bar.stop()
+        if self._owns_terminal:
+            self.terminal.close()
+        self.terminal = None
+        if self.log is not None and self.line() != self.logged:
+            self._log(self.line())
         self.log = None
 
-    def line(self, now: float, eta: bool = True) -> str:
-        amount = self._amount(self.done)
-        if self.total:
-            share = min(self.done / self.total, 1.0)
-            text = f"{self.label}: {amount}/{self._amount(self.total)} {self.unit} {share:4.0%}"
-            new = self.done - self.already
-            if eta and new > 0 and share < 1:
-                remaining = (now - self.start) * (self.total - self.done) / new
-                text += f"  ETA {clock(remaining)}"
-        else:
-            text = f"{self.label}: {amount} {self.unit}"
-        return f"{text}  {self.note}".rstrip() if self.note else text
+    def line(self) -> str:
+        """The progress line as plain text (what the log gets)."""
+        return next(self.bar.get_renderables()).plain
 
     def _log(self, text: str) -> None:
         print(text, file=self.log, flush=True)
         self.logged = text
 
-    def _amount(self, value: float) -> str:
-        return f"{value / self.scale:.1f}" if self.scale != 1 else f"{value:.0f}"
 
-    def _draw(self, text: str) -> None:
-        # Carriage return + erase to the end of the line: the line is rewritten in place.
-        self.terminal.write("\r\x1b[K" + text)
-        self.terminal.flush()
-
-
-def _byte_unit(total: float) -> tuple[str, float]:
-    for unit, scale in (("GiB", 2.0**30), ("MiB", 2.0**20)):
-        if total >= scale:
-            return unit, scale
-    return "KiB", 2.0**10
+def _width(terminal: TextIO | None) -> int:
+    """The terminal's columns (a line longer than that would wrap), else room for any line (a
+    terminal that never got a size says 0)."""
+    try:
+        return os.get_terminal_size(terminal.fileno()).columns or 200
+    except (AttributeError, ValueError, OSError):
+        return 200
 
 
 def _is_terminal(stream: TextIO) -> bool:

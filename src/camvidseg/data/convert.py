@@ -22,8 +22,9 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
 from ..core.progress import Progress
 from ..core.settings import describe, option
+from ..workflow.madeby import Record
+from .colors import color_table
 from .images import checked_size, open_checked
-from .palette import color_table
 
 UNKNOWN = 254  # lookup value of a color the palette does not know; never a train id
 
@@ -208,10 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--cache-images", **option("dataset.cache_images"))
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.manifest, args.palette])
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     index = prepare(
         manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images
     )
+    made.write([args.out])
     total = sum(index["unknown_pixels"].values())
     if total:
         print(

@@ -26,6 +26,7 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, write_json
 from ..core.progress import Progress
 from ..core.settings import default, option
+from ..workflow.madeby import Record
 from .identity import HashCache, content_id, tree_content_id
 from .images import checked_size
 
@@ -318,13 +319,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.archive) == bool(args.directory):
         parser.error("give exactly one of --archive or --directory")
+    made = Record(__file__, args, [args.archive, args.directory])
     if args.archive:
         if args.dest is None:
             parser.error("--archive needs --dest")
         with atomic_path(args.dest, is_dir=True) as tmp:
-            count = extract_archive(
-                args.archive, tmp, args.max_unpack_ratio, args.max_unpack_gib
-            )
+            count = extract_archive(args.archive, tmp, args.max_unpack_ratio, args.max_unpack_gib)
             print(f"extracted {count} members of {args.archive[0]}")
             manifest = index_dataset(tmp, args.layout, args.expect_camvid_sizes)
         manifest["root"] = os.path.join(args.dest, os.path.relpath(manifest["root"], tmp))
@@ -339,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     manifest["content_id"] = data_identity(args.archive or args.directory)
     print(f"content id: {manifest['content_id']}")
     write_json(args.manifest, manifest)
+    made.write([args.manifest, args.dest])
 
 
 def data_identity(source: list[Path] | Path) -> str:

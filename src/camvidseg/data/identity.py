@@ -29,6 +29,8 @@ CACHE_ENV = "CAMVIDSEG_HASH_CACHE"
 CACHE_FILE = ".snakemake/camvidseg/hashes.json"
 # A URL inside any text (a command, a setting): scheme://, then up to whitespace or a quote.
 URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+# Snakemake writes this into a directory() output once its job is done: not the stage's content.
+SNAKEMAKE_MARKER = ".snakemake_timestamp"
 
 
 class HashCache:
@@ -124,7 +126,7 @@ def _walk(top: str, prefix: str):
             rel = prefix + entry.name
             if entry.is_dir():
                 yield from _walk(entry.path, rel + "/")
-            else:
+            elif entry.name != SNAKEMAKE_MARKER:
                 yield rel, entry.path
 
 

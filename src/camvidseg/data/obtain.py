@@ -30,6 +30,7 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, sha256_file, write_json
 from ..core.progress import Progress
 from ..core.settings import describe
+from ..workflow.madeby import Record
 from .identity import in_part_order, redact_url
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -408,8 +409,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    made = Record(__file__, args, [])
     _, fetch = ROUTES[args.route]
     fetch(args)
+    made.write([args.out])
     print(f"obtained {args.out}")
 
 

@@ -11,13 +11,12 @@ import csv
 import io
 from pathlib import Path
 
-import numpy as np
-
 from .. import IGNORE_INDEX
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import read_json, write_json
 from ..core.settings import option
+from ..workflow.madeby import Record
 
 # The standard SegNet grouping of the 32 CamVid classes into 11 (the rest is ignored), so results
 # compare with published CamVid tables. Colors are those of SegNet's own scripts.
@@ -144,36 +143,6 @@ def class_names(palette: dict) -> list[str]:
     return [c["name"] for c in palette["classes"]]
 
 
-def color_table(palette: dict):
-    """(256, 3) uint8 array: train id -> display color; ignore and unused ids are black."""
-    table = np.zeros((256, 3), dtype=np.uint8)
-    for c in palette["classes"]:
-        table[c["id"]] = c["color"]
-    return table
-
-
-def legend_entries(palette: dict, present: set[int]) -> list[tuple[str, tuple[int, int, int]]]:
-    """(name, display color) of the ``present`` train ids in id order; the ignore index, where
-    present, as "ignored (<the classes mapped to it>)" in its own display color."""
-    entries = [(c["name"], tuple(c["color"])) for c in palette["classes"] if c["id"] in present]
-    if IGNORE_INDEX in present:
-        names = [e["name"] for e in palette.get("lookup", []) if e["train_id"] == IGNORE_INDEX]
-        shown = ", ".join(names[:2]) + (", …" if len(names) > 2 else "")
-        label = f"ignored ({shown})" if names else "ignored"
-        entries.append((label, tuple(int(v) for v in color_table(palette)[IGNORE_INDEX])))
-    return entries
-
-
-def colorize(ids: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """(H, W) ids -> (H, W, 3) RGB; the ignore index shows black."""
-    return colors[ids]
-
-
-def overlay(image: np.ndarray, ids: np.ndarray, colors: np.ndarray, alpha: float) -> np.ndarray:
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(ids, colors)
-    return blended.clip(0, 255).astype(np.uint8)
-
-
 @cli
 def main(argv: list[str] | None = None) -> None:
     parser = command.parser(__file__, __doc__)
@@ -182,8 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ignore-classes", **option("dataset.ignore_classes"))
     parser.add_argument("--out", required=True, help="palette.json to write")
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.manifest])
     palette = make_palette(read_json(args.manifest), args.classes, args.ignore_classes)
     write_json(args.out, palette)
+    made.write([args.out])
     names = ", ".join(class_names(palette))
     print(
         f"palette: {len(palette['classes'])} trained classes ({names}); ignore index {IGNORE_INDEX}"

@@ -21,6 +21,7 @@ from ..core import command
 from ..core.errors import cli
 from ..core.fileio import atomic_path
 from ..core.settings import option
+from ..workflow.madeby import Record
 
 CAMVID32 = [
     ("Animal", (64, 128, 64)),
@@ -234,8 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     for key in ("train", "val", "test", "height", "width", "seed"):
         parser.add_argument(f"--{key}", **option(f"dataset.sample.{key}"))
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [])
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     build_sample(Path(args.out), sizes, args.height, args.width, args.seed)
+    made.write([args.out])
     print(f"sample: {sizes} images of {args.height}x{args.width} -> {args.out}")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
+from ..workflow.madeby import Record
 
 # torch, onnx and onnxruntime are imported where used, so that `--help` answers at once.
 
@@ -215,9 +216,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.command == "onnx":
+        made = Record(__file__, args, [args.model, args.palette])
         run_export(args)
+        made.write([args.out])
     else:
+        made = Record(__file__, args, [args.model, args.onnx, args.prepared, args.palette])
         run_check(args)
+        made.write([args.out, args.out_cost])
 
 
 if __name__ == "__main__":

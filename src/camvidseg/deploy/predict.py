@@ -18,9 +18,10 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, refuse_nonempty_folder
 from ..core.progress import Progress
 from ..core.settings import describe, option
+from ..data.colors import color_table, colorize, legend_entries, overlay
 from ..data.images import checked_size
-from ..data.palette import color_table, colorize, legend_entries, overlay
 from ..evaluation.panel import save_panel
+from ..workflow.madeby import Record
 
 
 def input_images(folder: Path) -> list[Path]:
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)
+    made = Record(__file__, args, [args.model, args.palette, args.input_dir])
     read, segment = load_segmenter(args.backend, args.model, args.device)
     palette = read_json(args.palette)
     colors = color_table(palette)
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 path.name,
             )
             progress.advance()
+    made.write([args.out])
     print(f"{len(images)} images segmented into {args.out}")
 
 

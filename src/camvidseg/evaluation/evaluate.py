@@ -17,6 +17,7 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
 from ..core.progress import Progress
 from ..core.settings import option
+from ..workflow.madeby import Record
 
 # torch and the model code are imported where used, so that `--help` answers at once.
 
@@ -122,7 +123,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-
+    made = Record(__file__, args, [args.model, args.prepared, args.palette])
     from ..core.device import resolve
     from ..data.dataset import SegmentationDataset
     from ..data.palette import class_names
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     write_json(args.out_json, summary)
     write_per_class_csv(summary, args.out_csv)
+    made.write([args.out_json, args.out_csv])
     for label, scores in summary["modes"].items():
         print(
             f"{args.split} [{label}]: mIoU {scores['mIoU']:.4f}  mAcc {scores['mAcc']:.4f}  "

@@ -19,7 +19,8 @@ from ..core.errors import cli
 from ..core.fileio import atomic_path, read_json, refuse_nonempty_folder
 from ..core.progress import Progress
 from ..core.settings import option
-from ..data.palette import color_table, colorize, legend_entries, overlay
+from ..data.colors import color_table, colorize, legend_entries, overlay
+from ..workflow.madeby import Record
 from .panel import save_panel
 
 
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
     refuse_nonempty_folder(args.out)
+    made = Record(__file__, args, [args.model, args.prepared, args.palette])
 
     from ..core.device import resolve
     from ..training.model import load_trained
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             args.alpha,
             tmp,
         )
+    made.write([args.out])
     print(f"{count} panels in {args.out}")
 
 

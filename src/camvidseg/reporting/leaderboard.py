@@ -20,6 +20,7 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json
 from ..data.identity import HashCache, content_id
 from ..workflow.experiments import differing, flatten
+from ..workflow.madeby import Record
 from .figures import pyplot, save
 from .pages import write_table_page
 
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = json.loads(args.experiments)
     if not settings:
         raise UserError("--experiments: no experiments to rank")
+    read = [args.root / n / f for n in settings for f in ["model/history.json"] +
+            [f"metrics/{s}.json" for s in args.splits]]  # fmt: skip
+    made = Record(__file__, args, [args.prepared, *read])
     images = train_set_size(args.prepared)
     metrics = {n: {s: read_json(args.root / n / "metrics" / f"{s}.json") for s in args.splits}
                for n in settings}  # fmt: skip
@@ -178,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     histories = {n: read_json(args.root / n / "model" / "history.json") for n in order}
     plot_curves(histories, args.curves)
     plot_iou({n: metrics[n] for n in order}, args.splits, args.iou)
+    made.write([args.csv, args.markdown, args.html, args.curves, args.iou])
     best = rows[0]
     key = f"{ranking_split(args.splits)}_mIoU"
     print(f"{len(rows)} experiments ranked; best: {best['experiment']} ({key} {best[key]:.4f})")

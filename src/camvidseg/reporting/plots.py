@@ -9,6 +9,7 @@ import numpy as np
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json
+from ..workflow.madeby import Record
 from . import pages
 from .figures import pyplot, save
 
@@ -124,14 +125,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", type=Path, help="CSV of the headline scores per split")
     parser.add_argument("--summary-html", type=Path, help="the same, with per-class IoU, as HTML")
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.history, args.metrics])
     args.out.mkdir(parents=True, exist_ok=True)
-    training_curves(read_json(args.history), args.out / "training_curves.png")
+    pictures = [args.out / "training_curves.png"]
+    training_curves(read_json(args.history), pictures[0])
     all_metrics = [read_json(path) for path in args.metrics]
     for metrics in all_metrics:
-        save(per_class_iou(metrics), args.out / f"per_class_iou_{metrics['split']}.png")
-        save(confusion_heatmap(metrics), args.out / f"confusion_{metrics['split']}.png")
+        split = metrics["split"]
+        pictures += [args.out / f"per_class_iou_{split}.png", args.out / f"confusion_{split}.png"]
+        save(per_class_iou(metrics), pictures[-2])
+        save(confusion_heatmap(metrics), pictures[-1])
     if args.summary:
         summary_table(all_metrics, args.summary, args.summary_html)
+    made.write([*pictures, args.summary, args.summary_html])
     print(f"plots in {args.out}")
 
 

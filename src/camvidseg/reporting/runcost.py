@@ -13,6 +13,7 @@ from pathlib import Path
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path
+from ..workflow.madeby import Record
 from .pages import write_table_page
 
 COLUMNS = (("s", "wall time (s)"), ("h:m:s", "wall time"), ("max_rss", "max RSS (MB)"),
@@ -54,8 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", required=True, type=Path, help="table to write (.csv)")
     parser.add_argument("--html", required=True, type=Path, help="the same as HTML, for the report")
     args = parser.parse_args(argv)
+    made = Record(__file__, args, [args.benchmarks])
     records = [read_benchmark(path) for path in args.benchmarks]
     write_table(records, args.csv, args.html)
+    made.write([args.csv, args.html])
     for r in records:
         print(f"{r['job']}: {r['h:m:s']} wall, max RSS {r['max_rss']} MB")
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from ..core import command, settings
 from ..core.errors import UserError, cli
 from ..workflow import codegraph
+from ..workflow.madeby import Record
 from . import launch
 
 
@@ -444,13 +445,15 @@ def train(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    made = Record(__file__, args, [args.prepared, args.palette, args.backbone_weights])
     if launch.needed(args.gpus, args.nodes):
         from ..core.device import resolve
 
         device = resolve(args.train["device"], "train.device")
         launch.run("camvidseg.training.train", argv, args.gpus, args.nodes, device, args.threads)
-        return
-    train(args)
+    else:
+        train(args)
+    made.write([args.out_model, args.out_history])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Modules are named by their dotted path inside the package (``data.extract``; a p
 ``__init__`` is ``__init__`` or ``data.__init__``); stages by their command name (``extract``).
 Two uses: each rule's code inputs are the import closure of the stage it runs (so editing any file
 a stage really uses re-runs it, and nothing else does), and the architecture check
-(docs/architecture.md): stages import only shared rooms, never each other.
+(docs/architecture.md): stages import only shared rooms, never each other. The closure counts
+code at the grain of what a stage computes: presentation-only modules (``PRESENTATION``) are left
+out, and the training fingerprint hashes the code without its docstrings, comments and help texts.
 The Snakefile imports this module while it parses, so it uses the standard library only.
 """
 
@@ -25,7 +27,7 @@ CHAIN = ("sample", "obtain", "extract", "palette", "convert", "train", "evaluate
 
 # Shared rooms: the only modules a module may import. Stages are the modules with a ``main``
 # (``camvidseg <stage>``, run by the rules); no module imports a stage. ``data.palette`` is both: a
-# stage (parses class_dict.csv) and the room that owns everything about classes and colors.
+# stage (parses class_dict.csv) and the room that owns the class table.
 # docs/architecture.md explains this list; tests/test_codegraph.py checks the code against it.
 ROOMS = (
     "__init__",
@@ -41,6 +43,7 @@ ROOMS = (
     "data.dataset",
     "data.identity",
     "data.palette",
+    "data.colors",
     "training.__init__",
     "training.model",
     "training.resume",
@@ -59,8 +62,20 @@ ROOMS = (
     "workflow.__init__",
     "workflow.codegraph",
     "workflow.experiments",
+    "workflow.madeby",
     "workflow.plan",
 )
+
+# Rooms that only shape what a person reads: the command line's usage and help, the progress
+# line. No result depends on their bytes, so they are no rule's code input and no part of the
+# training fingerprint (editing them re-runs nothing, and strands no checkpoint); what they import
+# still counts (``core.command`` takes option defaults from ``core.settings``). The names other
+# modules may use from each are listed: tests/test_codegraph.py fails when code uses anything else
+# from them, so computation cannot move in unnoticed.
+PRESENTATION = {
+    "core.command": ("parser", "summary", "add_trained_model", "add_paths", "add_device"),
+    "core.progress": ("Progress", "training_hook"),
+}
 
 
 def path_of(module: str, package_dir: Path = PACKAGE_DIR) -> Path:
@@ -160,16 +175,17 @@ def _packages_of(module: str) -> list[str]:
 
 def closure(name: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
     """A stage's (or module's) module and every package module it imports, directly or not,
-    with the package ``__init__`` files importing them runs."""
+    with the package ``__init__`` files importing them runs; the presentation-only ones left out."""
+    start = module_of(name, package_dir)
     seen: set[str] = set()
-    todo = [module_of(name, package_dir)]
+    todo = [start]
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
             todo.extend(imports(module, package_dir))
             todo.extend(_packages_of(module))
-    return sorted(seen)
+    return sorted(seen - (PRESENTATION.keys() - {start}))
 
 
 def code_files(name: str, package_dir: Path = PACKAGE_DIR) -> list[Path]:
@@ -178,9 +194,31 @@ def code_files(name: str, package_dir: Path = PACKAGE_DIR) -> list[Path]:
 
 
 def source_digest(name: str, package_dir: Path = PACKAGE_DIR) -> str:
-    """sha256 over the bytes of a stage's import closure: changes with any edit of code the stage
-    runs (the training fingerprint uses it: a checkpoint of other code is never resumed)."""
+    """sha256 over what a stage's import closure computes: its syntax trees without docstrings and
+    ``help=`` texts (the training fingerprint uses it: a checkpoint of other code is never
+    resumed, and an edit of a comment, a docstring or a help text strands none)."""
     digest = hashlib.sha256()
     for module in closure(name, package_dir):
-        digest.update(f"{module}\0".encode() + path_of(module, package_dir).read_bytes() + b"\0")
+        code = computing_code(path_of(module, package_dir).read_text())
+        digest.update(f"{module}\0{code}\0".encode())
     return digest.hexdigest()
+
+
+def computing_code(source: str) -> str:
+    """``source`` as its syntax tree, less what only people read: docstrings and help texts."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and _is_docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]
+        if isinstance(node, ast.Call):
+            node.keywords = [k for k in node.keywords if k.arg != "help"]
+    return ast.dump(tree)
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
