@@ -6,7 +6,7 @@ CORES ?= 2
 # TEST_WORKERS: pytest processes of make test (each test file runs whole in one of them)
 TEST_WORKERS ?= 2
 
-.PHONY: demo test mutations real-data report download-tools gpu-wheels
+.PHONY: demo test mutations real-data report download-tools gpu-wheels gpu-data
 
 # TORCH_INDEX: a PyTorch wheel index for another CUDA build of the pinned torch/torchvision, e.g.
 # make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126 (the default wheel needs driver >= 580)
@@ -59,3 +59,8 @@ download-tools: .venv-download/.installed
 ## gpu-wheels: .whl/, the MMEngine and Snakemake wheels benchmarks/gpu_proof.sh installs on the GPU machine
 gpu-wheels: $(VENV)/.installed
 	$(PY) benchmarks/gpu_wheels.py --dest .whl
+
+## gpu-data: .gpu_data/, the SegNet trainval copy the GPU proof trains on (CAMVID_TRAINVAL=folder)
+CAMVID_TRAINVAL ?= ../shared/data/camvid-segnet-trainval
+gpu-data:
+	mkdir -p .gpu_data && cp -r $(CAMVID_TRAINVAL) .gpu_data/camvid-segnet-trainval

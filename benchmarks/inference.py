@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from camvidseg.core.device import precision
 from camvidseg.deploy import cost
 from camvidseg.deploy.export import export_onnx
 from camvidseg.deploy.runtime import open_session
@@ -38,7 +39,7 @@ def measure(name: str, sizes: list[tuple[int, int]], args, folder: Path) -> list
     torch.manual_seed(0)
     model = SegmentationModel(name, CLASSES, aux_loss_weight=0).eval()
     onnx_path = folder / f"{name}.onnx"
-    export_onnx(model, PALETTE, {"model": name, "epoch": 0}, onnx_path)
+    export_onnx(model, PALETTE, {"model": name, "epoch": 0, "precision": "fp32"}, onnx_path)
     network = DeployedNetwork(model).eval()
     session = open_session(onnx_path, threads=args.threads)
     rows = []
@@ -47,7 +48,8 @@ def measure(name: str, sizes: list[tuple[int, int]], args, folder: Path) -> list
         row = {"model": name, "size": [height, width], "threads": args.threads}
         row["params"] = cost.parameter_count(network)
         row["gflops_per_image"] = cost.gflops_per_image(network.net.cpu(), height, width)
-        row["cpu_eager"] = cost.torch_speed(network, image, "cpu", args.repeats, args.budget)
+        eager = cost.torch_speed(network, image, "cpu", "fp32", args.repeats, args.budget)
+        row["cpu_eager"] = eager
         row["cpu_onnxruntime"] = cost.onnx_speed(session, image, args.repeats, args.budget)
         row["cpu_ratio"] = cost.speed_ratio(row["cpu_eager"], row["cpu_onnxruntime"])
         if torch.cuda.is_available():
@@ -59,7 +61,9 @@ def measure(name: str, sizes: list[tuple[int, int]], args, folder: Path) -> list
 
 
 def cuda_speed(network, onnx_path: Path, image: np.ndarray, args) -> dict:
-    row = {"cuda_eager": cost.torch_speed(network, image, "cuda", 5 * args.repeats, args.budget)}
+    mixed = precision("cuda", amp=True)  # what a model trained on this card validates in
+    row = {"cuda_eager": cost.torch_speed(network, image, "cuda", mixed, 5 * args.repeats,
+                                          args.budget)}  # fmt: skip
     row["cuda_device"] = torch.cuda.get_device_name()
     session = open_session(onnx_path, device="cuda")
     if session.get_providers()[0] == "CUDAExecutionProvider":

@@ -121,8 +121,8 @@ def test_cpu_run_uses_plain_optim_wrapper(tiny_run):
 
 def test_loader_workers_are_decided_in_the_job_on_the_device_it_got():
     """The one loader-worker policy (the workflow passes none): --num-workers, else
-    train.num_workers, else -1: on a GPU the threads feed it, split over its processes; on the
-    CPU they compute and loading stays in the process."""
+    train.num_workers, else -1: on a GPU the threads feed each of its processes (not divided down
+    to one per rank); on the CPU they compute and loading stays in the process."""
     import argparse
 
     from camvidseg.training.train import loader_workers
@@ -131,7 +131,8 @@ def test_loader_workers_are_decided_in_the_job_on_the_device_it_got():
         return argparse.Namespace(num_workers=flag, train={"num_workers": configured},
                                   threads=threads, gpus=gpus)  # fmt: skip
 
-    assert loader_workers(args(), "cuda") == 4
+    assert loader_workers(args(), "cuda") == 8  # per process, not 8 // 2
+    assert loader_workers(args(threads=4, gpus=8), "cuda") == 4  # not 0 or 1
     assert loader_workers(args(threads=1), "cuda") == 1
     assert loader_workers(args(), "cpu") == 0
     assert loader_workers(args(configured=3), "cuda") == 3
@@ -142,7 +143,9 @@ def test_loader_workers_are_decided_in_the_job_on_the_device_it_got():
 
 def test_runner_config_reads_as_a_table():
     from camvidseg.core import settings
+    from camvidseg.data.dataset import SameSizeBatches
     from camvidseg.training import resume
+    from camvidseg.training.async_steps import AutocastOptimWrapper, DeferredLossHook
     from camvidseg.training.train import Run, runner_config
 
     train = settings.resolve("train", {"batch_size": 3, "seed": 5, "max_keep_ckpts": 4})
@@ -151,7 +154,11 @@ def test_runner_config_reads_as_a_table():
     loader = config["train_dataloader"]
     assert loader["drop_last"] and loader["batch_size"] == 3
     assert loader["sampler"] == {"type": resume.SeededSampler, "shuffle": True, "seed": 5}
-    assert not config["val_dataloader"]["drop_last"]
+    val = config["val_dataloader"]  # batched like training, one image size per batch
+    assert val["batch_size"] == 3 and val["batch_sampler"] == {"type": SameSizeBatches}
+    assert "drop_last" not in val  # a batch sampler may not be given one
+    runtime = config["default_hooks"]["runtime_info"]
+    assert runtime == {"type": DeferredLossHook, "interval": train["log_interval"]}
     assert config["train_cfg"]["type"] is resume.ResumableEpochLoop
     checkpoint = config["default_hooks"]["checkpoint"]
     assert checkpoint["backend_args"] == resume.ATOMIC_WRITES
@@ -165,7 +172,7 @@ def test_runner_config_reads_as_a_table():
     assert not config["resume"] and config["load_from"] is None
     cuda = Run("cuda", "bf16", False, 4, REPO / "w", resume_from=REPO / "w/iter_7.pth")
     config = runner_config(train | {"deterministic": True}, cuda)
-    assert config["optim_wrapper"]["type"] == "AmpOptimWrapper"
+    assert config["optim_wrapper"]["type"] is AutocastOptimWrapper  # no GradScaler under bf16
     assert config["optim_wrapper"]["dtype"] == "bfloat16"
     assert config["cfg"]["model_wrapper_cfg"] is None
     assert config["env_cfg"]["cudnn_benchmark"] is False  # deterministic

@@ -30,6 +30,8 @@ rule evaluate:
         lease=gpus_to_lease,
         device=setting("train.device"),
         mode=eval_mode_flags,
+        batch=setting("eval.batch_size"),
+        workers=setting("eval.num_workers"),
         experiment=run_label,
     message:
         "Evaluating the trained model on the {wildcards.split} split{params.experiment}"
@@ -37,4 +39,5 @@ rule evaluate:
         "python -m camvidseg lease --gpus {params.lease:q} -- python -m camvidseg evaluate"
         " --model {input.model:q} --prepared {input.prepared:q}"
         " --palette {input.palette:q} --split {wildcards.split:q} --device {params.device:q}"
-        " {params.mode:q} --out-json {output.json:q} --out-csv {output.csv:q} > {log:q} 2>&1"
+        " {params.mode:q} --batch-size {params.batch:q} --num-workers {params.workers:q}"
+        " --out-json {output.json:q} --out-csv {output.csv:q} > {log:q} 2>&1"

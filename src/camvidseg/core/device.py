@@ -7,8 +7,8 @@ whenever it can) stays on the CPU too.
 
 Mixed precision is bf16 where the GPU computes it in hardware (``including_emulation=False``: a T4
 would otherwise get emulated bf16 and slow non-cuDNN convolutions), else fp16; the CPU runs fp32.
-Training's validation and the evaluate stage use the same precision (the one recorded in the model
-file), so one checkpoint gets one score.
+Training's validation records its precision in the model file; evaluate, visualize, predict and the
+export check run in exactly that one on any device, so one checkpoint gets one score.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from .errors import UserError
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", *DTYPES)
 
 
 def resolve(requested: str, key: str) -> str:

@@ -185,8 +185,10 @@ def training_hook():
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
             if self.progress is not None:
-                value = (outputs or {}).get("loss", float("nan"))
-                loss = float(value.detach() if hasattr(value, "detach") else value)  # no grad
+                # The last loss read to the host (async_steps): reading this one would stall
+                # the CPU until the GPU finishes the step.
+                losses = runner.message_hub.log_scalars.get("train/loss")
+                loss = losses.current() if losses is not None else float("nan")
                 epoch = f"epoch {runner.epoch + 1}/{runner.max_epochs}"
                 self.progress.advance(1, note=f"{epoch}  loss {loss:.3f}{self.val}")
 

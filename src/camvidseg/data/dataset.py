@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .. import IGNORE_INDEX
 from ..core.errors import UserError
@@ -91,6 +91,18 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def __getstate__(self) -> dict:
+        """Loader workers started by spawn/forkserver reopen the memory maps (a pickled map
+        would copy the whole split)."""
+        return self.__dict__ | {"_arrays": None}
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of item ``i``, without decoding it (the cache has one size)."""
+        if self.cache:
+            return tuple(self.cached_arrays()[1].shape[1:3])
+        with Image.open(self.prepared_dir / self.items[i]["mask"]) as mask:
+            return mask.size[::-1]
+
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         item = self.items[i]
         if self.cache:
@@ -109,3 +121,37 @@ class SegmentationDataset(Dataset):
         inputs = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         labels = torch.from_numpy(np.ascontiguousarray(mask))
         return {"inputs": inputs, "data_samples": {"labels": labels, "index": i}}
+
+
+class SameSizeBatches(Sampler):
+    """Batches of up to ``batch_size`` consecutive indices of ``sampler`` whose images share one
+    size (so they stack; a new size starts a new batch), in the sampler's order: evaluation scores
+    the same pixels as one image at a time. ``dataset`` (a ``SegmentationDataset``) defaults to
+    ``sampler.dataset``, as MMEngine's samplers hold it."""
+
+    def __init__(self, sampler, batch_size: int, dataset: SegmentationDataset | None = None):
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.dataset = dataset if dataset is not None else sampler.dataset
+        self.sizes: dict[int, tuple[int, int]] = {}
+
+    def size(self, i: int) -> tuple[int, int]:
+        if i not in self.sizes:
+            self.sizes[i] = self.dataset.image_size(i)
+        return self.sizes[i]
+
+    def batches(self) -> list[list[int]]:
+        batches: list[list[int]] = []
+        for i in self.sampler:
+            last = batches[-1] if batches else None
+            if last and len(last) < self.batch_size and self.size(last[0]) == self.size(i):
+                last.append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())

@@ -97,7 +97,8 @@ def data_rows(run: dict) -> list[list]:
 
 def recipe_rows(run: dict) -> list[list]:
     t, history = run["settings"]["train"], run["history"]
-    amp = t["amp"] and t["device"] != "cpu"
+    precision = run["meta"]["precision"]
+    mixed = "fp32" if precision == "fp32" else f"{precision} autocast"
     best = max(history["val"], key=lambda r: r["mIoU"], default=None)
     return [
         ["optimizer", f"{t['optimizer']}, lr {t['lr']}, weight decay {t['weight_decay']}, "
@@ -106,7 +107,7 @@ def recipe_rows(run: dict) -> list[list]:
                      f"validation every {t['val_interval']} epoch(s)"],
         ["augmentation", f"random scale {t['scale_range']}, crop {t['crop_size']}, h-flip"],
         ["loss", f"cross-entropy (aux head weight {run['settings']['model']['aux_loss_weight']})"],
-        ["precision", "AMP (bf16 where supported)" if amp else "fp32"],
+        ["precision", f"{mixed}: training's validation and every score below (the model file's)"],
         ["seed", t["seed"]],
         ["best validation",
          "–" if best is None else f"mIoU {best['mIoU']:.4f} at epoch {best['epoch']}"],
@@ -175,8 +176,8 @@ def limits(run: dict) -> list[str]:
         "Cambridge, UK, one camera); expect lower scores at night, in rain, in other cities.",
         f"Scored at {run['cost']['resolution'][0]}×{run['cost']['resolution'][1]}; the ONNX graph "
         "accepts any size, but accuracy at other sizes was not measured.",
-        "On CUDA the workflow evaluates under autocast; the ONNX model is fp32 and its parity is "
-        "checked in fp32 on the CPU.",
+        f"Scores are computed in {run['meta']['precision']}, the precision the model file records "
+        "for its validation; the ONNX model is fp32 and its parity is checked in fp32 on the CPU.",
     ]
 
 
@@ -249,6 +250,7 @@ def gather(args: argparse.Namespace) -> dict:
         "meta": {
             "model": metrics[0]["model"],
             "epoch": metrics[0]["epoch"],
+            "precision": metrics[0]["precision"],  # evaluate's: the one best.pth records
             "aux_loss_weight": settings["model"]["aux_loss_weight"],
         },
         "palette": read_json(args.palette),

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from ..core.device import autocast, precision
+from ..core.device import autocast
 from .runtime import onnx_logits
 
 
@@ -52,21 +52,21 @@ def time_calls(call, repeats: int, budget_s: float, sync=None) -> dict:
     return {"latency_ms": latency * 1e3, "images_per_s": 1.0 / latency, "repeats": len(times)}
 
 
-def torch_speed(network, image: np.ndarray, device: str, repeats: int, budget_s: float) -> dict:
-    """Eager PyTorch on one uint8 RGB image: ``network`` maps a uint8 (N, 3, H, W) batch to
-    logits (``export.DeployedNetwork``, the graph that is exported); autocast on CUDA, as
-    evaluate runs, fp32 on the CPU."""
+def torch_speed(
+    network, image: np.ndarray, device: str, precision: str, repeats: int, budget_s: float
+) -> dict:
+    """Eager PyTorch on one uint8 RGB image in ``precision``: ``network`` maps a uint8
+    (N, 3, H, W) batch to logits (``export.DeployedNetwork``, the graph that is exported)."""
     batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
     network = network.to(device).eval()
     sync = torch.cuda.synchronize if device == "cuda" else None
-    mixed = precision(device, amp=True)
 
     def call():
-        with torch.inference_mode(), autocast(device, mixed):
+        with torch.inference_mode(), autocast(device, precision):
             network(batch)
 
     result = time_calls(call, repeats, budget_s, sync)
-    return result | {"precision": mixed}
+    return result | {"precision": precision}
 
 
 def onnx_speed(session, image: np.ndarray, repeats: int, budget_s: float) -> dict:

@@ -6,6 +6,10 @@
 its metadata. ``check``: onnxruntime and PyTorch (fp32, CPU) on every image of a split; records
 max |Δlogit|, the share of pixels whose argmax agrees and both mIoUs, and fails with one line when
 agreement < 99.9 % or |ΔmIoU| > 0.001. It also measures what the model costs (``cost.py``).
+
+The graph computes in fp32 (what onnxruntime runs everywhere), so parity is checked in fp32. The
+checkpoint's own precision (the one its validation used) is named in the graph's metadata and the
+log; where it is not fp32, the check also scores PyTorch in it, and eager CUDA speed is timed in it.
 """
 
 from __future__ import annotations
@@ -60,13 +64,16 @@ def export_onnx(model, palette: dict, meta: dict, out: Path) -> None:
             "epoch": str(meta["epoch"]),
             "input": "image: uint8 RGB (batch, 3, height, width), any size; normalised inside",
             "output": "logits: float32 (batch, classes, height, width); argmax over classes",
+            "precision": "fp32",
+            "validation_precision": meta["precision"],
         }
         onnx.helper.set_model_props(proto, metadata)
         onnx.save(proto, str(tmp))
 
 
 def compare(model, session, dataset, class_names: list[str]) -> dict:
-    """PyTorch (fp32 on the CPU) vs onnxruntime on every image of ``dataset``."""
+    """PyTorch (fp32 on the CPU) vs onnxruntime on every image of ``dataset``; where the
+    checkpoint's precision is another, PyTorch's mIoU in that one too."""
     import numpy as np
     import torch
 
@@ -75,19 +82,25 @@ def compare(model, session, dataset, class_names: list[str]) -> dict:
     from .runtime import onnx_logits
 
     k = len(class_names)
-    confusion = {"torch": 0, "onnxruntime": 0}
+    validated = model.precision
+    confusion = {"torch": 0, "onnxruntime": 0} | ({} if validated == "fp32" else {validated: 0})
     max_delta, agree, pixels = 0.0, 0, 0
     for i in range(len(dataset)):
         image, label = dataset.load(i)
-        batch = np.ascontiguousarray(image.transpose(2, 0, 1))[None]
-        ours = predict_logits(model, torch.from_numpy(batch), "cpu")
-        theirs = torch.from_numpy(onnx_logits(session, batch))
+        batch = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))[None])
+        model.precision = "fp32"  # the graph's precision: parity is fp32 against fp32
+        ours = predict_logits(model, batch, "cpu")
+        theirs = torch.from_numpy(onnx_logits(session, batch.numpy()))
         max_delta = max(max_delta, float((ours - theirs).abs().max()))
         preds = {"torch": ours.argmax(1)[0], "onnxruntime": theirs.argmax(1)[0]}
         agree += int((preds["torch"] == preds["onnxruntime"]).sum())
         pixels += preds["torch"].numel()
+        if validated != "fp32":
+            model.precision = validated
+            preds[validated] = predict_logits(model, batch, "cpu").argmax(1)[0]
         for name, pred in preds.items():
             confusion[name] = confusion[name] + confusion_matrix(pred, torch.from_numpy(label), k)
+    model.precision = validated
     miou = {name: summarize(cm.numpy(), class_names)["mIoU"] for name, cm in confusion.items()}
     return {
         "images": len(dataset),
@@ -97,6 +110,8 @@ def compare(model, session, dataset, class_names: list[str]) -> dict:
         "mIoU_torch": miou["torch"],
         "mIoU_onnxruntime": miou["onnxruntime"],
         "mIoU_abs_diff": abs((miou["torch"] or 0.0) - (miou["onnxruntime"] or 0.0)),
+        "checkpoint_precision": validated,
+        "mIoU_torch_checkpoint_precision": miou.get(validated, miou["torch"]),
     }
 
 
@@ -124,13 +139,15 @@ def measure_cost(model, onnx_path: Path, image, device: str, args) -> dict:
     session = open_session(onnx_path, threads=args.threads)
     network = DeployedNetwork(model).eval()
     height, width = image.shape[:2]
-    speed = {"cpu": {"torch_eager": cost.torch_speed(network, image, "cpu", 10, budget_s)}}
+    # On the CPU both backends run fp32 (the graph's precision); eager CUDA runs the checkpoint's.
+    speed = {"cpu": {"torch_eager": cost.torch_speed(network, image, "cpu", "fp32", 10, budget_s)}}
     speed["cpu"]["onnxruntime"] = cost.onnx_speed(session, image, 10, budget_s)
     speed["cpu"]["onnxruntime_vs_eager"] = cost.speed_ratio(
         speed["cpu"]["torch_eager"], speed["cpu"]["onnxruntime"]
     )
     if device == "cuda":
-        speed["cuda"] = {"torch_eager": cost.torch_speed(network, image, "cuda", 20, budget_s)}
+        eager = cost.torch_speed(network, image, "cuda", model.precision, 20, budget_s)
+        speed["cuda"] = {"torch_eager": eager}
         cuda_session = open_session(onnx_path, device="cuda")
         if cuda_session.get_providers()[0] == "CUDAExecutionProvider":
             speed["cuda"]["onnxruntime"] = cost.onnx_speed(cuda_session, image, 20, budget_s)
@@ -152,11 +169,12 @@ def run_check(args: argparse.Namespace) -> None:
     from ..core.device import resolve
     from ..data.dataset import SegmentationDataset
     from ..data.palette import class_names
-    from ..training.model import load_trained
+    from ..training.model import load_trained, precision_line
     from .runtime import open_session
 
     torch.set_num_threads(args.threads)
-    model, _ = load_trained(args.model, "cpu")
+    model, meta = load_trained(args.model, "cpu")
+    print(f"{precision_line(args.model, meta)}; parity checked in fp32, the graph's", flush=True)
     session = open_session(args.onnx, threads=args.threads)
     dataset = SegmentationDataset(args.prepared, args.split)
     if not len(dataset):
@@ -184,9 +202,10 @@ def run_check(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from ..training.model import load_trained
+    from ..training.model import load_trained, precision_line
 
     model, meta = load_trained(args.model, "cpu")
+    print(f"{precision_line(args.model, meta)}; model.onnx computes in fp32", flush=True)
     export_onnx(model, read_json(args.palette), meta, args.out)
     print(f"exported {meta['model']} (epoch {meta['epoch']}) to {args.out} (opset {OPSET})")
 

@@ -59,10 +59,11 @@ def load_segmenter(backend: str, model_path: Path, device: str):
     from ..core.device import resolve
     from ..data.dataset import read_image
     from ..evaluation.inference import predict_image
-    from ..training.model import load_trained
+    from ..training.model import load_trained, precision_line
 
     device = resolve(device, "--device")
-    model, _ = load_trained(model_path, device)
+    model, meta = load_trained(model_path, device)
+    print(precision_line(model_path, meta), flush=True)
     return read_image, lambda image: predict_image(model, image, device)
 
 

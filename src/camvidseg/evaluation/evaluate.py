@@ -24,17 +24,35 @@ from ..workflow.madeby import Record
 HEADLINE = ("mIoU", "mAcc", "aAcc", "mDice", "num_classes_scored")
 
 
-def evaluate(
-    model, dataset, class_names: list[str], device: str, settings: list[dict], split: str = ""
-) -> list:
-    """One summary (scores, per class, confusion) per inference setting, in the same order."""
+def evaluation_loader(dataset, batch_size: int, workers: int, device: str):
+    """The split in order, in batches of one image size (``SameSizeBatches``), read by
+    ``workers`` processes into pinned memory on CUDA."""
     import torch
 
+    from ..data.dataset import SameSizeBatches
+
+    batches = SameSizeBatches(range(len(dataset)), batch_size, dataset)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, pin_memory=device == "cuda"
+    )
+
+
+def evaluate(
+    model,
+    dataset,
+    class_names: list[str],
+    device: str,
+    settings: list[dict],
+    split: str = "",
+    batch_size: int = 1,
+    workers: int = 0,
+) -> list:
+    """One summary (scores, per class, confusion) per inference setting, in the same order."""
     from .inference import predict_batch
     from .metrics import SegMetric
 
     metrics = [SegMetric(class_names) for _ in settings]
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=0)
+    loader = evaluation_loader(dataset, batch_size, workers, device)
     with Progress(f"evaluate {split}".strip(), len(dataset), "images") as progress:
         for batch in loader:
             for metric, setting in zip(metrics, settings, strict=True):
@@ -115,6 +133,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     command.add_trained_model(parser, required=True, help="train, val or test")
     add_inference_options(parser)
+    parser.add_argument("--batch-size", **option("eval.batch_size"))
+    parser.add_argument("--num-workers", **option("eval.num_workers"))
     outputs = {"--out-json": "scores to write (.json)", "--out-csv": "per-class table (.csv)"}
     command.add_paths(parser, outputs)
     return parser.parse_args(argv)
@@ -127,19 +147,22 @@ def main(argv: list[str] | None = None) -> None:
     from ..core.device import resolve
     from ..data.dataset import SegmentationDataset
     from ..data.palette import class_names
-    from ..training.model import load_trained
+    from ..training.model import load_trained, precision_line
     from .inference import mode_label
 
     setting = inference_setting(args)
     device = resolve(args.device, "--device")
     model, meta = load_trained(args.model, device)
+    print(precision_line(args.model, meta), flush=True)
     names = class_names(read_json(args.palette))
     settings = settings_to_score(setting)
     dataset = SegmentationDataset(args.prepared, args.split)
-    summaries = evaluate(model, dataset, names, device, settings, args.split)
+    summaries = evaluate(
+        model, dataset, names, device, settings, args.split, args.batch_size, args.num_workers
+    )
     summary = (
         {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
-        | {"precision": model.precision}  # the one training's validation used, where it can
+        | {"precision": model.precision}  # the one training's validation used
         | {"inference": setting | {"label": mode_label(setting)}}
         | summaries[0]
         | {"modes": score_modes(setting, summaries)}

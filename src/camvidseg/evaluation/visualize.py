@@ -93,10 +93,11 @@ def main(argv: list[str] | None = None) -> None:
     made = Record(__file__, args, [args.model, args.prepared, args.palette])
 
     from ..core.device import resolve
-    from ..training.model import load_trained
+    from ..training.model import load_trained, precision_line
 
     device = resolve(args.device, "--device")
-    model, _ = load_trained(args.model, device)
+    model, meta = load_trained(args.model, device)
+    print(precision_line(args.model, meta), flush=True)
     with atomic_path(args.out, is_dir=True) as tmp:
         count = visualize(
             model,

@@ -16,7 +16,7 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from torchvision.models import segmentation
 
 from .. import IGNORE_INDEX
-from ..core.device import autocast, precision
+from ..core.device import PRECISIONS, autocast
 from ..core.errors import UserError
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -128,7 +128,7 @@ class SegDataPreprocessor(BaseDataPreprocessor):
     """Move uint8 batches to the device, then normalise there (cheaper than in the loader)."""
 
     def __init__(self, channels_last: bool = True):
-        super().__init__()
+        super().__init__(non_blocking=True)  # from the loader's pinned memory, without a stall
         self.channels_last = channels_last
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
@@ -213,8 +213,20 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[SegmentationModel, di
     if not (isinstance(checkpoint, dict) and {"meta", "state_dict"} <= checkpoint.keys()):
         raise UserError(f"{path}: not a model file exported by the train stage (--model)")
     meta = checkpoint["meta"]
+    if meta.get("precision") not in PRECISIONS:
+        raise UserError(
+            f"{path}: records no precision of its validation (meta.precision: "
+            f"{meta.get('precision')!r}; expected one of {', '.join(PRECISIONS)}): export it "
+            "again with the train stage (--model)"
+        )
     model = SegmentationModel(meta["model"], meta["num_classes"], meta["aux_loss_weight"])
     model.load_state_dict(checkpoint["state_dict"])
-    # The precision training validated in, where this device has it (fp32 on the CPU).
-    model.precision = precision(device, meta.get("precision", "fp32") != "fp32")
+    # Exactly the precision training validated in, on any device (autocast has bf16 and fp16 on
+    # the CPU too): one checkpoint, one score.
+    model.precision = meta["precision"]
     return model.to(device).eval(), meta
+
+
+def precision_line(path: Path, meta: dict) -> str:
+    """What the inference stages print: the precision they run in and where it comes from."""
+    return f"precision: {meta['precision']}, as {path.name} records for its validation"

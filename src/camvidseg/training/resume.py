@@ -54,6 +54,7 @@ from torch.utils.data import Dataset
 
 from ..core.errors import UserError
 from ..core.fileio import atomic_path
+from .async_steps import flush_losses
 
 MMENGINE_VERSION = "0.10.7"  # the release whose internals ResumableEpochLoop relies on
 TRUSTED_PREFIX = "camvidseg-workdir://"  # MMEngine checkpoint scheme for our own work dir
@@ -251,6 +252,7 @@ class SignalCheckpointHook(Hook):
         if not signum:
             return
         name = f"iter_{runner.iter + 1}.pth"
+        flush_losses(runner)  # the checkpoint's message hub holds every loss up to here
         runner.save_checkpoint(runner.work_dir, name, by_epoch=False, backend_args=ATOMIC_WRITES)
         if dist.is_initialized():
             dist.barrier()

@@ -116,7 +116,8 @@ class Run:
 
 
 def optim_wrapper_config(train: dict, precision: str) -> dict:
-    """AMP only in a mixed precision (CUDA): MMEngine's AmpOptimWrapper asserts a GPU."""
+    """fp32: the plain wrapper; bf16: autocast without a loss scaler (``async_steps``); fp16:
+    MMEngine's AmpOptimWrapper with its scaler (it asserts a GPU; the CPU runs fp32)."""
     optimizer = {"lr": train["lr"], "weight_decay": train["weight_decay"]}
     if train["optimizer"] == "adamw":
         optimizer |= {"type": "AdamW"}
@@ -124,8 +125,11 @@ def optim_wrapper_config(train: dict, precision: str) -> dict:
         optimizer |= {"type": "SGD", "momentum": 0.9}
     if precision == "fp32":
         return {"type": "OptimWrapper", "optimizer": optimizer}
-    dtype = {"bf16": "bfloat16", "fp16": "float16"}[precision]
-    return {"type": "AmpOptimWrapper", "dtype": dtype, "optimizer": optimizer}
+    if precision == "bf16":
+        from .async_steps import AutocastOptimWrapper
+
+        return {"type": AutocastOptimWrapper, "dtype": "bfloat16", "optimizer": optimizer}
+    return {"type": "AmpOptimWrapper", "dtype": "float16", "optimizer": optimizer}
 
 
 def lr_schedule(train: dict) -> list[dict]:
@@ -137,14 +141,13 @@ def lr_schedule(train: dict) -> list[dict]:
     return [warmup, decay]
 
 
-def loader_config(run: Run, batch_size: int, sampler: dict, drop_last: bool) -> dict:
+def loader_config(run: Run, batch_size: int, sampler: dict) -> dict:
     return {
         "batch_size": batch_size,
         "sampler": sampler,
-        "drop_last": drop_last,
         "num_workers": run.workers,
         "persistent_workers": run.workers > 0,
-        "pin_memory": run.device == "cuda",
+        "pin_memory": run.device == "cuda",  # with the preprocessor's non-blocking copies
         "collate_fn": {"type": "default_collate"},
     }
 
@@ -164,7 +167,9 @@ def wrapper_config(train: dict, run: Run) -> dict:
 def runner_config(train: dict, run: Run) -> dict:
     """The Runner's arguments but the model, the datasets and the metric: a plain table."""
     from ..core.progress import training_hook
+    from ..data.dataset import SameSizeBatches
     from . import resume
+    from .async_steps import DeferredLossHook
 
     shuffled = {"type": resume.SeededSampler, "shuffle": True, "seed": train["seed"]}
     in_order = {"type": "DefaultSampler", "shuffle": False}
@@ -180,13 +185,17 @@ def runner_config(train: dict, run: Run) -> dict:
     return {
         "work_dir": str(run.work_dir),
         # Every batch full: BatchNorm needs two images (pools_before_batchnorm), per process.
-        "train_dataloader": loader_config(run, train["batch_size"], shuffled, drop_last=True),
-        "val_dataloader": loader_config(run, 1, in_order, drop_last=False),
+        "train_dataloader": loader_config(run, train["batch_size"], shuffled) | {"drop_last": True},
+        # Validation batches as many images as training (no gradients kept: full-size images fit
+        # as crops do), each batch of one image size.
+        "val_dataloader": loader_config(run, train["batch_size"], in_order)
+        | {"batch_sampler": {"type": SameSizeBatches}},
         "train_cfg": epochs | {"val_interval": train["val_interval"]},
         "val_cfg": {},
         "optim_wrapper": optim_wrapper_config(train, run.precision),
         "param_scheduler": lr_schedule(train),
         "default_hooks": {
+            "runtime_info": {"type": DeferredLossHook, "interval": train["log_interval"]},
             "checkpoint": checkpoint,
             "logger": {"type": "LoggerHook", "interval": train["log_interval"]},
         },
@@ -371,13 +380,14 @@ def export_outputs(args: argparse.Namespace, work_dir: Path, names: list[str], r
 
 
 def loader_workers(args: argparse.Namespace, device: str) -> int:
-    """``--num-workers``, else ``train.num_workers``; -1: on a GPU the job's threads feed it
-    (split over the processes), on the CPU they compute and loading stays in the process."""
+    """``--num-workers``, else ``train.num_workers``; -1: on a GPU the job's threads, for every
+    process (a GPU's step outruns one worker's augmentation; split over 8 ranks they would be
+    one each), on the CPU none: the threads compute and loading stays in the process."""
     if args.num_workers is not None:
         return args.num_workers
     if args.train["num_workers"] >= 0:
         return args.train["num_workers"]
-    return max(args.threads // args.gpus, 1) if device == "cuda" else 0
+    return args.threads if device == "cuda" else 0
 
 
 def plan_run(args: argparse.Namespace, device: str, images: int) -> Run:

@@ -49,6 +49,7 @@ ROOMS = (
     "training.resume",
     "training.launch",
     "training.allocator",
+    "training.async_steps",
     "evaluation.__init__",
     "evaluation.metrics",
     "evaluation.inference",
