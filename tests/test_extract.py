@@ -229,6 +229,23 @@ def test_missing_split_folder(tmp_path, tree):
     assert_one_line(*index(tmp_path, tree), "val_labels", "split folder missing")
 
 
+@pytest.mark.parametrize("removed", [("test", "test_labels"), ("test_labels",)])
+def test_test_split_without_labels_is_left_out_and_said_so(tmp_path, tree, removed):
+    """Train and val are what training needs; a copy without test labels still indexes."""
+    for folder in removed:
+        shutil.rmtree(tree / folder)
+    result, manifest = index(tmp_path, tree)
+    assert result.returncode == 0, result.stderr
+    index_data = json.loads(manifest.read_text())
+    assert set(index_data["splits"]) == {"train", "val"} and "test" not in index_data["sizes"]
+    reason = index_data["left_out"]["test"]
+    if removed == ("test_labels",):
+        assert reason == f"{tree / 'test'} has no labels (test_labels/ missing)"
+    else:
+        assert reason == f"no test/ or test_labels/ folder in {tree}"
+    assert f"test split left out: {reason}; nothing is scored on it" in result.stdout
+
+
 def test_image_without_label_is_named(tmp_path, tree):
     victim = sorted((tree / "train_labels").iterdir())[0]
     victim.unlink()

@@ -6,8 +6,8 @@ table equals that rendering; the kept scores are byte for byte what the recorded
 record's output hashes); and the demo's record is of this code, these package versions and
 config/demo.yaml's settings. Where it is not (someone changed training, the data stages or the
 demo config without regenerating the table), the demo runs again here and its table must equal
-the README's: slow only until the table is regenerated. The real-data table, taken from one of
-the sweep's experiments, must be of the recipe config/camvid_segnet.yaml gives `make real-data`.
+the README's: slow only until the table is regenerated. The real-data table (a run, or one of
+a sweep's experiments) must be of the recipe config/camvid_segnet.yaml gives `make real-data`.
 """
 
 import json
@@ -31,7 +31,7 @@ SPLIT_FILES = {"metrics/val.json", "metrics/test.json"}
 SWEEP_FILES = {"leaderboard.md", "leaderboard.csv"}
 REGENERATE = {
     "demo": "make demo, then python tools/readme_tables.py demo results",
-    "real-data": "make real-data CAMVID=../shared/data/camvid-segnet-subset, then "
+    "real-data": "make real-data CAMVID=../shared/data/camvid-segnet-trainval, then "
     "python tools/readme_tables.py real-data results",
     "real-data-sweep": "the sweep command in the README's Experiments section, then "
     "python tools/readme_tables.py real-data-sweep results",

@@ -165,6 +165,85 @@ def test_evaluate_scores_the_split_it_names(tmp_path):
     assert confusion.sum() == 32 * 48 - 7
 
 
+def evaluate_split(tmp_path, index: dict, split: str) -> dict:
+    """Run the evaluate command on ``split`` of a prepared folder with ``index``; its JSON."""
+    from camvidseg.evaluation import evaluate
+
+    prepared = tmp_path / "prepared"
+    (prepared / "index.json").write_text(json.dumps(index))
+    classes = [{"id": i, "name": n, "color": [i, i, i]} for i, n in enumerate("abc")]
+    (tmp_path / "palette.json").write_text(json.dumps({"classes": classes}))
+    meta = {"model": "lraspp_mobilenet_v3_large", "num_classes": 3, "aux_loss_weight": 0.0,
+            "epoch": 1, "precision": "fp32"}  # fmt: skip
+    torch.save({"meta": meta, "state_dict": small_model(0).state_dict()}, tmp_path / "best.pth")
+    out = tmp_path / f"{split}.json"
+    evaluate.main(["--model", str(tmp_path / "best.pth"), "--prepared", str(prepared),
+                   "--palette", str(tmp_path / "palette.json"), "--split", split,
+                   "--device", "cpu", "--out-json", str(out),
+                   "--out-csv", str(tmp_path / f"{split}.csv")])  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def test_a_split_left_out_of_the_dataset_is_scored_on_nothing(tmp_path, capsys):
+    splits = {"train": prepared_split(tmp_path / "prepared", "train", 2)}
+    why = "no test/ or testannot/ folder in /data/CamVid"
+    scores = evaluate_split(tmp_path, {"splits": splits, "left_out": {"test": why}}, "test")
+    assert scores["scored"] is False and scores["reason"] == why
+    assert scores["mIoU"] is None and scores["per_class"] == [] and scores["images"] == 0
+    assert f"test: not scored: {why}" in capsys.readouterr().out
+    assert (tmp_path / "test.csv").read_text().splitlines() == [
+        "class,IoU,Acc,Dice,gt_pixels,pred_pixels"
+    ]
+
+
+def test_a_split_whose_labels_are_all_ignored_is_scored_on_nothing(tmp_path):
+    splits = {"test": prepared_split(tmp_path / "prepared", "test", 2, ignored=48 * 32)}
+    for item in splits["test"]:  # every pixel of the ignore index
+        path = tmp_path / "prepared" / item["mask"]
+        Image.fromarray(np.full((32, 48), 255, np.uint8)).save(path)
+    scores = evaluate_split(tmp_path, {"splits": splits}, "test")
+    assert scores["scored"] is False and scores["images"] == 2
+    assert scores["reason"] == "the 2 test images have no labelled pixel (all ignored)"
+    assert scores["mIoU"] is None and scores["modes"] == {}
+
+
+# ---------------------------------------------------------------- class weights
+
+
+def test_median_frequency_weights_balance_the_classes_by_the_images_they_appear_in(tmp_path):
+    from camvidseg.data.dataset import SegmentationDataset, median_frequency_weights
+
+    prepared = tmp_path / "prepared"
+    items = prepared_split(prepared, "train", 2, size=(2, 2))
+    masks = [[[0, 0], [0, 0]], [[0, 0], [1, 255]]]  # class 0: 6 of 8 px, class 1: 1 of 4
+    for item, mask in zip(items, masks, strict=True):
+        Image.fromarray(np.array(mask, np.uint8)).save(prepared / item["mask"])
+    (prepared / "index.json").write_text(json.dumps({"splits": {"train": items}}))
+    weights = median_frequency_weights(SegmentationDataset(prepared, "train"), 3)
+    # frequencies 0.75 and 0.25, median 0.5; class 2 never appears: weight 1
+    assert weights.tolist() == pytest.approx([0.5 / 0.75, 2.0, 1.0])
+
+
+def test_class_weights_weigh_the_loss_and_stay_out_of_the_model_file():
+    import torch.nn.functional as F
+
+    from camvidseg.training.model import SegmentationModel
+
+    weights = torch.tensor([0.5, 2.0, 1.0])
+    torch.manual_seed(0)
+    model = SegmentationModel("lraspp_mobilenet_v3_large", 3, 0.0, class_weights=weights).eval()
+    inputs = torch.rand(2, 3, 32, 48)
+    labels = torch.randint(0, 3, (2, 32, 48))
+    labels[0, 0] = 255
+    loss = model(inputs, {"labels": labels}, mode="loss")["loss"]
+    logits = model(inputs, mode="tensor")
+    assert loss.item() == pytest.approx(
+        F.cross_entropy(logits, labels, weight=weights, ignore_index=255).item(), rel=1e-6
+    )
+    assert loss.item() != pytest.approx(F.cross_entropy(logits, labels, ignore_index=255).item())
+    assert "class_weights" not in model.state_dict()  # evaluate rebuilds the model without them
+
+
 # ---------------------------------------------------------------- the seeded mutations themselves
 
 

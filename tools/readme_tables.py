@@ -7,12 +7,12 @@ results/, so the README shows what the code produces. Each table sits between
   python tools/readme_tables.py real-data results/experiments/NAME   # or one experiment's run
   python tools/readme_tables.py real-data-sweep results   # after the sweep (README, Experiments)
 
-The run's metrics JSONs (for a sweep: results/leaderboard.md and .csv) and its provenance record
-(results/provenance.json: settings, code hashes, package versions, git commit, output hashes) are
-kept in docs/results/NAME/, and the table is rendered from that copy. tests/test_readme_tables.py
-checks that the README's tables equal it, that it is what the recorded run wrote, and, for the
-demo, that the record is of this code and of config/demo.yaml (else it runs the demo again and
-compares).
+The run's metrics JSONs (for a sweep: results/leaderboard.md and .csv), its training history and
+its provenance record (results/provenance.json: settings, code hashes, package versions, git
+commit, output hashes) are kept in docs/results/NAME/, and the table is rendered from that copy.
+tests/test_readme_tables.py checks that the README's tables equal it, that it is what the recorded
+run wrote, and, for the demo, that the record is of this code and of config/demo.yaml (else it
+runs the demo again and compares).
 """
 
 from __future__ import annotations
@@ -30,13 +30,15 @@ KEPT = REPO / "docs" / "results"  # per table: the metrics and provenance record
 PICTURES = {
     "demo": {"docs/demo_panel.png": "vis_data/val_*_panel.png",
              "docs/demo_training_curves.png": "plots/training_curves.png"},
-    "real-data": {"docs/segnet_subset_panel.png": "vis_data/test_*_panel.png"},
+    "real-data": {"docs/segnet_trainval_panel.png": "vis_data/val_*_panel.png",
+                  "docs/segnet_trainval_curves.png": "plots/training_curves.png"},
     "real-data-sweep": {"docs/segnet_sweep_curves.png": "leaderboard_curves.png"},
 }  # fmt: skip
 # Tables that show a sweep's leaderboard (as results/leaderboard.md has it), not split scores.
 LEADERBOARDS = {"real-data-sweep"}
 LEADERBOARD_FILES = ("leaderboard.md", "leaderboard.csv")
 KEYS = ("mIoU", "mAcc", "aAcc", "mDice")
+HISTORY = "model/history.json"  # loss per logged step, val scores per validation
 
 
 def split_metrics(results: Path) -> list[Path]:
@@ -53,6 +55,11 @@ def render(results: Path, name: str = "demo") -> str:
     lines = ["| split | " + " | ".join(KEYS) + " | classes scored |", "|---" * 6 + "|"]
     for path in split_metrics(results):
         metrics = json.loads(path.read_text())
+        if not metrics.get("scored", True):  # e.g. a copy without test labels: said, no number
+            lines.append(
+                f"| {metrics['split']} |" + " – |" * len(KEYS) + " not scored: no labels |"
+            )
+            continue
         scores = " | ".join(f"{metrics[k]:.4f}" for k in KEYS)
         lines.append(f"| {metrics['split']} | {scores} | {metrics['num_classes_scored']} |")
     return "\n".join(lines)
@@ -97,6 +104,8 @@ def keep(name: str, results: Path) -> Path:
         (kept / "metrics").mkdir()
         for path in split_metrics(results):
             shutil.copyfile(path, kept / "metrics" / path.name)
+        if (results / HISTORY).is_file():  # the training curve's numbers
+            shutil.copyfile(results / HISTORY, kept / "history.json")
     return kept
 
 

@@ -192,6 +192,7 @@ def prepare(
         index = convert_dataset(manifest, palette, tmp, threads, strict, out, cache_images)
         # The data's identity (extract stage) keys the training fingerprint, which hashes this file.
         index["content_id"] = manifest.get("content_id")
+        index["left_out"] = manifest.get("left_out", {})  # splits without labels, and why
         # Mask and cache paths are relative to the folder, so they survive the rename.
         write_json(tmp / "index.json", index)
     return index

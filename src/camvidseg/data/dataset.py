@@ -114,6 +114,12 @@ class SegmentationDataset(Dataset):
             raise UserError(f"{item['image']}: image and mask {item['mask']} sizes differ")
         return image, mask
 
+    def mask(self, i: int) -> np.ndarray:
+        """The class-index mask of item ``i`` alone (no image decoded)."""
+        if self.cache:
+            return np.asarray(self.cached_arrays()[1][i])
+        return read_mask(self.prepared_dir / self.items[i]["mask"])
+
     def __getitem__(self, i: int) -> dict:
         image, mask = self.load(i)
         if self.transform is not None:
@@ -155,3 +161,23 @@ class SameSizeBatches(Sampler):
 
     def __len__(self) -> int:
         return len(self.batches())
+
+
+def median_frequency_weights(dataset: SegmentationDataset, num_classes: int) -> torch.Tensor:
+    """SegNet's class balancing (Eigen & Fergus): a class's frequency is its pixels over the
+    pixels of the images it appears in; its weight is the median frequency over its own. A class
+    absent from every mask gets weight 1 (no pixels: the weight never acts)."""
+    pixels = np.zeros(num_classes, dtype=np.int64)
+    present_in = np.zeros(num_classes, dtype=np.int64)  # pixels of the images holding the class
+    for i in range(len(dataset)):
+        mask = dataset.mask(i)
+        counts = np.bincount(mask.ravel(), minlength=256)[:num_classes]
+        pixels += counts
+        present_in += np.where(counts > 0, mask.size, 0)
+    seen = pixels > 0
+    if not seen.any():
+        raise UserError(f"{dataset.prepared_dir}: split {dataset.split!r} has no labelled pixel")
+    frequency = pixels[seen] / present_in[seen]
+    weights = np.ones(num_classes)
+    weights[seen] = np.median(frequency) / frequency
+    return torch.tensor(weights, dtype=torch.float32)

@@ -31,6 +31,9 @@ from .identity import HashCache, content_id, tree_content_id
 from .images import checked_size
 
 SPLITS = ("train", "val", "test")
+# Training needs train and val; many copies ship no test labels (the SegNet train+val copy,
+# Cityscapes-like sets whose test labels are withheld): that split is then left out, said so.
+OPTIONAL_SPLITS = ("test",)
 CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
 LAYOUT_LABEL_DIR = {"camvid32": "{split}_labels", "segnet11": "{split}annot"}
 
@@ -274,6 +277,17 @@ def pair_split(root: Path, split: str, layout: str) -> list[dict]:
     ]
 
 
+def unlabelled_reason(root: Path, split: str, layout: str) -> str | None:
+    """Why ``split`` has no labelled images in ``root`` (None when its label folder exists)."""
+    image_dir = root / split
+    label_dir = root / LAYOUT_LABEL_DIR[layout].format(split=split)
+    if label_dir.is_dir():
+        return None
+    if image_dir.is_dir():
+        return f"{image_dir} has no labels ({label_dir.name}/ missing)"
+    return f"no {split}/ or {label_dir.name}/ folder in {root}"
+
+
 def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = False) -> dict:
     root, detected = find_root(top)
     if layout not in ("auto", detected):
@@ -281,13 +295,20 @@ def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = F
             f"dataset.layout: configured {layout!r} but {root} has the {detected} layout"
         )
     print(f"layout: {detected} (in {root.relative_to(top) if root != top else 'the top folder'})")
-    splits = {split: pair_split(root, split, detected) for split in SPLITS}
+    splits, left_out = {}, {}
+    for split in SPLITS:
+        reason = unlabelled_reason(root, split, detected) if split in OPTIONAL_SPLITS else None
+        if reason is None:
+            splits[split] = pair_split(root, split, detected)
+        else:
+            left_out[split] = reason
+            print(f"{split} split left out: {reason}; nothing is scored on it")
     class_dict = root / "class_dict.csv"
     if detected == "camvid32" and not class_dict.is_file():
         raise UserError(f"{class_dict}: class_dict.csv not found")
     sizes = {split: len(pairs) for split, pairs in splits.items()}
     print(f"splits: {sizes} ({sum(sizes.values())} images)")
-    if expect_camvid_sizes and sizes != CAMVID_SIZES:
+    if expect_camvid_sizes and sizes != {split: CAMVID_SIZES[split] for split in sizes}:
         print(
             f"warning: split sizes {sizes} differ from full CamVid's 367/101/233 (701)",
             file=sys.stderr,
@@ -298,6 +319,7 @@ def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = F
         "class_dict": str(class_dict) if detected == "camvid32" else None,
         "sizes": sizes,
         "splits": splits,
+        "left_out": left_out,
     }
 
 

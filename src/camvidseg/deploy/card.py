@@ -82,6 +82,9 @@ def content_identity(manifest: dict, index: dict) -> str:
     return f"`{content}`" if content else "not recorded"
 
 
+CLASS_WEIGHTS = {"none": "", "median_frequency": ", median-frequency class weights"}
+
+
 def data_rows(run: dict) -> list[list]:
     dataset, manifest = run["settings"]["dataset"], run["manifest"]
     sizes = ", ".join(f"{split} {n}" for split, n in manifest["sizes"].items())
@@ -92,6 +95,10 @@ def data_rows(run: dict) -> list[list]:
         ["split sizes (images)", sizes],
         ["image size (evaluated at)", f"{height}×{width}"],
         ["content hash", content_identity(manifest, run["index"])],
+        *(
+            [f"{split} split", f"left out: {why}"]
+            for split, why in manifest.get("left_out", {}).items()
+        ),
     ]
 
 
@@ -106,7 +113,8 @@ def recipe_rows(run: dict) -> list[list]:
         ["schedule", f"{t['epochs']} epochs, batch {t['batch_size']} per GPU × {t['gpus']}, "
                      f"validation every {t['val_interval']} epoch(s)"],
         ["augmentation", f"random scale {t['scale_range']}, crop {t['crop_size']}, h-flip"],
-        ["loss", f"cross-entropy (aux head weight {run['settings']['model']['aux_loss_weight']})"],
+        ["loss", f"cross-entropy{CLASS_WEIGHTS[t['class_weights']]} (aux head weight "
+                 f"{run['settings']['model']['aux_loss_weight']})"],
         ["precision", f"{mixed}: training's validation and every score below (the model file's)"],
         ["seed", t["seed"]],
         ["best validation",
@@ -114,18 +122,24 @@ def recipe_rows(run: dict) -> list[list]:
     ]  # fmt: skip
 
 
+def scored(metrics: list[dict]) -> list[dict]:
+    """The splits that have a score (a split without labels is in the metrics, not scored)."""
+    return [m for m in metrics if m.get("scored", True)]
+
+
 def score_rows(metrics: list[dict]) -> list[list]:
     return [
         [m["split"], label, *(fmt(scores[k]) for k in ("mIoU", "mAcc", "aAcc", "mDice")),
          scores["num_classes_scored"]]
-        for m in metrics
+        for m in scored(metrics)
         for label, scores in m["modes"].items()
     ]  # fmt: skip
 
 
 def per_class_rows(metrics: list[dict]) -> list[list]:
-    """IoU per class (a column per split), the classes no split scored left out."""
-    names = [c["class"] for c in metrics[0]["per_class"]]
+    """IoU per class (a column per scored split), the classes no split scored left out."""
+    metrics = scored(metrics)
+    names = [c["class"] for c in metrics[0]["per_class"]] if metrics else []
     return [
         [name, *(fmt(m["per_class"][k]["IoU"]) for m in metrics)]
         for k, name in enumerate(names)
@@ -223,7 +237,9 @@ def render(run: dict) -> str:
         data_rows=data_rows(run),
         recipe_rows=recipe_rows(run),
         score_rows=score_rows(run["metrics"]),
-        per_class_header=[f"{m['split']} IoU" for m in run["metrics"]],
+        scored_metrics=scored(run["metrics"]),
+        unscored=[m for m in run["metrics"] if m not in scored(run["metrics"])],
+        per_class_header=[f"{m['split']} IoU" for m in scored(run["metrics"])],
         per_class_rows=per_class_rows(run["metrics"]),
         speed_rows=speed_rows(run["cost"]["speed"]),
         parity_rows=parity_rows(run["check"]),

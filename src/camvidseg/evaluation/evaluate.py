@@ -108,6 +108,19 @@ def score_modes(setting: dict, summaries: list[dict]) -> dict:
     }
 
 
+def write_unscored(args: argparse.Namespace, head: dict, images: int, reason: str) -> None:
+    """A split with nothing to score on: its metrics say so (no score, no per-class rows)."""
+    summary = (
+        head
+        | {"scored": False, "reason": reason, "images": images}
+        | dict.fromkeys(("mIoU", "mAcc", "aAcc", "mDice"))
+        | {"num_classes_scored": 0, "pixels_scored": 0, "per_class": [], "modes": {}}
+    )
+    write_json(args.out_json, summary)
+    write_per_class_csv(summary, args.out_csv)
+    print(f"{args.split}: not scored: {reason}")
+
+
 def write_per_class_csv(summary: dict, path: Path) -> None:
     columns = ("class", "IoU", "Acc", "Dice", "gt_pixels", "pred_pixels")
     with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
@@ -155,18 +168,27 @@ def main(argv: list[str] | None = None) -> None:
     model, meta = load_trained(args.model, device)
     print(precision_line(args.model, meta), flush=True)
     names = class_names(read_json(args.palette))
+    head = (
+        {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
+        | {"precision": model.precision}  # the one training's validation used
+        | {"inference": setting | {"label": mode_label(setting)}}
+    )
+    left_out = read_json(args.prepared / "index.json").get("left_out", {}).get(args.split)
+    if left_out is not None:
+        write_unscored(args, head, 0, left_out)
+        made.write([args.out_json, args.out_csv])
+        return
     settings = settings_to_score(setting)
     dataset = SegmentationDataset(args.prepared, args.split)
     summaries = evaluate(
         model, dataset, names, device, settings, args.split, args.batch_size, args.num_workers
     )
-    summary = (
-        {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
-        | {"precision": model.precision}  # the one training's validation used
-        | {"inference": setting | {"label": mode_label(setting)}}
-        | summaries[0]
-        | {"modes": score_modes(setting, summaries)}
-    )
+    if not summaries[0]["pixels_scored"]:
+        reason = f"the {len(dataset)} {args.split} images have no labelled pixel (all ignored)"
+        write_unscored(args, head, len(dataset), reason)
+        made.write([args.out_json, args.out_csv])
+        return
+    summary = head | {"scored": True} | summaries[0] | {"modes": score_modes(setting, summaries)}
     write_json(args.out_json, summary)
     write_per_class_csv(summary, args.out_csv)
     made.write([args.out_json, args.out_csv])

@@ -69,8 +69,12 @@ def visualize(
 ) -> int:
     from ..data.dataset import SegmentationDataset
 
+    left_out = read_json(prepared / "index.json").get("left_out", {})
     chosen = []
     for split in splits:
+        if split in left_out:
+            print(f"{split}: no pictures: left out of the dataset: {left_out[split]}")
+            continue
         dataset = SegmentationDataset(prepared, split)
         chosen += [(split, dataset, i) for i in choose(len(dataset), num_images)]
     with Progress("visualize", len(chosen), "images") as progress:

@@ -132,6 +132,11 @@ def plot_iou(metrics: dict[str, dict[str, dict]], splits: list[str], path: Path)
     size = (12, 3.6 * len(splits))
     fig, axes = pyplot().subplots(len(splits), 1, figsize=size, squeeze=False)
     for ax, split in zip(axes[:, 0], splits, strict=True):
+        unscored = {m["reason"] for n in names if not (m := metrics[n][split]).get("scored", True)}
+        if unscored:  # one dataset for all experiments: the split has nothing to score
+            ax.axis("off")
+            ax.set_title(f"{split}: not scored ({'; '.join(sorted(unscored))})", loc="left")
+            continue
         per_class = {n: metrics[n][split]["per_class"] for n in names}
         classes = [c["class"] for c in per_class[names[0]]]
         scored = [k for k in range(len(classes))

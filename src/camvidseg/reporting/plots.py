@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,15 @@ def per_class_iou(metrics: dict):
     return fig
 
 
+def not_scored(metrics: dict):
+    """The figure of a split with nothing to score on: the reason, in place of a chart."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 1.6))
+    ax.axis("off")
+    ax.text(0, 0.5, f"{metrics['split']}: not scored\n{metrics['reason']}", va="center", wrap=True)
+    return fig
+
+
 def confusion_heatmap(metrics: dict):
     """Row-normalised confusion matrix in percent, class names on both axes (a figure)."""
     cm = np.asarray(metrics["confusion"], dtype=np.float64)
@@ -84,27 +94,34 @@ def summary_table(all_metrics: list[dict], csv_path: Path, html_path: Path | Non
     def fmt(value) -> str:
         return "" if value is None else f"{value:.4f}"
 
-    lines = ["split," + ",".join(keys) + ",classes_scored"]
-    for m in all_metrics:
-        scores = ",".join(fmt(m[k]) for k in keys)
-        lines.append(f"{m['split']},{scores},{m['num_classes_scored']}")
-    with atomic_path(csv_path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+    def note(m: dict) -> str:
+        return "" if m.get("scored", True) else f"not scored: {m['reason']}"
+
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["split", *keys, "classes_scored", "note"])
+        for m in all_metrics:
+            writer.writerow(
+                [m["split"], *(fmt(m[k]) for k in keys), m["num_classes_scored"], note(m)]
+            )
     if html_path is None:
         return
     summary = [
-        [m["split"], *(fmt(m[k]) for k in keys), m["num_classes_scored"]] for m in all_metrics
+        [m["split"], *(fmt(m[k]) for k in keys), m["num_classes_scored"], note(m)]
+        for m in all_metrics
     ]
-    names = [c["class"] for c in all_metrics[0]["per_class"]] if all_metrics else []
+    scored = [m for m in all_metrics if m.get("scored", True)]
+    names = [c["class"] for c in scored[0]["per_class"]] if scored else []
     per_class = [
-        [name, *(fmt(m["per_class"][k]["IoU"]) for m in all_metrics)]
+        [name, *(fmt(m["per_class"][k]["IoU"]) for m in scored)]
         for k, name in enumerate(names)
-        if any(m["per_class"][k]["IoU"] is not None for m in all_metrics)
+        if any(m["per_class"][k]["IoU"] is not None for m in scored)
     ]
-    splits = [f"{m['split']} IoU" for m in all_metrics]
+    splits = [f"{m['split']} IoU" for m in scored]
+    header = ["split", *keys, "classes scored", "note"]
     body = (
         pages.heading("Metrics")
-        + pages.table("summary", ["split", *keys, "classes scored"], summary, row_headers=True)
+        + pages.table("summary", header, summary, row_headers=True)
         + pages.paragraph(
             "Fractions in 0-1; means over classes present in ground truth or prediction."
         )
@@ -133,6 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     for metrics in all_metrics:
         split = metrics["split"]
         pictures += [args.out / f"per_class_iou_{split}.png", args.out / f"confusion_{split}.png"]
+        if not metrics.get("scored", True):
+            save(not_scored(metrics), pictures[-2])
+            save(not_scored(metrics), pictures[-1])
+            print(f"{split}: not scored: {metrics['reason']}")
+            continue
         save(per_class_iou(metrics), pictures[-2])
         save(confusion_heatmap(metrics), pictures[-1])
     if args.summary:

@@ -7,6 +7,7 @@ The head is sized from the palette stage's class count. Backbone weights come fr
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import NamedTuple
 
@@ -155,8 +156,11 @@ class SegmentationModel(BaseModel):
         num_classes: int,
         aux_loss_weight: float = 0.4,
         channels_last: bool = True,
+        class_weights: torch.Tensor | None = None,
     ):
         super().__init__(data_preprocessor=SegDataPreprocessor(channels_last))
+        # Not in the state dict: a training choice, not part of the trained model.
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.name = name
         self.num_classes = num_classes
         self.aux_loss_weight = aux_loss_weight
@@ -177,9 +181,12 @@ class SegmentationModel(BaseModel):
             return out["out"]
         if mode == "loss":
             labels = data_samples["labels"].long()
-            losses = {"loss": F.cross_entropy(out["out"], labels, ignore_index=IGNORE_INDEX)}
+            loss = functools.partial(
+                F.cross_entropy, weight=self.class_weights, ignore_index=IGNORE_INDEX
+            )
+            losses = {"loss": loss(out["out"], labels)}
             if "aux" in out:
-                aux = F.cross_entropy(out["aux"], labels, ignore_index=IGNORE_INDEX)
+                aux = loss(out["aux"], labels)
                 losses["loss_aux"] = self.aux_loss_weight * aux
             return losses
         if mode == "predict":

@@ -286,7 +286,18 @@ def backbone_file(model: dict, flag: str | None) -> Path | None:
     return None if choice in ("none", "") else Path(choice)
 
 
-def build_model(args: argparse.Namespace, num_classes: int, run: Run):
+def loss_class_weights(train: dict, train_set, num_classes: int):
+    """``train.class_weights``: None, or the median-frequency weights of the training masks."""
+    from ..data.dataset import median_frequency_weights
+
+    if train["class_weights"] == "none":
+        return None
+    weights = median_frequency_weights(train_set, num_classes)
+    print("class weights (median frequency): " + ", ".join(f"{w:.2f}" for w in weights.tolist()))
+    return weights
+
+
+def build_model(args: argparse.Namespace, num_classes: int, run: Run, class_weights=None):
     """The network, seeded; initial weights unless resuming (the checkpoint has them all)."""
     from mmengine.runner import set_random_seed
 
@@ -294,7 +305,9 @@ def build_model(args: argparse.Namespace, num_classes: int, run: Run):
 
     # The model is built before the Runner seeds everything: seed here so its init is reproducible.
     set_random_seed(args.train["seed"])
-    model = SegmentationModel(args.model["name"], num_classes, args.model["aux_loss_weight"])
+    model = SegmentationModel(
+        args.model["name"], num_classes, args.model["aux_loss_weight"], class_weights=class_weights
+    )
     model.precision = run.precision
     backbone = backbone_file(args.model, args.backbone_weights)
     if run.resume_from is None and backbone is not None:
@@ -432,7 +445,9 @@ def train(args: argparse.Namespace) -> None:
     names = class_names(palette)
     train_set, val_set = build_datasets(args.prepared, args.train, palette)
     run = plan_run(args, device, len(train_set))
-    model = build_model(args, len(names), run)
+    model = build_model(
+        args, len(names), run, loss_class_weights(args.train, train_set, len(names))
+    )
     config = runner_config(args.train, run)
     print(f"device: {device}; optim wrapper: {config['optim_wrapper']['type']} ({run.precision})")
     with removed_if_failed(run.work_dir, rank):
