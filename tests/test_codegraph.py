@@ -264,7 +264,7 @@ def test_architecture_doc_lists_the_rooms_and_stages_of_the_code():
     doc = (REPO / "docs/architecture.md").read_text()
     assert listed(doc, "Rooms") == set(codegraph.ROOMS)
     assert listed(doc, "Stages") == set(codegraph.stages())
-    assert len(doc.splitlines()) <= 70, "keep it to one page"
+    assert len(doc.splitlines()) <= 80, "keep it to one page"
 
 
 def test_no_function_in_the_package_is_over_60_lines():

@@ -426,3 +426,62 @@ def test_extract_archive_wants_a_fresh_folder(tmp_path, sample_archive):
     assert extract_archive([sample_archive], tmp_path / "new") > 0  # made when absent
     with pytest.raises(UserError, match="extraction needs a fresh, empty folder"):
         extract_archive([sample_archive], tmp_path / "new")
+
+
+NOT_UTF8 = "a\udcffb"  # the byte 0xff, as Python holds a name that is not UTF-8
+
+
+def zip_with_name_bytes(path, name: str, raw: bytes, payload=b"x"):
+    """A zip that flags its names as UTF-8 (as zipfile does for non-ASCII) but holds ``raw``
+    bytes for ``name`` in both of its headers."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(name, payload)
+    encoded = name.encode()
+    assert len(raw) == len(encoded)
+    path.write_bytes(path.read_bytes().replace(encoded, raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    "member",
+    [f"CamVid/train/{NOT_UTF8}.png", f"CamVid/{NOT_UTF8}/x.png", f"CamVid/notes-{NOT_UTF8}.txt"],
+    ids=["image", "folder", "other-file"],
+)
+def test_tar_member_name_that_is_not_utf8_is_refused_in_one_line(tmp_path, member):
+    archive = make_tar(tmp_path / "x.tar.gz", {"CamVid/class_dict.csv": b"name,r,g,b\n",
+                                               member: b"data"})  # fmt: skip
+    result, dest, manifest = extract(tmp_path, archive)
+    assert_refused(result, dest, manifest, "not UTF-8", "\\udcff")
+
+
+def test_zip_member_name_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    archive = zip_with_name_bytes(
+        tmp_path / "x.zip", "CamVid/train/aéb.png", b"CamVid/train/a\xff\xfeb.png"
+    )
+    result, dest, manifest = extract(tmp_path, archive)
+    assert_refused(result, dest, manifest, str(archive), "not UTF-8")
+
+
+@pytest.mark.parametrize("where", ["train", "train_labels", "test"])
+def test_folder_file_name_that_is_not_utf8_is_refused_in_one_line(tmp_path, tree, where):
+    victim = sorted((tree / where).iterdir())[0]
+    os.rename(victim, os.fsencode(victim.parent) + b"/" + os.fsencode(victim.stem) + b"\xff.png")
+    result, manifest = index(tmp_path, tree)
+    assert_one_line(result, manifest, "not UTF-8", where)
+
+
+def test_workflow_reads_a_folder_with_a_name_that_is_not_utf8_and_refuses_it_at_extraction(
+    tmp_path, tree
+):
+    """Reading the workflow (which keys the folder's files) does not crash; the index job says
+    which name in one line."""
+    stray = tree / "train"
+    (stray / NOT_UTF8).write_bytes(b"x")
+    config = ("--config", f"dataset={{source: local, path: '{tree.parent}'}}")
+    planned = snakemake(tmp_path / "run", "-n", "results/data/dataset.json", *config)
+    assert "index_dataset" in planned.stdout
+    result = snakemake(tmp_path / "run", "results/data/dataset.json", *config, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stdout + result.stderr
+    log = (tmp_path / "run/results/logs/extract.log").read_text().strip().splitlines()
+    assert len(log) >= 1 and log[-1].startswith("error: ") and "not UTF-8" in log[-1], log
+    assert not (tmp_path / "run/results/data/dataset.json").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, run_cli, snakemake
+from conftest import TINY, assert_one_line_error, run_cli, snakemake
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -23,6 +23,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     files: typing.ClassVar[dict] = {}  # path -> bytes, served with Range support
     etags: typing.ClassVar[dict] = {}  # path -> ETag header value (If-Range is ignored)
     redirects: typing.ClassVar[dict] = {}  # path -> Location
+    types: typing.ClassVar[dict] = {}  # path -> Content-Type header value
     hits: typing.ClassVar[list] = []  # every path asked for
 
     def do_GET(self):
@@ -49,6 +50,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if path in Handler.etags:
             self.send_header("ETag", Handler.etags[path])
+        if path in Handler.types:
+            self.send_header("Content-Type", Handler.types[path])
         self.end_headers()
         if Handler.drops_left:
             Handler.drops_left -= 1
@@ -69,6 +72,7 @@ def server():
     thread.start()
     Handler.requests, Handler.hits, Handler.drops_left = [], [], 0
     Handler.files, Handler.etags, Handler.redirects = {"/CamVid.tar.gz": PAYLOAD}, {}, {}
+    Handler.types = {}
     yield f"http://127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
     httpd.server_close()
@@ -372,3 +376,44 @@ def test_bad_urls_are_one_line_without_their_token(tmp_path, url, fragment):
     assert result.returncode == 2 and not out.exists()
     assert result.stderr.count("\n") == 1 and fragment in result.stderr, result.stderr
     assert "SECRET" not in result.stdout + result.stderr
+
+
+LOGIN_PAGE = b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>...</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/html; charset=utf-8", LOGIN_PAGE),
+        ("application/xhtml+xml", LOGIN_PAGE),
+        (None, b"\xef\xbb\xbf  \n<html lang='en'><body>Log in</body></html>"),  # sniffed
+        ("application/octet-stream", b"\n\n<!doctype HTML><title>SSO</title>"),  # a lying type
+    ],
+    ids=["html", "xhtml", "untyped", "mistyped"],
+)
+def test_a_web_page_instead_of_the_archive_is_named_and_not_saved(
+    tmp_path, server, content_type, body
+):
+    """A login page answered with 200 (an expired signed link, a portal): one line saying the
+    server sent a web page and where (the redirect's target, redacted); nothing is kept."""
+    Handler.files["/sso/login"] = body
+    if content_type:
+        Handler.types["/sso/login"] = content_type
+    Handler.redirects = {"/data/CamVid.tar.gz": f"{server}/sso/login?next=SECRET1"}
+    result, _ = fetch(tmp_path, f"{server}/data/CamVid.tar.gz?token=SECRET2", "--retries", "3")
+    assert_one_line_error(result, "sent a web page")
+    assert f"from {server}/sso/login?<redacted>" in result.stderr
+    assert f"{server}/data/CamVid.tar.gz?<redacted>" in result.stderr
+    assert "SECRET" not in result.stdout + result.stderr
+    assert "retrying" not in result.stdout  # asking again brings the same page
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_html_file_as_the_archive_is_still_downloaded_when_it_is_the_archive(tmp_path, server):
+    """Only the answer's start and type decide: an archive whose bytes merely hold "<html"
+    later on is the archive."""
+    Handler.files["/CamVid.tar.gz"] = PAYLOAD + b"<html>"
+    Handler.types["/CamVid.tar.gz"] = "application/gzip"
+    result, out = fetch(tmp_path, f"{server}/CamVid.tar.gz")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == PAYLOAD + b"<html>"

@@ -118,14 +118,14 @@ def test_dataset_paths_snakemake_or_the_disk_cannot_follow_are_one_line(tmp_path
         plan.is_local_folder(local(tmp_path / "dangling"))
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     with pytest.raises(UserError, match=r"loop is a symlink that leads nowhere: Too many levels"):
-        plan.dataset_content_id(local(tmp_path / "loop"), identity.HashCache(None))
+        plan.dataset_source_key(local(tmp_path / "loop"))
     for inside in ("dangling", "loop"):
         folder = tmp_path / f"with_{inside}"
         (folder / "train").mkdir(parents=True)
         link = folder / "train" / "a.png"
         link.symlink_to(tmp_path / "gone" if inside == "dangling" else link)
         with pytest.raises(UserError, match=rf"^dataset\.path: {re.escape(str(link))}: "):
-            plan.dataset_content_id(local(folder), identity.HashCache(None))
+            plan.dataset_source_key(local(folder))
 
 
 def test_a_grid_planning_more_jobs_than_warn_above_jobs_is_a_warning():
@@ -138,24 +138,46 @@ def test_a_grid_planning_more_jobs_than_warn_above_jobs_is_a_warning():
     assert "warn_above_jobs (20)" in warning
 
 
-def test_content_id_follows_the_bytes_of_a_local_archive_and_folder(tmp_path):
+def validated_dataset(dataset: dict) -> dict:
+    given = config(dataset=dataset)
+    plan.validate(given)
+    return given["dataset"]
+
+
+def test_dataset_source_key_changes_with_the_files_whatever_their_times(tmp_path):
     archive = tmp_path / "CamVid.tar.gz"
     archive.write_bytes(b"one")
-    cache = identity.HashCache(tmp_path / "cache.json")
-    first = plan.dataset_content_id(local(archive), cache)
-    assert first.startswith("sha256:") and (tmp_path / "cache.json").is_file()
-    archive.write_bytes(b"two")
-    assert plan.dataset_content_id(local(archive), cache) != first
+    first = plan.dataset_source_key(local(archive))
+    stat = archive.stat()
+    archive.write_bytes(b"two")  # same size, and the old mtime back (cp -p, rsync -t)
+    os.utime(archive, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert plan.dataset_source_key(local(archive)) != first
     folder = tmp_path / "images"
     folder.mkdir()
     (folder / "a.png").write_bytes(b"x")
     dataset = local(folder)
     assert plan.is_local_folder(dataset)
-    before = plan.dataset_content_id(dataset, cache)
-    (folder / "b.png").write_bytes(b"y")
-    assert plan.dataset_content_id(dataset, cache) != before
-    obtained = config(dataset={"source": "sample"})["dataset"]
-    assert plan.dataset_content_id(obtained, cache) == "auto"  # hashed by the extract job
+    before = plan.dataset_source_key(dataset)
+    stat = (folder / "a.png").stat()
+    (folder / "a.png").write_bytes(b"z")
+    os.utime(folder / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert plan.dataset_source_key(dataset) != before
+    assert plan.dataset_source_key(dataset) == plan.dataset_source_key(dataset)
+    sample = validated_dataset({"source": "sample"})
+    keys = [plan.dataset_source_key(d) for d in (sample, dataset, local(archive))]
+    assert len({json.dumps(k, sort_keys=True) for k in keys}) == 3
+
+
+def test_dataset_source_file_is_rewritten_only_when_the_key_changes(tmp_path):
+    path = tmp_path / "results/data/source.json"
+    sample = validated_dataset({"source": "sample"})
+    plan.write_dataset_source(sample, str(path))
+    os.utime(path, ns=(1, 1))
+    plan.write_dataset_source(sample, str(path))
+    assert path.stat().st_mtime_ns == 1  # same key: untouched, nothing re-runs
+    url = validated_dataset({"source": "url", "url": "https://h/a.tgz?sig=SECRET"})
+    plan.write_dataset_source(url, str(path))
+    assert path.stat().st_mtime_ns > 1 and "SECRET" not in path.read_text()
 
 
 def test_a_signed_url_is_written_redacted_and_reaches_jobs_only_by_environment():

@@ -23,10 +23,8 @@ try:
     LOCAL_FOLDER = plan.is_local_folder(DATASET)
     LOCAL_ARCHIVE = plan.local_archive(DATASET) if DATASET["source"] == "local" else []
     OBTAIN_PARAMS = {} if DATASET["source"] == "local" else plan.obtain_params(DATASET)
-    # a local dataset hashed once (the cache keys by path, size and mtime)
-    DATASET_CONTENT_ID = plan.dataset_content_id(
-        DATASET, identity.HashCache(identity.CACHE_FILE)
-    )
+    # what the config says the data is, an input of obtain/extract (plan.write_dataset_source)
+    DATASET_SOURCE = plan.write_dataset_source(DATASET)
 except UserError as problem:
     stop(problem)
 

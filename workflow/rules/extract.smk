@@ -11,6 +11,7 @@ if LOCAL_FOLDER:
         input:
             code("extract"),
             folder=DATASET["path"],
+            source=DATASET_SOURCE,
         output:
             "results/data/dataset.json",
         log:
@@ -21,12 +22,11 @@ if LOCAL_FOLDER:
         params:
             layout=lookup(within=config, dpath="dataset/layout"),
             expect=EXPECT_FULL,
-            content_id=DATASET_CONTENT_ID,
         message:
             "Checking the dataset folder {input.folder} in place (nothing is copied)"
         shell:
             "python -m camvidseg extract --directory {input.folder:q}"
-            " --layout {params.layout:q} {params.expect:q} --content-id {params.content_id:q}"
+            " --layout {params.layout:q} {params.expect:q}"
             " --manifest {output:q} > {log:q} 2>&1"
 
 else:
@@ -35,6 +35,7 @@ else:
         input:
             code("extract"),
             archive=LOCAL_ARCHIVE or [plan.archive_name(DATASET)],
+            source=DATASET_SOURCE,
         output:
             manifest="results/data/dataset.json",
             tree=directory("results/data/extracted"),
@@ -48,12 +49,11 @@ else:
             expect=EXPECT_FULL,
             max_ratio=lookup(within=config, dpath="dataset/max_unpack_ratio"),
             max_gib=lookup(within=config, dpath="dataset/max_unpack_gib"),
-            content_id=DATASET_CONTENT_ID,
         message:
             "Extracting {input.archive[0]} safely and checking the layout"
         shell:
             "python -m camvidseg extract --archive {input.archive:q} --dest {output.tree:q}"
-            " --layout {params.layout:q} {params.expect:q} --content-id {params.content_id:q}"
+            " --layout {params.layout:q} {params.expect:q}"
             " --manifest {output.manifest:q}"
             " --max-unpack-ratio {params.max_ratio:q} --max-unpack-gib {params.max_gib:q}"
             " > {log:q} 2>&1"

@@ -3,9 +3,10 @@
 
 
 # The command per dataset.source; every value reaches the shell quoted. The URL reaches the job
-# through its environment (plan.job_environment), not its command line: Snakemake writes params
-# and commands into .snakemake/metadata, and a signed URL's token must not be written anywhere
-# (params.url holds it redacted, so a new path still re-runs).
+# through its environment (plan.job_environment), named, never expanded into a command line:
+# Snakemake writes params and commands into .snakemake/metadata and processes' command lines are
+# public, so a signed URL's token goes in neither (params.url holds it redacted, so a new path
+# still re-runs).
 OBTAIN_COMMANDS = {
     "sample": (
         "python -m camvidseg sample --train {params.sample[train]:q}"
@@ -14,8 +15,8 @@ OBTAIN_COMMANDS = {
         " --seed {params.sample[seed]:q} --out {output:q} > {log:q} 2>&1"
     ),
     "url": (
-        f'python -m camvidseg obtain url --url "${plan.DATASET_URL_ENV}"'
-        " --sha256 {params.sha256:q} --out {output:q} > {log:q} 2>&1"
+        f"python -m camvidseg obtain url --url-env {plan.DATASET_URL_ENV}"
+        " {params.sha256:q} --out {output:q} > {log:q} 2>&1"
     ),
     "opendatalab": (
         "python -m camvidseg obtain {params.source:q}"
@@ -30,6 +31,7 @@ if DATASET["source"] != "local":
     rule obtain_dataset:
         input:
             code("sample" if DATASET["source"] == "sample" else "obtain"),
+            source=DATASET_SOURCE,
         output:
             plan.archive_name(DATASET),
         log:

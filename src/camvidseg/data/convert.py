@@ -23,8 +23,8 @@ from ..core.fileio import atomic_path, read_json, write_json
 from ..core.progress import Progress
 from ..core.settings import default, describe, option
 from ..workflow.madeby import Record
+from .budget import UnpackBudget
 from .colors import color_table
-from .extract import UnpackBudget
 from .images import checked_size, read_ids, read_rgb
 from .palette import UNKNOWN_ID, check_class_count
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import stat
 import sys
 import tarfile
@@ -27,7 +26,8 @@ from ..core.fileio import atomic_path, write_json
 from ..core.progress import Progress
 from ..core.settings import default, option
 from ..workflow.madeby import Record
-from .identity import HashCache, content_id
+from .budget import UnpackBudget, shown_name
+from .identity import HashCache, content_id, tree_content_id
 from .images import checked_size
 
 SPLITS = ("train", "val", "test")
@@ -69,17 +69,25 @@ class _ConcatenatedParts(io.RawIOBase):
         super().close()
 
 
+NOT_UTF8_HINT = "rename it (e.g. with convmv): every later stage writes names as UTF-8"
+
+
+def _check_name_encoding(name: str, where: Path, what: str) -> None:
+    """Refuse a name whose bytes are not UTF-8 (Python holds them as surrogate escapes)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise UserError(f"{where}: refusing {what} {shown_name(name)}: its name is not UTF-8; "
+                        f"{NOT_UTF8_HINT}") from None  # fmt: skip
+
+
 def _check_member_path(name: str, archive: Path) -> None:
+    _check_name_encoding(name, archive, "member")
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or (path.parts and path.parts[0].endswith(":")):
-        raise UserError(f"{archive}: refusing member {_shown(name)} with an absolute path")
+        raise UserError(f"{archive}: refusing member {shown_name(name)} with an absolute path")
     if ".." in path.parts:
-        raise UserError(f"{archive}: refusing member {_shown(name)} that climbs out with '..'")
-
-
-def _shown(name: str, limit: int = 80) -> str:
-    """A member name for an error line: crafted archives use names of hundreds of characters."""
-    return repr(name) if len(name) <= limit else repr(name[: limit // 2] + "..." + name[-20:])
+        raise UserError(f"{archive}: refusing member {shown_name(name)} that climbs out with '..'")
 
 
 def _refuse_links_and_specials(name: str, kind: str, archive: Path) -> None:
@@ -87,42 +95,11 @@ def _refuse_links_and_specials(name: str, kind: str, archive: Path) -> None:
     resolved: Python's own link checks were bypassed (CVE-2025-4517), so none is trusted."""
     if kind in ("symlink", "hard link"):
         raise UserError(
-            f"{archive}: refusing {kind} member {_shown(name)} (a dataset archive holds no links)"
+            f"{archive}: refusing {kind} member {shown_name(name)} "
+            "(a dataset archive holds no links)"
         )
     if kind != "file":
-        raise UserError(f"{archive}: refusing special file member {_shown(name)}")
-
-
-class UnpackBudget:
-    """Refuses an archive whose members declare more bytes than the limits allow, before the
-    member that crosses them is written: a high ratio to the archive's size is a decompression
-    bomb (CamVid's PNG/JPEG images do not compress), and nothing may fill the disk. The convert
-    stage holds what decoding writes to the same limits (convert.DecodeBudget)."""
-
-    RATIO_FLOOR = 64 * 2**20  # tiny archives of text compress well; below this, ratio is no sign
-    SOURCE = "the archive's"  # whose bytes the ratio is taken of
-
-    def __init__(self, parts: list[Path], dest: Path, max_ratio: float, max_gib: float):
-        self.archive, self.total = parts[0], 0
-        size = sum(part.stat().st_size for part in parts)
-        ratio_limit = max(max_ratio * size, self.RATIO_FLOOR)
-        self.limits = [
-            (ratio_limit, f"{max_ratio:g}x {self.SOURCE} {size} bytes (dataset.max_unpack_ratio)"),
-            (max_gib * 2**30, f"dataset.max_unpack_gib ({max_gib:g} GiB)"),
-            (shutil.disk_usage(dest).free, f"the free space on the disk of {dest}"),
-        ]
-
-    def add(self, name: str, size: int) -> None:
-        self.total += size
-        for limit, what in self.limits:
-            if self.total > limit:
-                raise self.refusal(name, what)
-
-    def refusal(self, name: str, what: str) -> UserError:
-        return UserError(
-            f"{self.archive}: refusing to unpack: members up to {_shown(name)} declare "
-            f"{self.total} bytes, more than {what}"
-        )
+        raise UserError(f"{archive}: refusing special file member {shown_name(name)}")
 
 
 def _tar_kind(member: tarfile.TarInfo) -> str:
@@ -199,6 +176,11 @@ def extract_archive(
                 raise UserError(f"{parts[0]}: multi-part zip archives are not supported")
             return _extract_zip(parts[0], dest, budget)
         return _extract_tar(parts, dest, budget)
+    except UnicodeDecodeError as err:  # a zip that flags its names as UTF-8, wrongly
+        raise UserError(
+            f"{parts[0]}: refusing the archive: a member name is not UTF-8 although the archive "
+            f"says it is (bytes {err.object[err.start : err.end]!r}); {NOT_UTF8_HINT}"
+        ) from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
         if isinstance(err, OSError) and not isinstance(err, EOFError) and err.errno is not None:
             raise
@@ -232,6 +214,8 @@ def pair_split(root: Path, split: str, layout: str) -> list[dict]:
     for folder in (image_dir, label_dir):
         if not folder.is_dir():
             raise UserError(f"{folder}: split folder missing")
+        for entry in folder.iterdir():
+            _check_name_encoding(entry.name, folder, "file")
     images = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     label_suffix = "_L" if layout == "camvid32" else ""
     labels = {}
@@ -323,11 +307,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manifest", required=True, type=Path, help="dataset.json to write")
     parser.add_argument("--max-unpack-ratio", **option("dataset.max_unpack_ratio"))
     parser.add_argument("--max-unpack-gib", **option("dataset.max_unpack_gib"))
-    parser.add_argument(
-        "--content-id",
-        default="auto",
-        help="the data's identity as the workflow computed it; auto: hash what is read here",
-    )
     args = parser.parse_args(argv)
     if bool(args.archive) == bool(args.directory):
         parser.error("give exactly one of --archive or --directory")
@@ -348,19 +327,20 @@ def main(argv: list[str] | None = None) -> None:
         manifest = index_dataset(args.directory, args.layout, args.expect_camvid_sizes)
     # Carried through prepared/index.json into the training fingerprint: new pixels under the
     # same file names must never resume (or reuse) a model trained on the old ones.
-    manifest["content_id"] = (
-        data_identity(args.archive or args.directory)
-        if args.content_id == "auto"
-        else args.content_id
-    )
+    manifest["content_id"] = data_identity(args.archive or args.directory)
     print(f"content id: {manifest['content_id']}")
     write_json(args.manifest, manifest)
     made.write([args.manifest, args.dest])
 
 
 def data_identity(source: list[Path] | Path) -> str:
+    """The data's content: the archive's sha256, or every file of the folder by its sha256 (each
+    computed once, then found again by the file's cheap key)."""
     cache = HashCache.from_env()
-    content = content_id(source, cache)
+    if isinstance(source, Path):
+        content = tree_content_id(source, cache)
+    else:
+        content = content_id(source, cache)
     cache.save()
     return content
 

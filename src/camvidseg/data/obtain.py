@@ -128,7 +128,32 @@ def _request(url: str, have: int, record: dict | None, timeout: float):
     return _OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
-def _receive(response, part: Path, have: int) -> None:
+class WebPageError(Exception):
+    """The server answered with a web page (a login or error page sent with 200), not a file."""
+
+    def __init__(self, url: str, why: str):
+        super().__init__(why)
+        self.url, self.why = url, why
+
+
+WEB_PAGE_TYPES = ("text/html", "application/xhtml+xml")
+WEB_PAGE_STARTS = (b"<!doctype html", b"<html")
+
+
+def _refuse_web_page(response, first: bytes) -> None:
+    """Raise WebPageError when the answer is a web page: by its Content-Type, or by how its bytes
+    start (servers label login pages as anything). Asking again would bring the same page."""
+    kind = response.headers.get_content_type()
+    start = first.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if kind in WEB_PAGE_TYPES:
+        raise WebPageError(response.geturl(), f"Content-Type {kind}")
+    if start.startswith(WEB_PAGE_STARTS):
+        raise WebPageError(
+            response.geturl(), f"it begins {first.strip()[:14].decode(errors='replace')!r}"
+        )
+
+
+def _receive(response, part: Path, have: int, first: bytes) -> None:
     if have:
         print(f"resuming at {have} bytes", flush=True)
     length = response.headers.get("Content-Length")
@@ -137,6 +162,8 @@ def _receive(response, part: Path, have: int) -> None:
         part.open("ab" if have else "wb") as out,
         Progress("download", expected, "bytes", already=have) as progress,
     ):
+        out.write(first)
+        progress.advance(len(first))
         while block := response.read(1 << 16):
             out.write(block)
             progress.advance(len(block))
@@ -159,9 +186,11 @@ def _fetch_once(url: str, part: Path, timeout: float) -> None:
             print(f"restarting the download: {why}", flush=True)
             response.close()
             have, response = 0, _request(url, 0, None, timeout)
+        first = response.read(1 << 16)
+        _refuse_web_page(response, first)
         if not have:
             write_json(record_path, {"url_sha256": _url_key(url), **_validators(response)})
-        _receive(response, part, have)
+        _receive(response, part, have, first)
     finally:
         response.close()
 
@@ -211,6 +240,12 @@ def download(
         try:
             _fetch_once(url, part, timeout)
             break
+        except WebPageError as page:
+            raise UserError(
+                f"cannot download {shown}: the server sent a web page ({page.why}) from "
+                f"{redact_url(page.url)}, not the file: a login page, or an expired or "
+                f"unauthorised link?; {hint}"
+            ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             reason = _retry_reason(err, part, shown, hint)
         if attempt == retries:
@@ -281,7 +316,12 @@ def join_parts(parts: list[Path], out: Path) -> None:
 
 
 def fetch_url(args: argparse.Namespace) -> None:
-    download(args.url, args.out, args.sha256, args.retries, args.backoff, args.timeout)
+    url = args.url
+    if args.url_env is not None:
+        url = os.environ.get(args.url_env, "")
+        if not url:
+            raise UserError(f"--url-env: the environment variable {args.url_env} is unset or empty")
+    download(url, args.out, args.sha256, args.retries, args.backoff, args.timeout)
 
 
 def fetch_opendatalab(args: argparse.Namespace) -> None:
@@ -337,7 +377,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for route, (what, _) in ROUTES.items():
         sub.add_parser(route, help=what, description=what, formatter_class=parser.formatter_class)
     url, weights = sub.choices["url"], sub.choices["weights"]
-    url.add_argument("--url", required=True, help=describe("dataset.url"))
+    given = url.add_mutually_exclusive_group(required=True)
+    given.add_argument("--url", help=describe("dataset.url"))
+    given.add_argument(
+        "--url-env",
+        metavar="VARIABLE",
+        help="read the URL from this environment variable instead (a signed URL's token then "
+        "appears on no command line)",
+    )
     url.add_argument("--sha256", default="", help=describe("dataset.sha256"))
     for route in ("opendatalab", "openxlab"):
         sub.choices[route].add_argument(

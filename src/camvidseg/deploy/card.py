@@ -49,7 +49,8 @@ def model_rows(run: dict) -> list[list]:
 
     name, meta, settings = run["meta"]["model"], run["meta"], run["settings"]
     weights = settings["model"]["backbone_weights"]
-    init = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", "none": "none (from scratch)"}
+    scratch = "none (from scratch)"
+    init = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", "none": scratch, "": scratch}
     model, onnx = run["paths"]["model"], run["paths"]["onnx"]
     return [
         ["architecture", f"{MODELS[name].architecture} (torchvision `{MODELS[name].builder}`)"],

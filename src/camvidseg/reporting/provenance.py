@@ -21,7 +21,7 @@ from pathlib import Path
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
-from ..data.identity import CACHE_ENV, CACHE_FILE, HashCache, content_id
+from ..data.identity import CACHE_ENV, CACHE_FILE, HashCache, content_id, redact_secrets
 from ..workflow import codegraph
 from ..workflow.madeby import identities, read_record
 from . import pages
@@ -139,7 +139,7 @@ def render_html(record: dict) -> str:
 
 
 def record_command(args: argparse.Namespace, cache: HashCache) -> None:
-    record = build_record(args.targets)
+    record = redact_secrets(build_record(args.targets))
     made = {output for entry in record["stages"].values() for output in entry["outputs"]}
     # A target whose stage wrote no record (made by hand, or by an older version): say so.
     record["unrecorded"] = identities(sorted(set(args.targets) - made), cache)

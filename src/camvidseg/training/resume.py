@@ -77,21 +77,28 @@ register_backend("camvidseg_atomic", AtomicLocalBackend, force=True)
 ATOMIC_WRITES = {"backend": "camvidseg_atomic"}  # backend_args for CheckpointHook and saves
 
 
+def load_trusted(path: Path | str, work_dir: Path, map_location=None):
+    """Unpickle a full checkpoint (MMEngine's HistoryBuffer, numpy: unpickling may run code) that
+    lies inside ``work_dir``, this run's own work folder under results/train_work/, and nothing
+    else. The one place the package loads a file with ``weights_only=False``: every other file
+    (user weights, best.pth) is read weights-only (README: "Which folders must be trusted")."""
+    root, path = work_dir.resolve(), Path(path).resolve()
+    if root not in path.parents:
+        raise UserError(f"{path}: refusing to unpickle a checkpoint outside {root}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
 def register_trusted_loader(work_dir: Path) -> None:
-    """Let MMEngine unpickle full checkpoints (HistoryBuffer, numpy) from our work dir only.
+    """Let MMEngine resume from full checkpoints of our work dir only (:func:`load_trusted`).
 
     torch >= 2.6 loads ``weights_only`` by default, which breaks MMEngine's resume; we opt out
     deliberately for files this program wrote, and for nothing else.
     """
-    root = work_dir.resolve()
 
-    def load_trusted(filename: str, map_location=None):
-        path = Path(filename.removeprefix(TRUSTED_PREFIX)).resolve()
-        if root not in path.parents:
-            raise UserError(f"{path}: refusing to unpickle a checkpoint outside {root}")
-        return torch.load(path, map_location=map_location, weights_only=False)
+    def load(filename: str, map_location=None):
+        return load_trusted(filename.removeprefix(TRUSTED_PREFIX), work_dir, map_location)
 
-    CheckpointLoader.register_scheme(TRUSTED_PREFIX, load_trusted, force=True)
+    CheckpointLoader.register_scheme(TRUSTED_PREFIX, load, force=True)
 
 
 def checkpoints(work_dir: Path, iters_per_epoch: int) -> list[tuple[int, Path]]:

@@ -283,7 +283,7 @@ def backbone_file(model: dict, flag: str | None) -> Path | None:
             "model.backbone_weights: imagenet needs the fetched file: pass --backbone-weights FILE "
             "(the workflow's fetch_backbone_weights rule makes it)"
         )
-    return None if choice == "none" else Path(choice)
+    return None if choice in ("none", "") else Path(choice)
 
 
 def loss_class_weights(train: dict, train_set, num_classes: int):
@@ -372,9 +372,10 @@ def export_outputs(args: argparse.Namespace, work_dir: Path, names: list[str], r
     import torch
 
     from ..core.fileio import atomic_path, write_json
+    from .resume import load_trusted
 
     source = best_checkpoint(work_dir)
-    checkpoint = torch.load(source, map_location="cpu", weights_only=False)  # our own file
+    checkpoint = load_trusted(source, work_dir, map_location="cpu")
     meta = {
         "model": args.model["name"],
         "num_classes": len(names),

@@ -40,6 +40,7 @@ ROOMS = (
     "core.device",
     "data.__init__",
     "data.images",
+    "data.budget",
     "data.dataset",
     "data.identity",
     "data.palette",

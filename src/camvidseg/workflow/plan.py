@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shlex
@@ -158,7 +159,10 @@ def obtain_params(dataset: dict) -> dict:
     if source == "url":
         if not dataset["url"]:
             raise UserError("invalid config: dataset.url: required when dataset.source is url")
-        return {"url": identity.redact_url(dataset["url"]), "sha256": dataset["sha256"]}
+        return {
+            "url": identity.redact_url(dataset["url"]),
+            "sha256": optional_flag("--sha256", dataset["sha256"]),
+        }
     return {"download_dir": f"resources/{source}/download"}
 
 
@@ -206,20 +210,49 @@ def local_archive(dataset: dict) -> list[str]:
     return [str(part) for part in identity.in_part_order(siblings)]
 
 
-def dataset_content_id(dataset: dict, cache: identity.HashCache) -> str:
-    """The data's identity for the extract/index rule (a param, so a swapped archive or an edited
-    file in a dataset folder re-runs it even when no mtime says so). Archives that a rule of this
-    workflow obtains are hashed by the extract job instead ("auto"): they do not exist yet when a
-    first run parses, and Snakemake already re-runs what follows them when they change."""
-    if dataset["source"] != "local":
-        return "auto"
-    parts = [local_dataset_path(dataset)] if is_local_folder(dataset) else local_archive(dataset)
-    try:
-        content = identity.content_id(parts, cache)
-    except OSError as err:  # e.g. a dangling symlink or a symlink loop inside the folder
-        raise UserError(f"dataset.path: {err.filename}: {err.strerror}") from None
-    cache.save()
-    return content
+def optional_flag(flag: str, value: str) -> list[str]:
+    """``[flag, value]`` for ``{params.x:q}``, or nothing where the setting is left empty:
+    Snakemake's ``:q`` turns an empty string into no word at all, so ``--flag {x:q}`` would leave
+    the flag without its value (argparse: "expected one argument")."""
+    return [flag, value] if value != "" else []
+
+
+# An input of the rules that obtain, extract or index the data (write_dataset_source).
+DATASET_SOURCE = "results/data/source.json"
+
+
+def dataset_source_key(dataset: dict) -> dict:
+    """What the config says the data is: the settings of the sample, the URL (redacted, with the
+    sha256 of the whole of it) or the pinned sha256, or the path with the cheap key of its files
+    (size, mtime, ctime, inode: new bytes under the same names and times change it too)."""
+    source = dataset["source"]
+    if source == "sample":
+        return {"source": source, "sample": dataset["sample"]}
+    if source == "url" and dataset["sha256"]:
+        return {"source": source, "sha256": dataset["sha256"].lower()}
+    if source == "url":
+        url = dataset["url"]
+        fingerprint = hashlib.sha256(url.encode()).hexdigest()
+        return {"source": source, "url": identity.redact_url(url), "url_sha256": fingerprint}
+    if source == "local":
+        folder = is_local_folder(dataset)
+        parts = [local_dataset_path(dataset)] if folder else local_archive(dataset)
+        try:
+            files = identity.cheap_id(parts)
+        except OSError as err:  # e.g. a dangling symlink or a symlink loop inside the folder
+            raise UserError(f"dataset.path: {err.filename}: {err.strerror}") from None
+        return {"source": source, "path": dataset["path"], "files": files}
+    return {"source": source}
+
+
+def write_dataset_source(dataset: dict, path: str = DATASET_SOURCE) -> str:
+    """``dataset_source_key`` written to ``path`` only when it changes (at every parse, by whatever
+    parses): its new mtime re-runs obtain/extract and all that follows, whatever the data files'
+    own times and whether or not Snakemake kept records of earlier runs (a param alone is judged
+    by those records: a switch of source fell through them). The content of the data is hashed
+    by the extract job, behind the cheap key."""
+    identity.write_if_changed(path, json.dumps(dataset_source_key(dataset), indent=1) + "\n")
+    return path
 
 
 def planned_jobs_warning(config: dict, named: dict[str, dict]) -> str | None:
@@ -299,7 +332,7 @@ def backbone_weights(run: dict) -> str | list:
     model = run["model"]
     if model["backbone_weights"] == "imagenet":
         return f"resources/weights/{model['name']}_backbone.pth"
-    return [] if model["backbone_weights"] == "none" else model["backbone_weights"]
+    return [] if model["backbone_weights"] in ("none", "") else model["backbone_weights"]
 
 
 def initial_weights(run: dict) -> str | list:
@@ -313,10 +346,10 @@ def training_settings(run: dict) -> str:
 
 
 def card_settings(run: dict, dataset: dict) -> str:
-    """What the model card states of its run: the data settings (a URL redacted, as everywhere
-    it is written) and the experiment's own."""
-    stated = dataset | {"url": identity.redact_url(dataset["url"])}
-    return json.dumps({"dataset": stated} | {k: run[k] for k in ("model", "train", "eval")})
+    """What the model card states of its run: the data settings and the experiment's own, with
+    every URL in them redacted (``identity.redact_secrets``, as everywhere one is written)."""
+    stated = {"dataset": dataset} | {k: run[k] for k in ("model", "train", "eval")}
+    return json.dumps(identity.redact_secrets(stated))
 
 
 def eval_mode_flags(run: dict) -> list[str]:
