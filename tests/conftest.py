@@ -28,8 +28,9 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("SLURM_CONF", os.devnull)
 
 
-def run_cli(module: str, *args, check: bool = True, env: dict | None = None):
-    """Run ``python -m camvidseg.<module>`` as the rules do; returns the CompletedProcess."""
+def run_cli(module: str, *args, check: bool = True, env: dict | None = None, cwd=None):
+    """Run ``python -m camvidseg.<module>`` as the rules do (in ``cwd``, by default this
+    process's working folder); returns the CompletedProcess."""
     environment = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", f"camvidseg.{module}", *map(str, args)],
@@ -37,6 +38,7 @@ def run_cli(module: str, *args, check: bool = True, env: dict | None = None):
         text=True,
         env=environment,
         check=False,
+        cwd=cwd,
     )
     if check and result.returncode:
         raise AssertionError(f"{module} failed:\n{result.stdout}\n{result.stderr}")

@@ -299,11 +299,24 @@ def stop_during(data, work, line: str, signum: int, *flags) -> subprocess.Comple
     return subprocess.CompletedProcess(command, returncode, "".join(output), "")
 
 
-def assert_same_result(work, reference):
+def assert_same_result(work, reference) -> list[dict]:
+    """The same weights and history as the reference run; returns the attempts (of each run of
+    the job) whose times the history also records."""
     assert state_dicts_equal(work / "best.pth", reference / "best.pth")  # tensor by tensor
     history = json.loads((work / "history.json").read_text())
-    assert history == json.loads((reference / "history.json").read_text())
+    attempts = history.pop("attempts")
+    reference_history = json.loads((reference / "history.json").read_text())
+    assert len(reference_history.pop("attempts")) == 1
+    assert history == reference_history
     assert [r["epoch"] for r in history["val"]] == [1, 2, 3] and len(history["train"]) == 24
+    return attempts
+
+
+def assert_two_attempts(attempts, resumed_at: int):
+    """A stopped training and its resume: both timed, the second from its checkpoint on."""
+    assert len(attempts) == 2 and all(a["seconds"] > 0 for a in attempts), attempts
+    assert attempts[0]["first_iter"] == 0 and attempts[0]["last_iter"] >= 1
+    assert attempts[1]["first_iter"] == resumed_at and attempts[1]["last_iter"] == 24
 
 
 def test_killed_mid_epoch_resumes_exactly(sixteen_images, uninterrupted, tmp_path):
@@ -312,7 +325,7 @@ def test_killed_mid_epoch_resumes_exactly(sixteen_images, uninterrupted, tmp_pat
     result = train_cli(sixteen_images, tmp_path, None, RESUMED)
     assert "resuming from epoch_1.pth" in result.stdout
     assert "Epoch(train) [1]" not in result.stdout  # epoch 1 was not trained again
-    assert_same_result(tmp_path, uninterrupted)
+    assert_two_attempts(assert_same_result(tmp_path, uninterrupted), resumed_at=8)
     metrics = []
     for work in (tmp_path, uninterrupted):  # the evaluate stage scores both models alike
         out = work / "val.json"
@@ -342,7 +355,23 @@ def test_signal_saves_the_current_iteration_and_resumes_exactly(
     trained = [line for line in result.stdout.splitlines() if "Epoch(train)" in line]
     assert f"Epoch(train) [2][{int(found[1]) - 8 + 1}/8]" in trained[0]  # the next untrained one
     assert not list(work_dir.glob("iter_*.pth"))  # superseded by the epoch checkpoints
-    assert_same_result(tmp_path, uninterrupted)
+    attempts = assert_same_result(tmp_path, uninterrupted)
+    assert_two_attempts(attempts, resumed_at=int(found[1]))
+    assert attempts[0]["last_iter"] == int(found[1])  # written as the signal stopped it
+
+
+def test_work_dir_config_dump_is_the_config_that_ran(uninterrupted):
+    from mmengine.config import Config
+
+    work_dir = next((uninterrupted / "ckpt").iterdir())
+    dump = next(work_dir.glob("*.py"))
+    assert "None" not in dump.read_text()  # unset entries left out, not written as None
+    ran = Config.fromfile(dump)
+    assert ran.train_cfg.max_epochs == RESUMED["epochs"]
+    assert ran.train_cfg.type == "camvidseg.resume.ResumableEpochLoop"
+    assert ran.train_dataloader.batch_size == RESUMED["batch_size"]
+    assert ran.optim_wrapper.optimizer.lr == RESUMED["lr"]
+    assert ran.work_dir == str(work_dir)
 
 
 def test_unreadable_checkpoint_is_skipped(sixteen_images, uninterrupted, tmp_path):

@@ -5,14 +5,24 @@ from __future__ import annotations
 import ast
 import importlib
 import sys
+import textwrap
 from pathlib import Path
 
+from . import __version__
 from .command import summary
 
 PACKAGE = Path(__file__).parent
-# The chain's order; commands added later follow alphabetically.
-CHAIN = ("sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize")
-USAGE = "usage: camvidseg <stage> [options]   (camvidseg <stage> --help: that stage's options)"
+# The chain's order (the workflow's rules, data to deployment), then the tools around it;
+# commands added later follow alphabetically.
+CHAIN = (
+    "sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize",
+    "plots", "export", "card", "predict", "runcost", "provenance", "leaderboard", "compare",
+    "lease",
+)  # fmt: skip
+USAGE = (
+    "usage: camvidseg <stage> [options]   (camvidseg <stage> --help: that stage's options)\n"
+    "       camvidseg --version"
+)
 
 
 def stages() -> dict[str, str]:
@@ -34,13 +44,18 @@ def stages() -> dict[str, str]:
 def print_stages(out) -> None:
     print(USAGE, "", "stages:", sep="\n", file=out)
     for name, what in stages().items():
-        print(f"  {name:12s} {what}", file=out)
+        # Whole descriptions, wrapped under their column rather than cut.
+        lines = textwrap.wrap(what, width=100 - 15)
+        print(f"  {name:12s} " + f"\n{' ' * 15}".join(lines), file=out)
 
 
 def main() -> int:
     args = sys.argv[1:]
     if args and args[0] in ("-h", "--help"):
         print_stages(sys.stdout)
+        return 0
+    if args == ["--version"]:
+        print(f"camvidseg {__version__}")
         return 0
     if not args:
         print_stages(sys.stderr)

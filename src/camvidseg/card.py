@@ -83,15 +83,26 @@ def model_section(run: dict) -> str:
     return "## Model\n\n" + table(["", ""], rows)
 
 
-def classes_section(palette: dict, ignored: list[str]) -> str:
+def classes_section(palette: dict, ignored: list[str], metrics: list[dict]) -> str:
+    """Every class the model predicts, and in which splits each is scored: only where it has
+    pixels in the labels or the prediction (mIoU averages over those)."""
+    scored = {m["split"]: {c["class"] for c in m["per_class"] if c["IoU"] is not None}
+              for m in metrics}  # fmt: skip
     rows = []
     for c in palette["classes"]:
         hex_color = "#{:02x}{:02x}{:02x}".format(*c["color"])
         swatch = f'<span style="background:{hex_color}">&nbsp;&nbsp;&nbsp;&nbsp;</span>'
-        rows.append([c["id"], c["name"], f"{swatch} `{hex_color}` {tuple(c['color'])}"])
+        splits = ", ".join(split for split, names in scored.items() if c["name"] in names)
+        color = f"{swatch} `{hex_color}` {tuple(c['color'])}"
+        rows.append([c["id"], c["name"], color, splits or "–"])
+    counts = "; ".join(f"{split} {len(names)}" for split, names in scored.items())
     return (
         "## Classes\n\n"
-        + table(["id", "name", "color"], rows)
+        f"The model predicts all {len(palette['classes'])} classes of the palette. A split scores "
+        "a class only where it has pixels in that split's labels or in the prediction: the others "
+        "have no IoU and do not enter mIoU (as in MMSegmentation). Classes scored: "
+        f"{counts}.\n\n"
+        + table(["id", "name", "color", "scored in"], rows)
         + f"\n\nIgnored (label {palette.get('ignore_index', 255)}, neither trained nor scored): "
         + f"{', '.join(ignored) or 'none'}."
     )
@@ -318,7 +329,9 @@ def render(run: dict) -> str:
         f"Written by the workflow's `model_card` rule from this run's outputs (epoch "
         f"{meta['epoch']} checkpoint); every number below is read from `results/`.",
         model_section(run),
-        classes_section(run["palette"], run["settings"]["dataset"]["ignore_classes"]),
+        classes_section(
+            run["palette"], run["settings"]["dataset"]["ignore_classes"], run["metrics"]
+        ),
         data_section(run),
         recipe_section(run),
         scores_section(run["metrics"]),

@@ -19,7 +19,7 @@ from .images import checked_size
 from .palette import color_table, colorize, legend_entries, overlay
 from .panel import save_panel
 from .progress import Progress
-from .settings import describe, option
+from .settings import option
 
 
 def input_images(folder: Path) -> list[Path]:
@@ -72,10 +72,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--backend", **option("predict.backend"))
     parser.add_argument("--palette", required=True, type=Path, help="palette.json")
-    parser.add_argument("--input-dir", required=True, type=Path, help=describe("predict.input_dir"))
+    parser.add_argument(
+        "--input-dir", required=True, type=Path, help="folder of images (.png, .jpg) to segment"
+    )
     parser.add_argument("--alpha", **option("vis.alpha"))
     command.add_device(parser)
-    parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
+    # Outside results/: the workflow's predict rule owns results/predict.
+    parser.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="folder to write (absent or empty)"
+    )
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)

@@ -28,10 +28,13 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from . import codegraph, command, launch, settings
 from .errors import UserError, cli
+
+STARTED = time.time()  # this process's start: an attempt's time includes its startup
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -110,6 +113,7 @@ class Run:
     workers: int
     work_dir: Path
     resume_from: Path | None
+    started: float = STARTED
 
 
 def optim_wrapper_config(train: dict, precision: str) -> dict:
@@ -191,6 +195,7 @@ def runner_config(train: dict, run: Run) -> dict:
             {"type": resume.IterationSeedHook},
             {"type": resume.SharedStatisticsHook},
             {"type": resume.SignalCheckpointHook},
+            {"type": resume.AttemptClockHook, "started": run.started},
             training_hook(),  # the one updating progress line on the terminal
         ],
         "visualizer": {"type": "Visualizer", "vis_backends": backends},
@@ -203,6 +208,23 @@ def runner_config(train: dict, run: Run) -> dict:
         "resume": run.resume_from is not None,
         "load_from": resume_from,
     }
+
+
+def as_ran(config: dict) -> dict:
+    """The Runner's ``cfg``, which it dumps to the work dir and logs: the whole table that ran as
+    plain data (a class by its dotted name), set entries only, and at its top level what the
+    Runner reads from ``cfg`` (DDP wrapper, SyncBN, compile: an absent entry reads as unset)."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, type):
+            return f"{value.__module__}.{value.__qualname__}"
+        return value
+
+    return plain({k: v for k, v in config.items() if k != "cfg"} | config["cfg"])
 
 
 def with_datasets(config: dict, train_set, val_set) -> dict:
@@ -360,7 +382,9 @@ def export_outputs(args: argparse.Namespace, work_dir: Path, names: list[str], r
     }
     with atomic_path(args.out_model) as tmp:
         torch.save({"state_dict": checkpoint["state_dict"], "meta": meta}, tmp)
-    write_json(args.out_history, merge_history(work_dir))
+    from .resume import attempts
+
+    write_json(args.out_history, merge_history(work_dir) | {"attempts": attempts(work_dir)})
     print(f"exported {source.name} -> {args.out_model}")
 
 
@@ -424,7 +448,7 @@ def train(args: argparse.Namespace) -> None:
             # DDP gathers the ranks' results through files: in the work dir, not the project root.
             model=model,
             val_evaluator=Evaluator(SegMetric(names, collect_dir=str(run.work_dir / ".dist_test"))),
-            **with_datasets(config, train_set, val_set),
+            **with_datasets(config | {"cfg": as_ran(config)}, train_set, val_set),
         )  # fmt: skip
         runner.train()
     if rank == 0:

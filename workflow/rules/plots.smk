@@ -64,7 +64,6 @@ if EXPERIMENTS:
             ),
             models=expand("results/{exp}model/best.pth", exp=experiment_dirs()),
             histories=expand("results/{exp}model/history.json", exp=experiment_dirs()),
-            timings=expand("results/{exp}benchmarks/train.tsv", exp=experiment_dirs()),
         output:
             csv="results/leaderboard.csv",
             markdown="results/leaderboard.md",
