@@ -10,10 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from camvidseg.convert import prepare
-from camvidseg.extract import extract_archive, index_dataset
-from camvidseg.palette import make_palette
-from camvidseg.sample import build_sample
+from camvidseg.data.convert import prepare
+from camvidseg.data.extract import extract_archive, index_dataset
+from camvidseg.data.palette import make_palette
+from camvidseg.data.sample import build_sample
 
 
 def prepared_set(

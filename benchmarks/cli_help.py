@@ -18,7 +18,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
-from camvidseg.codegraph import stages  # noqa: E402  (reads the sources, imports nothing heavy)
+from camvidseg.workflow.codegraph import stages  # noqa: E402
 
 STAGES = stages()
 

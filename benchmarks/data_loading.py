@@ -19,7 +19,7 @@ from pathlib import Path
 from camvid_like import prepared_set  # also puts src/ on the path
 from original_example import mask_only, original_dataset
 
-from camvidseg.dataset import SegmentationDataset, read_mask
+from camvidseg.data.dataset import SegmentationDataset, read_mask
 
 
 def per_sample_ms(fn, count: int, repeats: int = 2) -> float:

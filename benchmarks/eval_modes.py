@@ -1,6 +1,6 @@
 """Benchmark: evaluation images/s, whole-image vs sliding-window inference, in one run.
 
-Times ``camvidseg.inference.predict_batch`` (what evaluate, visualize and predict run: uint8 batch
+Times ``evaluation.inference.predict_batch`` (what evaluate, visualize and predict run: uint8 batch
 -> normalised on the device -> logits under the evaluation precision -> class ids) on the same
 images for each mode, one image per call as the evaluate stage feeds it. Slide windows and stride
 are the schema's ``eval.crop_size`` / ``eval.stride`` defaults.
@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from camvidseg import inference, settings
-from camvidseg.model import SegmentationModel
+from camvidseg.core import settings
+from camvidseg.evaluation import inference
+from camvidseg.training.model import SegmentationModel
 
 
 def modes() -> dict[str, dict]:

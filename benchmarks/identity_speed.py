@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from camvidseg.identity import HashCache, content_id, folder_id
+from camvidseg.data.identity import HashCache, content_id, folder_id
 
 
 def best_seconds(fn, repeats: int = 5) -> float:

@@ -24,11 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from camvidseg import cost
-from camvidseg.deploy import open_session
-from camvidseg.export import export_onnx
-from camvidseg.inference import DeployedNetwork
-from camvidseg.model import SegmentationModel
+from camvidseg.deploy import cost
+from camvidseg.deploy.export import export_onnx
+from camvidseg.deploy.runtime import open_session
+from camvidseg.evaluation.inference import DeployedNetwork
+from camvidseg.training.model import SegmentationModel
 
 CLASSES = 11  # the SegNet grouping published CamVid tables use
 PALETTE = {"classes": [{"id": i, "name": f"class{i}", "color": [i, i, i]} for i in range(CLASSES)]}

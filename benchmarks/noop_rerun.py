@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from camvidseg import codegraph  # noqa: E402
+from camvidseg.workflow import codegraph  # noqa: E402
 
 
 def snakemake(snakefile: Path, workdir: Path, *args: str) -> tuple[float, str]:

@@ -11,7 +11,7 @@ step, each in its own process:
   the profiled steps during which a kernel ran.
 
 ``--against plain`` (CPU): seconds per iteration, a plain PyTorch loop vs this project's whole train
-stage (``camvidseg.train``: Runner, data path, preprocessor, hooks, logging, optimizer wrapper):
+stage (``camvidseg train``: Runner, data path, preprocessor, hooks, logging, optimizer wrapper):
   plain: memmap crop -> normalise -> forward/backward/AdamW step, nothing else;
   stage: the median of MMEngine's per-iteration ``time`` of a real training run, no rescaling.
   Both in fresh processes with the same model, data, batch, crop and threads, alternating order
@@ -45,9 +45,9 @@ from camvid_like import prepared_folder, prepared_set  # also puts src/ on the p
 from original_example import original_dataset
 
 from camvidseg import IGNORE_INDEX
-from camvidseg.dataset import RandomScaleCropFlip, SegmentationDataset
-from camvidseg.fileio import read_json, write_json
-from camvidseg.model import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel, build_network
+from camvidseg.core.fileio import read_json, write_json
+from camvidseg.data.dataset import RandomScaleCropFlip, SegmentationDataset
+from camvidseg.training.model import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel, build_network
 
 
 def peak_memory_mb(device: str) -> float:
@@ -241,7 +241,7 @@ def stage_loop(args) -> dict[str, list[float]]:
     from mmengine.hooks import IterTimerHook
     from mmengine.logging import MessageHub
 
-    from camvidseg import train
+    from camvidseg.training import train
 
     per_epoch = len(read_json(args.prepared / "index.json")["splits"]["train"]) // args.batch
     epochs = math.ceil((args.warmup + args.iters) / per_epoch)

@@ -37,8 +37,8 @@ def save():
 
 import torch  # noqa: E402
 
-from camvidseg import device  # noqa: E402
-from camvidseg.fileio import write_json  # noqa: E402
+from camvidseg.core import device  # noqa: E402
+from camvidseg.core.fileio import write_json  # noqa: E402
 
 report["torch"] = [torch.__version__, torch.version.cuda]
 if DEVICE == "cuda":
@@ -67,7 +67,7 @@ def settings(**train):
 
 def train(name, stop_at=None, **over):
     work = WORK / name
-    command = [sys.executable, "-m", "camvidseg.train", "--settings", settings(**over),
+    command = [sys.executable, "-m", "camvidseg", "train", "--settings", settings(**over),
                "--prepared", str(PREPARED), "--palette", str(PALETTE),
                "--out-model", str(work / "best.pth"), "--out-history", str(work / "h.json"),
                "--work-root", str(work / "ckpt"),
@@ -120,7 +120,8 @@ report["signal_resume_vs_uninterrupted_deterministic"] = compare(c, f)
 save()
 for name, work in (("a", a), ("c", c)):
     out = work / "val.json"
-    subprocess.run([sys.executable, "-m", "camvidseg.evaluate", "--model", str(work / "best.pth"),
+    subprocess.run([sys.executable, "-m", "camvidseg", "evaluate",
+                    "--model", str(work / "best.pth"),
                     "--prepared", str(PREPARED), "--palette", str(PALETTE), "--split", "val",
                     "--device", DEVICE, "--out-json", str(out), "--out-csv", str(work / "v.csv")],
                    env=ENV, check=True, capture_output=True)  # fmt: skip

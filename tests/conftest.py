@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("SLURM_CONF", os.devnull)
 
 
-def run_cli(module: str, *args, check: bool = True, env: dict | None = None, cwd=None):
-    """Run ``python -m camvidseg.<module>`` as the rules do (in ``cwd``, by default this
+def run_cli(stage: str, *args, check: bool = True, env: dict | None = None, cwd=None):
+    """Run ``python -m camvidseg <stage>`` as the rules do (in ``cwd``, by default this
     process's working folder); returns the CompletedProcess."""
     environment = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
     result = subprocess.run(
-        [sys.executable, "-m", f"camvidseg.{module}", *map(str, args)],
+        [sys.executable, "-m", "camvidseg", stage, *map(str, args)],
         capture_output=True,
         text=True,
         env=environment,
@@ -41,7 +41,7 @@ def run_cli(module: str, *args, check: bool = True, env: dict | None = None, cwd
         cwd=cwd,
     )
     if check and result.returncode:
-        raise AssertionError(f"{module} failed:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(f"{stage} failed:\n{result.stdout}\n{result.stderr}")
     return result
 
 
@@ -108,7 +108,7 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sample_archive(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sample") / "camvid_sample.tar.gz"
-    from camvidseg.sample import build_sample
+    from camvidseg.data.sample import build_sample
 
     build_sample(path, {"train": 4, "val": 2, "test": 2}, 32, 48, seed=3)
     return path
@@ -134,10 +134,11 @@ def stale_jobs(result) -> set[str]:
 
 @contextlib.contextmanager
 def edited_source(module: str):
-    """``src/camvidseg/<module>.py`` with a comment added; bytes and mtime restored after. Waits
-    until no other test's Snakemake run or provenance check is reading the sources."""
+    """The package module ``module`` (dotted: ``training.model``) with a comment added; bytes and
+    mtime restored after. Waits until no other test's Snakemake run or provenance check is reading
+    the sources."""
     global _EDITING
-    source = REPO / "src" / "camvidseg" / f"{module}.py"
+    source = REPO / "src" / "camvidseg" / f"{module.replace('.', '/')}.py"
     with sources_lock(fcntl.LOCK_EX):
         original, stat = source.read_bytes(), source.stat()
         source.write_bytes(original + b"\n# an edit\n")

@@ -12,7 +12,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from train_throughput import busy_share
 
-from camvidseg.model import SegmentationModel
+from camvidseg.training.model import SegmentationModel
 
 
 def test_busy_share_window_is_first_to_last_kernel():

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from camvidseg import codegraph
+from camvidseg.workflow import codegraph
 
 # Written out here rather than taken from the code under test: the workflow's rules in the
 # chain's order, then the tools around them.

@@ -7,7 +7,7 @@ import sys
 import yaml
 from conftest import REPO
 
-from camvidseg.settings import schema
+from camvidseg.core.settings import schema
 
 
 def leaf_keys(node: dict, prefix: str = "") -> set[str]:

@@ -43,7 +43,7 @@ def dataset(tmp_path):
             }
         )
     )
-    from camvidseg.palette import build_rgb_palette
+    from camvidseg.data.palette import build_rgb_palette
 
     pal = build_rgb_palette(list(COLORS.items()), "camvid32", ["Void"])
     pal |= {"layout": "camvid32", "ignore_index": 255}
@@ -111,7 +111,7 @@ def test_cache_equals_the_png_masks_and_images(dataset):
     assert (png[1, 2:] == 255).all() and (png[1, :2] == 0).all()
     assert np.array_equal(images[0], np.asarray(Image.open(dataset / "CamVid/train/a.png")))
     # What training reads: the same arrays from the cache as from the files.
-    from camvidseg.dataset import SegmentationDataset
+    from camvidseg.data.dataset import SegmentationDataset
 
     cached, decoded = SegmentationDataset(out, "train"), SegmentationDataset(out, "train")
     decoded.cache = None
@@ -147,8 +147,8 @@ def test_image_bomb_is_one_line_naming_the_file(dataset, cache):
 
 
 def test_read_image_refuses_a_bomb_before_decoding(tmp_path):
-    from camvidseg.dataset import read_image
-    from camvidseg.errors import UserError
+    from camvidseg.core.errors import UserError
+    from camvidseg.data.dataset import read_image
 
     bomb = png_bomb(tmp_path / "big.png")
     with pytest.raises(UserError, match=r"big\.png: refusing image of 20000x10000 pixels"):
@@ -158,7 +158,7 @@ def test_read_image_refuses_a_bomb_before_decoding(tmp_path):
 def test_a_killed_conversion_leaves_no_temporary_folder_after_the_next_run(dataset):
     """SIGKILL while the masks are being written leaves .prepared.<...>; the next run removes
     it (it knows the writer is gone) and writes the output."""
-    command = [sys.executable, "-m", "camvidseg.convert", "--manifest", dataset / "dataset.json",
+    command = [sys.executable, "-m", "camvidseg", "convert", "--manifest", dataset / "dataset.json",
                "--palette", dataset / "palette.json", "--out", dataset / "prepared"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     job = subprocess.Popen(command, env=env, start_new_session=True)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import assert_one_line_error, run_cli
 
-from camvidseg import device
-from camvidseg.errors import UserError
+from camvidseg.core import device
+from camvidseg.core.errors import UserError
 
 
 class FakeDriver:
@@ -129,8 +129,8 @@ def test_amp_dtype_is_the_hardware_answer(monkeypatch):
 def test_validation_and_inference_share_the_model_precision():
     """Training's validation (``val_step``) and the evaluate stage (``predict_batch``) both run in
     ``model.precision``; on the CPU bf16 autocast exists, so the test can see the dtype."""
-    from camvidseg.inference import predict_batch
-    from camvidseg.model import SegmentationModel
+    from camvidseg.evaluation.inference import predict_batch
+    from camvidseg.training.model import SegmentationModel
 
     model = SegmentationModel("lraspp_mobilenet_v3_large", 4, 0.4).eval()
     seen = []

@@ -115,7 +115,7 @@ def imported_modules() -> tuple[set[str], set[str]]:
     """Top-level third-party modules the package imports: (required, optional), optional being
     those imported inside ``try: ... except ImportError``."""
     required, optional = set(), set()
-    for path in (REPO / "src/camvidseg").glob("*.py"):
+    for path in (REPO / "src/camvidseg").rglob("*.py"):
         tree = ast.parse(path.read_text())
         guarded = {
             id(node)

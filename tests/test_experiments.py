@@ -16,8 +16,8 @@ from conftest import (
     stale_jobs,
 )
 
-from camvidseg.experiments import differing, expand_sweep
-from camvidseg.identity import content_id
+from camvidseg.data.identity import content_id
+from camvidseg.workflow.experiments import differing, expand_sweep
 
 DATA_RULES = ("obtain_dataset", "extract", "palette", "convert_masks")
 SWEEP = {"train.lr": [0.001, 0.003], "train.seed": [0, 1]}
@@ -171,7 +171,7 @@ def test_provenance_record_covers_every_experiment(sweep_run):
         assert (train["lr"], train["seed"]) == (float(lr), int(seed))
         assert stage["dataset"] == record["dataset"]
     assert provenance_check(sweep_run).returncode == 0
-    with edited_source("visualize"):
+    with edited_source("evaluation.visualize"):
         result = provenance_check(sweep_run)
     assert stale_jobs(result) == {f"visualize:results/experiments/{n}/vis_data" for n in NAMES}
 

@@ -121,7 +121,7 @@ def test_onnx_backend_matches_torch_where_torch_cannot_be_imported(run_dir, tmp_
     model, palette = run_dir / "results/model", run_dir / "results/data/palette.json"
     run_cli("predict", "--backend", "torch", "--model", model / "best.pth", "--palette", palette,
             "--input-dir", images, "--device", "cpu", "--out", tmp_path / "torch")  # fmt: skip
-    result = torchless("module", "camvidseg.predict", "--backend", "onnx", "--model",
+    result = torchless("module", "camvidseg.deploy.predict", "--backend", "onnx", "--model",
                        model / "model.onnx", "--palette", palette, "--input-dir", images,
                        "--out", tmp_path / "onnx")  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -242,7 +242,7 @@ def test_slide_and_tta_scores_sit_beside_whole_in_the_json_and_the_card(run_dir,
 def settings_of() -> dict:
     import yaml
 
-    from camvidseg import settings
+    from camvidseg.core import settings
 
     config = yaml.safe_load(CONFIG.read_text())
     return {s: settings.resolve(s, config.get(s)) for s in ("dataset", "model", "train", "eval")}
@@ -267,5 +267,5 @@ def test_predict_rule_uses_the_onnx_model_when_the_backend_is_onnx(run_dir, tmp_
     result = snakemake(run_dir, "-n", "-p", "--config", settings, configfile=CONFIG)
     planned = jobs_planned(result)
     assert planned["predict"] == 1 and "export_onnx" not in planned  # the export is reused
-    command = next(line for line in result.stdout.splitlines() if "camvidseg.predict" in line)
+    command = next(line for line in result.stdout.splitlines() if "camvidseg predict" in line)
     assert "--backend onnx" in command and "results/model/model.onnx" in command

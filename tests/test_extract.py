@@ -403,8 +403,8 @@ def test_workflow_passes_the_unpack_limit_to_extract(tmp_path):
 
 
 def test_extract_archive_wants_a_fresh_folder(tmp_path, sample_archive):
-    from camvidseg.errors import UserError
-    from camvidseg.extract import extract_archive
+    from camvidseg.core.errors import UserError
+    from camvidseg.data.extract import extract_archive
 
     assert extract_archive([sample_archive], tmp_path / "new") > 0  # made when absent
     with pytest.raises(UserError, match="extraction needs a fresh, empty folder"):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from camvidseg.cost import gflops_per_image, parameter_count
-from camvidseg.inference import WHOLE, mode_label, predict_logits, window_starts
-from camvidseg.model import SegmentationModel
+from camvidseg.deploy.cost import gflops_per_image, parameter_count
+from camvidseg.evaluation.inference import WHOLE, mode_label, predict_logits, window_starts
+from camvidseg.training.model import SegmentationModel
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def test_flops_are_counted_by_torch_and_grow_with_the_pixels(model):
 def test_export_verdict_needs_999_per_mille_agreement_and_miou_within_0_001(
     agreement, delta, fails
 ):
-    from camvidseg.errors import UserError
-    from camvidseg.export import verdict
+    from camvidseg.core.errors import UserError
+    from camvidseg.deploy.export import verdict
 
     parity = {"argmax_agreement": agreement, "mIoU_abs_diff": delta, "max_abs_logit_diff": 0.5}
     if not fails:

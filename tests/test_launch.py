@@ -4,7 +4,7 @@ import os
 
 from conftest import run_cli
 
-from camvidseg import launch
+from camvidseg.training import launch
 
 TRAIN_ARGS = ["--settings", '{"train": {"device": "cpu"}}', "--prepared", "x", "--palette", "x",
               "--out-model", "m", "--out-history", "h"]  # fmt: skip
@@ -28,10 +28,10 @@ def test_node_rendezvous_is_hosted_by_the_first_task(monkeypatch):
     commands = {}
     for rank in ("0", "1"):
         monkeypatch.setenv("SLURM_PROCID", rank)
-        commands[rank] = launch.torchrun_command("camvidseg.train", ["--x"], 4, 2)
+        commands[rank] = launch.torchrun_command("camvidseg.training.train", ["--x"], 4, 2)
     port = 29400 + 1234 % 1000
     for rank, command in commands.items():
-        assert command[command.index("-m", 3) :] == ["-m", "camvidseg.train", "--x"]
+        assert command[command.index("-m", 3) :] == ["-m", "camvidseg.training.train", "--x"]
         assert {"--nproc_per_node=4", "--nnodes=2", "--rdzv-backend=c10d"} <= set(command)
         assert f"--rdzv-endpoint=10.0.0.5:{port}" in command
         assert f"--rdzv-conf=is_host={int(rank == '0')}" in command

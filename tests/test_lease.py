@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import REPO, TINY, snakemake_call
 
-LEASE = [sys.executable, "-m", "camvidseg.lease"]
+LEASE = [sys.executable, "-m", "camvidseg", "lease"]
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ rule one_gpu:
     wildcard_constraints: name="a|b"
     resources: gpu=1
     shell:
-        "python -m camvidseg.lease --gpus 1 -- sh -c"
+        "python -m camvidseg lease --gpus 1 -- sh -c"
         " 'echo $CUDA_VISIBLE_DEVICES $(date +%s.%N) > {output}.tmp; sleep 2;"
         " echo $(date +%s.%N) >> {output}.tmp; mv {output}.tmp {output}'"
 
@@ -60,7 +60,7 @@ rule two_gpus:
     input: "a.txt", "b.txt"
     output: "pair.txt"
     resources: gpu=2
-    shell: "python -m camvidseg.lease --gpus 2 -- sh -c 'echo $CUDA_VISIBLE_DEVICES > {output}'"
+    shell: "python -m camvidseg lease --gpus 2 -- sh -c 'echo $CUDA_VISIBLE_DEVICES > {output}'"
 """
 
 
@@ -89,7 +89,7 @@ def test_workflow_gpu_rules_run_through_the_lease(tmp_path):
     )
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     for stage, gpus in (("train", 2), ("evaluate", 1), ("visualize", 1)):
-        assert f"camvidseg.lease --gpus {gpus} -- python -m camvidseg.{stage}" in out, stage
+        assert f"camvidseg lease --gpus {gpus} -- python -m camvidseg {stage}" in out, stage
 
 
 def test_lease_is_free_again_after_kill_9(two_gpus, tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from camvidseg.metrics import SegMetric, confusion_matrix, summarize
+from camvidseg.evaluation.metrics import SegMetric, confusion_matrix, summarize
 
 NAMES = ["a", "b", "c"]
 

@@ -59,7 +59,7 @@ def test_unknown_ignore_class_names_the_key(tmp_path):
 
 
 def test_camvid11_grouping(tmp_path):
-    from camvidseg.sample import CAMVID32
+    from camvidseg.data.sample import CAMVID32
 
     text = "name,r,g,b\n" + "".join(f"{n},{r},{g},{b}\n" for n, (r, g, b) in CAMVID32)
     result, out = palette(tmp_path, text, "--classes", "camvid11")

@@ -5,9 +5,9 @@ import numpy as np
 from PIL import Image
 
 from camvidseg import IGNORE_INDEX
-from camvidseg.palette import build_rgb_palette, legend_entries
-from camvidseg.panel import save_panel
-from camvidseg.plots import confusion_heatmap, per_class_iou
+from camvidseg.data.palette import build_rgb_palette, legend_entries
+from camvidseg.evaluation.panel import save_panel
+from camvidseg.reporting.plots import confusion_heatmap, per_class_iou
 
 CLASS_DICT = [("Sky", (128, 128, 128)), ("Road", (128, 64, 128)), ("Car", (64, 0, 128)),
               ("Void", (0, 0, 0))]  # fmt: skip

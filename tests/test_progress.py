@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import REPO, run_cli, run_in_terminal, snakemake_call
 
-from camvidseg import progress
-from camvidseg.progress import Progress
+from camvidseg.core import progress
+from camvidseg.core.progress import Progress
 
 REDRAW = "\r\x1b[K"
 
@@ -66,7 +66,7 @@ def indexed_sample(sample_archive, tmp_path):
 
 def convert_command(manifest, palette, out, log):
     return (
-        f"{sys.executable} -m camvidseg.convert --manifest {manifest} --palette {palette}"
+        f"{sys.executable} -m camvidseg convert --manifest {manifest} --palette {palette}"
         f" --out {out} --threads 2 > {log} 2>&1"
     )
 

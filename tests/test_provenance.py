@@ -17,10 +17,10 @@ import pytest
 from conftest import REPO, edited_source, jobs_planned, provenance_check, snakemake, stale_jobs
 from PIL import Image
 
-from camvidseg import codegraph
-from camvidseg.identity import HashCache, content_id, folder_id
-from camvidseg.provenance import command_params, snakemake_records
-from camvidseg.sample import build_sample
+from camvidseg.data.identity import HashCache, content_id, folder_id
+from camvidseg.data.sample import build_sample
+from camvidseg.reporting.provenance import command_params, snakemake_records
+from camvidseg.workflow import codegraph
 
 TINY_SAMPLE = {"train": 6, "val": 2, "test": 2}
 
@@ -88,7 +88,7 @@ def test_folder_identity_changes_with_any_file_and_archives_are_hashed_once(tmp_
 
 def test_params_are_the_stage_flags_of_the_command():
     command = (
-        "/venv/bin/python -m camvidseg.lease --gpus 1 -- /venv/bin/python -m camvidseg.train"
+        "/venv/bin/python -m camvidseg lease --gpus 1 -- /venv/bin/python -m camvidseg train"
         """ --settings '{"train": {"lr": 0.001}}' --crop-size 32 48 --sync-bn --gpus 2"""
         " --out-model 'results/a b/best.pth' > results/logs/train.log 2>&1"
     )
@@ -191,11 +191,11 @@ def test_editing_visualize_makes_exactly_visualize_stale(tiny_run):
     fresh = provenance_check(tiny_run)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert not stale_jobs(fresh)
-    with edited_source("visualize"):
+    with edited_source("evaluation.visualize"):
         result = provenance_check(tiny_run)
     assert result.returncode == 1
     assert stale_jobs(result) == {"visualize"}
-    assert "code changed: visualize.py" in result.stdout
+    assert "code changed: evaluation/visualize.py" in result.stdout
 
 
 def test_report_shows_the_provenance_record(tiny_run):

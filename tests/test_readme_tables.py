@@ -19,8 +19,8 @@ from conftest import REPO, edited_source, segnet_layout, snakemake, sources_stab
 from test_real_data_route import CONFIG as SEGNET_CONFIG
 from test_real_data_route import real_data_args
 
-from camvidseg import provenance
-from camvidseg.identity import HashCache, content_id
+from camvidseg.data.identity import HashCache, content_id
+from camvidseg.reporting import provenance
 
 sys.path.insert(0, str(REPO / "tools"))
 import readme_tables
@@ -135,7 +135,7 @@ def test_readme_demo_table_is_what_this_code_gives_for_the_demo_config(tmp_path)
 
 
 def test_drift_names_a_changed_stage_and_a_changed_config(tmp_path):
-    with edited_source("model"):
+    with edited_source("training.model"):
         reasons = drift(tmp_path / "edited")
     assert "train: code changed: model.py" in reasons
     assert not any(reason.startswith("visualize") for reason in reasons)  # not a metrics stage

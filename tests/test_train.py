@@ -27,7 +27,7 @@ def settings_json(model=None, train=None) -> str:
 
 
 def train_command(data, work, model=None, train=None, *flags) -> list:
-    """Arguments of ``camvidseg.train`` on ``data``'s prepared set, writing under ``work``."""
+    """Arguments of ``camvidseg train`` on ``data``'s prepared set, writing under ``work``."""
     return ["--settings", settings_json(model, train),
             "--prepared", data / "results/data/prepared",
             "--palette", data / "results/data/palette.json",
@@ -84,8 +84,9 @@ def test_settings_json_is_the_one_source_of_training_settings(tiny_run, tmp_path
 
 
 def test_fingerprint_keys_on_what_changes_the_result(tiny_run, monkeypatch):
-    from camvidseg import codegraph, settings
-    from camvidseg.train import fingerprint
+    from camvidseg.core import settings
+    from camvidseg.training.train import fingerprint
+    from camvidseg.workflow import codegraph
 
     def key(model=None, train=None, device="cpu", gpus=1):
         resolved = settings.resolve("model", model), settings.resolve("train", train)
@@ -110,17 +111,18 @@ def test_cpu_run_uses_plain_optim_wrapper(tiny_run):
     log = (tiny_run / "results/logs/train.log").read_text()
     assert "device: cpu; optim wrapper: OptimWrapper" in log
     assert "AmpOptimWrapper" not in log
-    from camvidseg import settings
-    from camvidseg.device import precision
-    from camvidseg.train import optim_wrapper_config
+    from camvidseg.core import settings
+    from camvidseg.core.device import precision
+    from camvidseg.training.train import optim_wrapper_config
 
     train = settings.resolve("train", {"amp": True})
     assert optim_wrapper_config(train, precision("cpu", train["amp"]))["type"] == "OptimWrapper"
 
 
 def test_runner_config_reads_as_a_table():
-    from camvidseg import resume, settings
-    from camvidseg.train import Run, runner_config
+    from camvidseg.core import settings
+    from camvidseg.training import resume
+    from camvidseg.training.train import Run, runner_config
 
     train = settings.resolve("train", {"batch_size": 3, "seed": 5, "max_keep_ckpts": 4})
     cpu = Run("cpu", "fp32", distributed=True, workers=0, work_dir=REPO / "w", resume_from=None)
@@ -159,7 +161,7 @@ def test_cpu_training_never_constructs_amp_wrapper(tiny_run, tmp_path, monkeypat
         raise AssertionError("AmpOptimWrapper constructed on the CPU")
 
     monkeypatch.setattr(AmpOptimWrapper, "__init__", refuse)
-    from camvidseg.train import parse_args, train
+    from camvidseg.training.train import parse_args, train
 
     args = train_command(tiny_run, tmp_path, None, {"epochs": 1, "batch_size": 2, "amp": True})
     train(parse_args(list(map(str, args))))
@@ -221,7 +223,7 @@ def test_plain_user_weights_are_accepted(tiny_run, tmp_path):
 
 
 def test_load_from_another_class_count_skips_the_head(tiny_run, tmp_path):
-    from camvidseg.model import SegmentationModel, load_initial_weights
+    from camvidseg.training.model import SegmentationModel, load_initial_weights
 
     other = SegmentationModel("lraspp_mobilenet_v3_large", 5, 0.4)
     torch.save({"state_dict": other.state_dict()}, tmp_path / "five.pth")
@@ -281,7 +283,7 @@ def uninterrupted(sixteen_images, tmp_path_factory):
 
 def stop_during(data, work, line: str, signum: int, *flags) -> subprocess.CompletedProcess:
     """Start training and send ``signum`` once its log shows ``line``; returns its outcome."""
-    command = [sys.executable, "-m", "camvidseg.train",
+    command = [sys.executable, "-m", "camvidseg", "train",
                *map(str, train_command(data, work, None, RESUMED, *flags))]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -388,7 +390,7 @@ def test_unreadable_checkpoint_is_skipped(sixteen_images, uninterrupted, tmp_pat
 
 
 def test_checkpoint_choice_by_iteration(tmp_path):
-    from camvidseg.resume import checkpoints, newest_readable_checkpoint
+    from camvidseg.training.resume import checkpoints, newest_readable_checkpoint
 
     names = ["epoch_2.pth", "epoch_9.pth", "epoch_10.pth", "iter_25.pth", "best_mIoU_epoch_10.pth"]
     for name in names:
@@ -403,7 +405,7 @@ def test_checkpoint_choice_by_iteration(tmp_path):
 
 def test_history_merges_runs_later_winning(tmp_path):
     """A killed run's scalars (its last line cut off mid-write) and the resumed run's."""
-    from camvidseg.train import merge_history
+    from camvidseg.training.train import merge_history
 
     first = ['{"loss": 3.0, "lr": 0.1, "epoch": 1, "step": 1}', '{"mIoU": 0.1, "step": 1}',
              '{"loss": 2.9, "lr": 0.1, "epoch": 2, "step": 2}', '{"loss": 2.']  # fmt: skip
@@ -419,7 +421,7 @@ def test_history_merges_runs_later_winning(tmp_path):
 def test_checkpoints_and_pointer_are_written_atomically(tiny_run, tmp_path):
     """Every write into the work dir opens a temporary name; the final names only appear by
     rename (an audit hook sees every ``open`` of this process)."""
-    from camvidseg.train import parse_args, train
+    from camvidseg.training.train import parse_args, train
 
     opened = []
     work_root = str(tmp_path / "ckpt")
@@ -476,7 +478,7 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
         time.sleep(0.5)  # into epoch 2
         assert not list(first.glob("results/train_work/*/epoch_2.pth"))
         trainer = subprocess.run(
-            ["pgrep", "-s", str(run.pid), "-f", r"^\S*python\S* -m camvidseg.train"],
+            ["pgrep", "-s", str(run.pid), "-f", r"^\S*python\S* -m camvidseg train"],
             capture_output=True,
             text=True,
         ).stdout.split()

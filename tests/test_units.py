@@ -15,7 +15,7 @@ import torch
 from conftest import REPO, make_plan
 from PIL import Image
 
-from camvidseg.dataset import RandomScaleCropFlip
+from camvidseg.data.dataset import RandomScaleCropFlip
 
 STEP = 4  # image value per column/row index (a misplaced column is off by many steps)
 
@@ -82,14 +82,14 @@ def test_padding_is_black_under_the_ignore_index():
 
 
 def small_model(seed: int):
-    from camvidseg.model import SegmentationModel
+    from camvidseg.training.model import SegmentationModel
 
     torch.manual_seed(seed)
     return SegmentationModel("lraspp_mobilenet_v3_large", 3, 0.0)
 
 
 def test_initial_weights_are_loaded_tensor_by_tensor(tmp_path):
-    from camvidseg.model import load_initial_weights
+    from camvidseg.training.model import load_initial_weights
 
     source, target = small_model(1), small_model(2)
     torch.save({"state_dict": source.state_dict()}, tmp_path / "init.pth")
@@ -101,7 +101,7 @@ def test_initial_weights_are_loaded_tensor_by_tensor(tmp_path):
 
 
 def test_training_resumes_from_the_newest_readable_checkpoint(tmp_path, capsys):
-    from camvidseg.train import parse_args, plan_run
+    from camvidseg.training.train import parse_args, plan_run
 
     (tmp_path / "prepared").mkdir()
     (tmp_path / "prepared/index.json").write_text("{}")
@@ -141,7 +141,7 @@ def prepared_split(root, split: str, count: int, size=(32, 48), ignored: int = 0
 
 
 def test_evaluate_scores_the_split_it_names(tmp_path):
-    from camvidseg import evaluate
+    from camvidseg.evaluation import evaluate
 
     prepared = tmp_path / "prepared"
     splits = {"train": prepared_split(prepared, "train", 3),
@@ -182,7 +182,7 @@ def test_every_seeded_mutation_still_matches_the_code():
 MEMORY_A_STEP_GIVES_BACK = """
 import os, sys
 import numpy as np
-from camvidseg.allocator import keep_freed_memory
+from camvidseg.training.allocator import keep_freed_memory
 
 if sys.argv[1] == "kept" and not keep_freed_memory():
     raise SystemExit("not glibc")

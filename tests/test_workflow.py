@@ -59,7 +59,7 @@ def test_visualization_parameter_reruns_only_visualization(tiny_run):
 
 def test_code_change_reruns_the_step(tiny_run):
     """Sources are declared inputs: an edited palette.py re-runs palette and what follows."""
-    with edited_source("palette"):
+    with edited_source("data.palette"):
         planned = jobs_planned(snakemake(tiny_run, "-n"))
     assert {"palette", "convert_masks", "train", "evaluate"} <= planned.keys()
     assert not {"obtain_dataset", "extract"} & planned.keys()

@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from camvidseg.settings import schema  # noqa: E402
+from camvidseg.core.settings import schema  # noqa: E402
 
 TARGET = REPO / "config" / "README.md"
 INTRO = """\

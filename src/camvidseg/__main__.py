@@ -2,50 +2,26 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import sys
 import textwrap
-from pathlib import Path
 
 from . import __version__
-from .command import summary
+from .core.command import summary
+from .workflow import codegraph
 
-PACKAGE = Path(__file__).parent
-# The chain's order (the workflow's rules, data to deployment), then the tools around it;
-# commands added later follow alphabetically.
-CHAIN = (
-    "sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize",
-    "plots", "export", "card", "predict", "runcost", "provenance", "leaderboard", "compare",
-    "lease",
-)  # fmt: skip
 USAGE = (
     "usage: camvidseg <stage> [options]   (camvidseg <stage> --help: that stage's options)\n"
     "       camvidseg --version"
 )
 
 
-def stages() -> dict[str, str]:
-    """Every module with a ``main`` (a command), with its one-line summary.
-
-    Read from the sources (``ast``) rather than imported, so listing them loads no torch.
-    """
-    found = {}
-    for path in sorted(PACKAGE.glob("*.py")):
-        if path.stem.startswith("_"):
-            continue
-        tree = ast.parse(path.read_text())
-        if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body):
-            found[path.stem] = summary(ast.get_docstring(tree))
-    order = {name: i for i, name in enumerate(CHAIN)}
-    return dict(sorted(found.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
-
-
 def print_stages(out) -> None:
+    """The stages in chain order, each with its whole summary (wrapped under its column, never
+    cut); read from the sources (``ast``), so listing them loads no torch."""
     print(USAGE, "", "stages:", sep="\n", file=out)
-    for name, what in stages().items():
-        # Whole descriptions, wrapped under their column rather than cut.
-        lines = textwrap.wrap(what, width=100 - 15)
+    for name, module in codegraph.stages().items():
+        lines = textwrap.wrap(summary(codegraph.docstring(module)), width=100 - 15)
         print(f"  {name:12s} " + f"\n{' ' * 15}".join(lines), file=out)
 
 
@@ -60,14 +36,15 @@ def main() -> int:
     if not args:
         print_stages(sys.stderr)
         return 2
-    if args[0] not in stages():
-        known = ", ".join(stages())
+    stages = codegraph.stages()
+    if args[0] not in stages:
+        known = ", ".join(stages)
         print(
             f"error: unknown stage {args[0]!r} (one of {known}; see camvidseg --help)",
             file=sys.stderr,
         )
         return 2
-    module = importlib.import_module(f"camvidseg.{args[0]}")
+    module = importlib.import_module(f"camvidseg.{stages[args[0]]}")
     return module.main(args[1:])
 
 

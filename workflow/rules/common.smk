@@ -49,8 +49,10 @@ SRC = package_folder()
 # Parse-time helpers from the package itself (standard library only, importable anywhere;
 # settings also reads YAML, which Snakemake itself depends on).
 sys.path.insert(0, SRC)
-from camvidseg import codegraph, experiments, identity, settings  # noqa: E402
-from camvidseg.errors import UserError  # noqa: E402
+from camvidseg.workflow import codegraph, experiments  # noqa: E402
+from camvidseg.data import identity  # noqa: E402
+from camvidseg.core import settings  # noqa: E402
+from camvidseg.core.errors import UserError  # noqa: E402
 
 SCHEMA = os.path.join(SRC, "camvidseg/config.schema.yaml")
 
@@ -251,7 +253,7 @@ def gpu_processes(wildcards, resources):
 
 
 def gpus_to_lease(wildcards, resources):
-    """GPUs the job asks for: run locally, `camvidseg.lease` picks free device ids for it."""
+    """GPUs the job asks for: run locally, `camvidseg lease` picks free device ids for it."""
     return getattr(resources, "gpu", 0)
 
 
@@ -308,7 +310,7 @@ def archive_name():
 # The command per dataset.source; every value reaches the shell quoted.
 OBTAIN_COMMANDS = {
     "sample": (
-        "python -m camvidseg.sample --train {params.sample[train]:q}"
+        "python -m camvidseg sample --train {params.sample[train]:q}"
         " --val {params.sample[val]:q} --test {params.sample[test]:q}"
         " --height {params.sample[height]:q} --width {params.sample[width]:q}"
         " --seed {params.sample[seed]:q} --out {output:q} > {log:q} 2>&1"
@@ -317,11 +319,11 @@ OBTAIN_COMMANDS = {
     # params and commands into .snakemake/metadata, and a signed URL's token must not be written
     # anywhere (params.url holds it redacted, so a new path still re-runs).
     "url": (
-        'python -m camvidseg.obtain url --url "$CAMVIDSEG_DATASET_URL"'
+        'python -m camvidseg obtain url --url "$CAMVIDSEG_DATASET_URL"'
         " --sha256 {params.sha256:q} --out {output:q} > {log:q} 2>&1"
     ),
     "opendatalab": (
-        "python -m camvidseg.obtain {params.source:q}"
+        "python -m camvidseg obtain {params.source:q}"
         " --download-dir {params.download_dir:q} --out {output:q} > {log:q} 2>&1"
     ),
 }

@@ -23,6 +23,6 @@ rule convert_masks:
     message:
         "Converting label images to class-index masks with {threads} processes"
     shell:
-        "python -m camvidseg.convert --manifest {input.manifest:q}"
+        "python -m camvidseg convert --manifest {input.manifest:q}"
         " --palette {input.palette:q} --threads {threads:q} {params.strict:q} {params.cache:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -34,7 +34,7 @@ rule evaluate:
     message:
         "Evaluating the trained model on the {wildcards.split} split{params.experiment}"
     shell:
-        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.evaluate"
+        "python -m camvidseg lease --gpus {params.lease:q} -- python -m camvidseg evaluate"
         " --model {input.model:q} --prepared {input.prepared:q}"
         " --palette {input.palette:q} --split {wildcards.split:q} --device {params.device:q}"
         " {params.mode:q} --out-json {output.json:q} --out-csv {output.csv:q} > {log:q} 2>&1"

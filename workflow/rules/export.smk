@@ -21,7 +21,7 @@ rule export_onnx:
     message:
         "Exporting the trained model to ONNX{params.experiment}"
     shell:
-        "python -m camvidseg.export onnx --model {input.model:q} --palette {input.palette:q}"
+        "python -m camvidseg export onnx --model {input.model:q} --palette {input.palette:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -51,7 +51,7 @@ rule check_export:
         "Checking the ONNX export against PyTorch on the val images; measuring its cost"
         "{params.experiment}"
     shell:
-        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.export check"
+        "python -m camvidseg lease --gpus {params.lease:q} -- python -m camvidseg export check"
         " --model {input.model:q} --onnx {input.onnx:q}"
         " --prepared {input.prepared:q} --palette {input.palette:q} --split val"
         " --threads {threads:q} --device {params.device:q} --out {output.check:q}"
@@ -91,7 +91,7 @@ rule model_card:
     message:
         "Writing the model card{params.experiment}"
     shell:
-        "python -m camvidseg.card --model {input.model:q} --onnx {input.onnx:q}"
+        "python -m camvidseg card --model {input.model:q} --onnx {input.onnx:q}"
         " --palette {input.palette:q} --manifest {input.manifest:q}"
         " --prepared {input.prepared:q} --history {input.history:q}"
         " --check {input.check:q} --cost {input.cost:q} --metrics {input.metrics:q}"

@@ -25,7 +25,7 @@ if LOCAL_FOLDER:
         message:
             "Checking the dataset folder {input.folder} in place (nothing is copied)"
         shell:
-            "python -m camvidseg.extract --directory {input.folder:q}"
+            "python -m camvidseg extract --directory {input.folder:q}"
             " --layout {params.layout:q} {params.expect:q} --content-id {params.content_id:q}"
             " --manifest {output:q} > {log:q} 2>&1"
 
@@ -56,7 +56,7 @@ else:
         message:
             "Extracting {input.archive[0]} safely and checking the layout"
         shell:
-            "python -m camvidseg.extract --archive {input.archive:q} --dest {output.tree:q}"
+            "python -m camvidseg extract --archive {input.archive:q} --dest {output.tree:q}"
             " --layout {params.layout:q} {params.expect:q} --content-id {params.content_id:q}"
             " --manifest {output.manifest:q}"
             " --max-unpack-ratio {params.max_ratio:q} --max-unpack-gib {params.max_gib:q}"

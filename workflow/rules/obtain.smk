@@ -42,5 +42,5 @@ rule fetch_backbone_weights:
     message:
         "Fetching torchvision's ImageNet weights for the {wildcards.model} backbone"
     shell:
-        "python -m camvidseg.obtain weights --model {wildcards.model:q} --out {output:q}"
+        "python -m camvidseg obtain weights --model {wildcards.model:q} --out {output:q}"
         " > {log:q} 2>&1"

@@ -19,6 +19,6 @@ rule palette:
     message:
         "Parsing the palette ({params.classes}, ignoring {params.ignore})"
     shell:
-        "python -m camvidseg.palette --manifest {input.manifest:q}"
+        "python -m camvidseg palette --manifest {input.manifest:q}"
         " --classes {params.classes:q} --ignore-classes {params.ignore:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -46,7 +46,7 @@ rule plots:
     message:
         "Plotting training curves and per-split scores{params.experiment}"
     shell:
-        "python -m camvidseg.plots --history {input.history:q} --metrics {input.metrics:q}"
+        "python -m camvidseg plots --history {input.history:q} --metrics {input.metrics:q}"
         " --out {params.out:q} --summary {output.summary:q} --summary-html {output.table:q}"
         " > {log:q} 2>&1"
 
@@ -101,7 +101,7 @@ if EXPERIMENTS:
         message:
             "Ranking {params.experiments_count} experiments (leaderboard, curves, per-class IoU)"
         shell:
-            "python -m camvidseg.leaderboard --experiments {params.experiments:q}"
+            "python -m camvidseg leaderboard --experiments {params.experiments:q}"
             " --root results/experiments --prepared {input.prepared:q} --splits {EVAL_SPLITS:q}"
             " --csv {output.csv:q}"
             " --markdown {output.markdown:q} --html {output.table:q} --curves {output.curves:q}"

@@ -42,7 +42,7 @@ if PREDICT_INPUT:
         message:
             "Segmenting the images in {input.images}"
         shell:
-            "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.predict"
+            "python -m camvidseg lease --gpus {params.lease:q} -- python -m camvidseg predict"
             " --backend {params.backend:q} --model {input.model:q} --palette {input.palette:q}"
             " --input-dir {input.images:q} --alpha {params.alpha:q} --device {params.device:q}"
             " --out {output:q} > {log:q} 2>&1"

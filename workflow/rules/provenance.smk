@@ -22,5 +22,5 @@ rule provenance:
     message:
         "Recording what made each result in {output.record}"
     shell:
-        "python -m camvidseg.provenance record --targets {input.targets:q}"
+        "python -m camvidseg provenance record --targets {input.targets:q}"
         " --record {output.record:q} --html {output.html:q} > {log:q} 2>&1"

@@ -29,5 +29,5 @@ rule run_cost:
     message:
         "Summarising time and memory of the heavy jobs"
     shell:
-        "python -m camvidseg.runcost --benchmarks {input.benchmarks:q}"
+        "python -m camvidseg runcost --benchmarks {input.benchmarks:q}"
         " --csv {output.csv:q} --html {output.html:q} > {log:q} 2>&1"

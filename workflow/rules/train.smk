@@ -41,7 +41,7 @@ rule train:
         "Training {params.model} for {params.epochs} epochs on {params.device}"
         " ({resources.gpu} GPUs requested){params.experiment}"
     shell:
-        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.train"
+        "python -m camvidseg lease --gpus {params.lease:q} -- python -m camvidseg train"
         " --settings {params.settings:q}"
         " --prepared {input.prepared:q} --palette {input.palette:q}"
         " --backbone-weights {params.backbone:q} --gpus {params.gpus:q}"

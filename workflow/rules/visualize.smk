@@ -33,7 +33,7 @@ rule visualize:
     message:
         "Drawing {params.num_images} prediction panels per split into {output}{params.experiment}"
     shell:
-        "python -m camvidseg.lease --gpus {params.lease:q} -- python -m camvidseg.visualize"
+        "python -m camvidseg lease --gpus {params.lease:q} -- python -m camvidseg visualize"
         " --model {input.model:q} --prepared {input.prepared:q}"
         " --palette {input.palette:q} --splits {params.splits:q}"
         " --num-images {params.num_images:q} --alpha {params.alpha:q}"

@@ -1,0 +1,3 @@
+"""Shared rooms every concern uses: user errors, atomic files, the CLI parser, settings, progress,
+device policy.
+"""

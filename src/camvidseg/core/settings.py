@@ -1,0 +1,135 @@
+"""The one definition of every setting: ``config.schema.yaml`` (type, default, description).
+
+The Snakefile validates the user's config against it; each stage's CLI takes its defaults and
+help texts from it; the training fingerprint is computed over the settings it marks as changing
+the result (a property with ``x-run-only: true``, such as the log interval, does not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config.schema.yaml"
+
+
+@functools.cache
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _node(dotted: str) -> dict:
+    node = schema()
+    for key in dotted.split("."):
+        try:
+            node = node["properties"][key]
+        except KeyError:
+            raise KeyError(f"no setting {dotted!r} in {SCHEMA_PATH.name}") from None
+    return node
+
+
+def node(dotted: str = "") -> dict:
+    """The schema of one setting or section (``""`` for the whole config), references followed."""
+    return _deref(_node(dotted) if dotted else schema())
+
+
+def _deref(node: dict) -> dict:
+    """Follow a local ``$ref`` such as ``#/properties/train``."""
+    ref = node.get("$ref")
+    if ref is None:
+        return node
+    target = schema()
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return target
+
+
+def coerce(value, node_schema: dict):
+    """``value`` with strings typed as its schema says, in nested sections and lists too.
+
+    ``--config train="{crop_size: [96, 128]}"`` arrives as strings, and YAML 1.1 reads
+    ``1e-3`` (no dot) as a string; anything that does not parse is left for validation to refuse.
+    """
+    node_schema = _deref(node_schema)
+    if isinstance(value, dict):
+        properties = node_schema.get("properties", {})
+        extra = node_schema.get("additionalProperties")
+        fallback = extra if isinstance(extra, dict) else {}
+        return {k: coerce(v, properties.get(k, fallback)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [coerce(item, node_schema.get("items", {})) for item in value]
+    if isinstance(value, str) and node_schema.get("type") in ("number", "integer", "boolean"):
+        return _typed(value, node_schema["type"])
+    return value
+
+
+def _typed(text: str, kind: str):
+    typed = yaml.safe_load(text) if text.strip() else text
+    if isinstance(typed, str) and kind == "number":
+        try:
+            return float(text)  # 1e-3, which YAML 1.1 does not read as a number
+        except ValueError:
+            return text
+    return text if isinstance(typed, str) else typed
+
+
+def default(dotted: str):
+    """Default of one setting, e.g. ``default("train.lr")``."""
+    return _node(dotted).get("default")
+
+
+def describe(dotted: str) -> str:
+    """The schema's description of a setting (for ``--help``); empty when it has none."""
+    return _node(dotted).get("description", "")
+
+
+_ARG_TYPES = {"integer": int, "number": float, "string": str}
+
+
+def option(dotted: str) -> dict:
+    """``argparse`` keywords for the command-line twin of a setting: its schema default, help
+    text and choices, so a CLI never re-declares them (``add_argument("--lr", **option(...))``)."""
+    node = _node(dotted)
+    keywords = {"default": node.get("default"), "help": node.get("description", "")}
+    if "enum" in node:
+        keywords["choices"] = node["enum"]
+    elif node.get("type") == "boolean":
+        keywords["action"] = argparse.BooleanOptionalAction
+    elif node.get("type") == "array":
+        items = node.get("items", {})
+        fixed = node.get("minItems") == node.get("maxItems")
+        keywords["nargs"] = node["minItems"] if fixed and "minItems" in node else "*"
+        keywords["choices"] = items.get("enum")
+        keywords["type"] = _ARG_TYPES.get(items.get("type", "string"))
+    else:
+        keywords["type"] = _ARG_TYPES[node["type"]]
+    return {key: value for key, value in keywords.items() if value is not None}
+
+
+def resolve(section: str, values: dict | None = None) -> dict:
+    """``values`` of one config section over the schema's defaults, refusing unknown keys."""
+    properties = _node(section)["properties"]
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(properties))
+    if unknown:
+        raise UserError(f"{section}: unknown setting(s) {', '.join(unknown)}")
+    return {key: values.get(key, node.get("default")) for key, node in properties.items()}
+
+
+def result_settings(section: str, values: dict) -> dict:
+    """The settings of ``section`` that change what a stage produces (drops ``x-run-only``)."""
+    properties = _node(section)["properties"]
+    return {k: v for k, v in values.items() if not properties.get(k, {}).get("x-run-only")}
+
+
+def digest(*parts: object) -> str:
+    """Short, stable hash of JSON-able parts (dict key order does not matter)."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

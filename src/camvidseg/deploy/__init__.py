@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, predict, model card; torch-free runtime and cost."""

@@ -1,0 +1,1 @@
+"""Scoring and pictures: evaluate, visualize; metrics, inference, panels."""

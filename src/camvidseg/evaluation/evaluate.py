@@ -1,0 +1,156 @@
+"""Stage 5: score the trained model on a split: ``{split}.json`` and ``{split}_per_class.csv``.
+
+Uses the same ``SegMetric`` as training's validation (a dataset-wide confusion matrix), at full
+resolution, with the inference of ``eval.mode`` and ``eval.tta`` (whole image, sliding windows,
+multi-scale and flip). When that is not plain whole-image inference, the whole-image scores are
+computed too and both are recorded under ``modes``, so the report can show them side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from ..core import command
+from ..core.errors import UserError, cli
+from ..core.fileio import atomic_path, read_json, write_json
+from ..core.progress import Progress
+from ..core.settings import option
+
+# torch and the model code are imported where used, so that `--help` answers at once.
+
+HEADLINE = ("mIoU", "mAcc", "aAcc", "mDice", "num_classes_scored")
+
+
+def evaluate(
+    model, dataset, class_names: list[str], device: str, settings: list[dict], split: str = ""
+) -> list:
+    """One summary (scores, per class, confusion) per inference setting, in the same order."""
+    import torch
+
+    from .inference import predict_batch
+    from .metrics import SegMetric
+
+    metrics = [SegMetric(class_names) for _ in settings]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=0)
+    with Progress(f"evaluate {split}".strip(), len(dataset), "images") as progress:
+        for batch in loader:
+            for metric, setting in zip(metrics, settings, strict=True):
+                preds = predict_batch(model, batch["inputs"], device, setting)
+                labels = batch["data_samples"]["labels"].to(preds.device)
+                samples = [{"pred": p, "label": lab} for p, lab in zip(preds, labels, strict=True)]
+                metric.process(batch, samples)
+            progress.advance(len(batch["inputs"]))
+    summaries = []
+    for metric in metrics:
+        metric.evaluate(len(dataset))
+        summaries.append(metric.summary | {"confusion": metric.confusion.astype(int).tolist()})
+    return summaries
+
+
+def inference_setting(args: argparse.Namespace) -> dict:
+    """The ``eval`` section's inference keys from the command line, checked."""
+    setting = {
+        "mode": args.mode,
+        "crop_size": list(args.crop_size),
+        "stride": list(args.stride),
+        "tta": {"flip": args.flip, "scales": [float(s) for s in args.scales]},
+    }
+    if args.mode == "slide" and any(
+        s > c for s, c in zip(args.stride, args.crop_size, strict=True)
+    ):
+        raise UserError(
+            f"eval.stride: {args.stride} exceeds eval.crop_size {args.crop_size}; windows would "
+            "leave pixels unscored"
+        )
+    if not args.scales or any(s <= 0 for s in args.scales):
+        raise UserError(f"eval.tta.scales: {args.scales} must be one or more positive numbers")
+    if args.mode == "whole":
+        setting["crop_size"] = setting["stride"] = None
+    return setting
+
+
+def settings_to_score(setting: dict) -> list[dict]:
+    """The configured inference, and whole-image inference beside it when that differs."""
+    from .inference import WHOLE, is_whole
+
+    return [setting] if is_whole(setting) else [setting, WHOLE]
+
+
+def score_modes(setting: dict, summaries: list[dict]) -> dict:
+    """``modes``: headline scores per inference setting, keyed by its label."""
+    from .inference import mode_label
+
+    settings = settings_to_score(setting)
+    return {
+        mode_label(s): {k: summary[k] for k in HEADLINE}
+        for s, summary in zip(settings, summaries, strict=True)
+    }
+
+
+def write_per_class_csv(summary: dict, path: Path) -> None:
+    columns = ("class", "IoU", "Acc", "Dice", "gt_pixels", "pred_pixels")
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in summary["per_class"]:
+            writer.writerow(
+                "" if row[k] is None else round(row[k], 4) if isinstance(row[k], float) else row[k]
+                for k in columns
+            )
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """``eval.mode``, ``eval.crop_size``, ``eval.stride``, ``eval.tta.*`` as flags."""
+    parser.add_argument("--mode", **option("eval.mode"))
+    parser.add_argument("--crop-size", metavar=("H", "W"), **option("eval.crop_size"))
+    parser.add_argument("--stride", metavar=("H", "W"), **option("eval.stride"))
+    parser.add_argument("--flip", **option("eval.tta.flip"))
+    parser.add_argument("--scales", metavar="S", **option("eval.tta.scales"))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = command.parser(__file__, __doc__)
+    command.add_trained_model(parser, required=True, help="train, val or test")
+    add_inference_options(parser)
+    outputs = {"--out-json": "scores to write (.json)", "--out-csv": "per-class table (.csv)"}
+    command.add_paths(parser, outputs)
+    return parser.parse_args(argv)
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+
+    from ..core.device import resolve
+    from ..data.dataset import SegmentationDataset
+    from ..data.palette import class_names
+    from ..training.model import load_trained
+    from .inference import mode_label
+
+    setting = inference_setting(args)
+    device = resolve(args.device, "--device")
+    model, meta = load_trained(args.model, device)
+    names = class_names(read_json(args.palette))
+    settings = settings_to_score(setting)
+    dataset = SegmentationDataset(args.prepared, args.split)
+    summaries = evaluate(model, dataset, names, device, settings, args.split)
+    summary = (
+        {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
+        | {"precision": model.precision}  # the one training's validation used, where it can
+        | {"inference": setting | {"label": mode_label(setting)}}
+        | summaries[0]
+        | {"modes": score_modes(setting, summaries)}
+    )
+    write_json(args.out_json, summary)
+    write_per_class_csv(summary, args.out_csv)
+    for label, scores in summary["modes"].items():
+        print(
+            f"{args.split} [{label}]: mIoU {scores['mIoU']:.4f}  mAcc {scores['mAcc']:.4f}  "
+            f"aAcc {scores['aAcc']:.4f}  ({scores['num_classes_scored']} classes scored)"
+        )
+
+
+if __name__ == "__main__":
+    main()

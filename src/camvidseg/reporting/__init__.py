@@ -1,0 +1,1 @@
+"""Summaries people read: plots, leaderboard, comparisons, run cost, provenance."""

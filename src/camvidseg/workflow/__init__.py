@@ -1,0 +1,1 @@
+"""Workflow support the Snakefile imports while it parses, and the GPU lease wrapper."""
