@@ -376,6 +376,35 @@ def test_work_dir_config_dump_is_the_config_that_ran(uninterrupted):
     assert ran.work_dir == str(work_dir)
 
 
+def test_mlflow_tracker_records_each_experiment_as_a_run_with_settings_and_epoch_scores(
+    sixteen_images, tmp_path
+):
+    """train.trackers: [tensorboard, mlflow]: two trainings (two experiments) into one local
+    store, read back through the MLflow client as `mlflow ui` would show them."""
+    import mlflow
+
+    store = tmp_path / "mlflow"
+    for name, lr in (("lr=0.002", 0.002), ("lr=0.004", 0.004)):
+        train = RESUMED | {"epochs": 2, "lr": lr, "trackers": ["tensorboard", "mlflow"]}
+        train_cli(sixteen_images, tmp_path / name, None, train,
+                  "--run-name", name, "--mlflow-store", store)  # fmt: skip
+        work_dir = next((tmp_path / name / "ckpt").iterdir())
+        assert list((work_dir / "tensorboard").glob("events.out.tfevents.*"))  # still there
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("camvidseg")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["lr=0.002", "lr=0.004"]
+    for name, lr in (("lr=0.002", 0.002), ("lr=0.004", 0.004)):
+        run = runs[name]
+        assert float(run.data.params["train.lr"]) == lr
+        assert run.data.params["model.name"] == "lraspp_mobilenet_v3_large"
+        scores = client.get_metric_history(run.info.run_id, "mIoU")
+        history = json.loads((tmp_path / name / "history.json").read_text())
+        assert [m.step for m in scores] == [1, 2]  # one per epoch
+        assert [round(m.value, 6) for m in scores] == [round(v["mIoU"], 6) for v in history["val"]]
+        assert client.get_metric_history(run.info.run_id, "loss")
+
+
 def test_unreadable_checkpoint_is_skipped(sixteen_images, uninterrupted, tmp_path):
     shutil.copytree(uninterrupted / "ckpt", tmp_path / "ckpt")
     work_dir = next((tmp_path / "ckpt").iterdir())
