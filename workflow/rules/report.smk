@@ -68,9 +68,9 @@ def headline_html():
     panels = sorted(glob.glob(f"{run}vis_data/*_panel.png"))
     if panels:
         pictures.append(embedded_image(panels[0], "image | prediction | label"))
-    parts.append("<p>" + " ".join(pictures) + "</p>")
+    parts.append(f"<p>{' '.join(pictures)}</p>")
     if os.path.exists("results/leaderboard.csv"):
-        parts.append("<h3>Leaderboard</h3>" + leaderboard_table())
+        parts.append(f"<h3>Leaderboard</h3>{leaderboard_table()}")
     return "\n".join(parts)
 
 
