@@ -55,7 +55,7 @@ def assert_one_line_error(result, fragment: str, returncode: int = 2) -> None:
 
 def snakemake_call(workdir: Path, *args, configfile: Path = TINY) -> tuple[list, dict]:
     """Command and environment of a real Snakemake run of this workflow in ``workdir``."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow/Snakefile"),
                "-d", str(workdir), "--configfile", str(configfile), "--cores", "2",
                *map(str, args)]  # fmt: skip
     # Rules call `python`: make it this interpreter, as an activated venv would.

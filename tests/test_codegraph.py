@@ -44,7 +44,7 @@ print("RULES=" + json.dumps(rules))
 def declared_rules(workdir, configfile, overrides) -> dict:
     package = str(codegraph.PACKAGE_DIR)
     result = subprocess.run(
-        [sys.executable, "-c", RULES_SCRIPT, str(REPO / "Snakefile"), str(workdir),
+        [sys.executable, "-c", RULES_SCRIPT, str(REPO / "workflow/Snakefile"), str(workdir),
          str(configfile), json.dumps(overrides), package],
         capture_output=True, text=True, check=False, cwd=workdir,
     )  # fmt: skip

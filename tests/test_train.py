@@ -370,7 +370,7 @@ def test_work_dir_config_dump_is_the_config_that_ran(uninterrupted):
     assert "None" not in dump.read_text()  # unset entries left out, not written as None
     ran = Config.fromfile(dump)
     assert ran.train_cfg.max_epochs == RESUMED["epochs"]
-    assert ran.train_cfg.type == "camvidseg.resume.ResumableEpochLoop"
+    assert ran.train_cfg.type == "camvidseg.training.resume.ResumableEpochLoop"
     assert ran.train_dataloader.batch_size == RESUMED["batch_size"]
     assert ran.optim_wrapper.optimizer.lr == RESUMED["lr"]
     assert ran.work_dir == str(work_dir)
