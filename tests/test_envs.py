@@ -162,3 +162,13 @@ def test_every_import_is_pinned_and_every_pin_is_used():
         assert dist(module) in runtime, f"{module} is imported but {dist(module)} is not pinned"
     used = {dist(m) for m in required | optional} | set(USED_INDIRECTLY)
     assert set(runtime) <= used, f"pinned but imported by no code: {set(runtime) - used}"
+
+
+def test_mmengine_internals_are_written_against_the_pinned_release():
+    """resume.py, the one module reaching into MMEngine's private loop counters, names the
+    release it was written for: the pin and the installed package must be that release."""
+    from camvidseg.training.resume import MMENGINE_VERSION
+
+    required = pins((REPO / "requirements.txt").read_text().splitlines())
+    assert required["mmengine-lite"] == MMENGINE_VERSION
+    assert importlib.metadata.version("mmengine-lite") == MMENGINE_VERSION

@@ -119,6 +119,27 @@ def test_cpu_run_uses_plain_optim_wrapper(tiny_run):
     assert optim_wrapper_config(train, precision("cpu", train["amp"]))["type"] == "OptimWrapper"
 
 
+def test_loader_workers_are_decided_in_the_job_on_the_device_it_got():
+    """The one loader-worker policy (the workflow passes none): --num-workers, else
+    train.num_workers, else -1: on a GPU the threads feed it, split over its processes; on the
+    CPU they compute and loading stays in the process."""
+    import argparse
+
+    from camvidseg.training.train import loader_workers
+
+    def args(flag=None, configured=-1, threads=8, gpus=2):
+        return argparse.Namespace(num_workers=flag, train={"num_workers": configured},
+                                  threads=threads, gpus=gpus)  # fmt: skip
+
+    assert loader_workers(args(), "cuda") == 4
+    assert loader_workers(args(threads=1), "cuda") == 1
+    assert loader_workers(args(), "cpu") == 0
+    assert loader_workers(args(configured=3), "cuda") == 3
+    assert loader_workers(args(flag=5, configured=3), "cpu") == 5
+    rule = (REPO / "workflow/rules/train.smk").read_text()
+    assert "--num-workers" not in rule
+
+
 def test_runner_config_reads_as_a_table():
     from camvidseg.core import settings
     from camvidseg.training import resume
@@ -447,9 +468,10 @@ def test_history_merges_runs_later_winning(tmp_path):
     assert history["val"] == [{"epoch": 1, "mIoU": 0.1}, {"epoch": 2, "mIoU": 0.2}]
 
 
-def test_checkpoints_and_pointer_are_written_atomically(tiny_run, tmp_path):
+def test_checkpoints_are_written_atomically(tiny_run, tmp_path):
     """Every write into the work dir opens a temporary name; the final names only appear by
-    rename (an audit hook sees every ``open`` of this process)."""
+    rename (an audit hook sees every ``open`` of this process). MMEngine's ``last_checkpoint``
+    pointer is not among them: nothing reads it."""
     from camvidseg.training.train import parse_args, train
 
     opened = []
@@ -462,8 +484,8 @@ def test_checkpoints_and_pointer_are_written_atomically(tiny_run, tmp_path):
     sys.addaudithook(audit)  # stays for the session: it only records paths under tmp_path
     train(parse_args(list(map(str, train_command(tiny_run, tmp_path, None, {"epochs": 2})))))
     work_dir = next((tmp_path / "ckpt").iterdir())
-    finals = {p.name for p in work_dir.iterdir() if p.suffix == ".pth"} | {"last_checkpoint"}
-    assert {"epoch_1.pth", "epoch_2.pth", "last_checkpoint"} <= finals
+    finals = {p.name for p in work_dir.iterdir() if p.suffix == ".pth"}
+    assert {"epoch_1.pth", "epoch_2.pth"} <= finals
     assert any(name.startswith(".epoch_2.pth.") for name in opened)
     assert not finals & set(opened), opened
 

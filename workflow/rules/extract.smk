@@ -34,11 +34,7 @@ else:
     rule extract:
         input:
             code("extract"),
-            archive=(
-                local_archive_parts()
-                if DATASET["source"] == "local"
-                else [archive_name()]
-            ),
+            archive=LOCAL_ARCHIVE or [plan.archive_name(DATASET)],
         output:
             manifest="results/data/dataset.json",
             tree=directory("results/data/extracted"),

@@ -2,10 +2,27 @@
 # localrule: on a cluster they run where the network is (the login node).
 
 
-if DATASET["source"] == "url" and not DATASET["url"]:
-    raise WorkflowError(
-        "invalid config: dataset.url: required when dataset.source is url"
-    )
+# The command per dataset.source; every value reaches the shell quoted. The URL reaches the job
+# through its environment (plan.job_environment), not its command line: Snakemake writes params
+# and commands into .snakemake/metadata, and a signed URL's token must not be written anywhere
+# (params.url holds it redacted, so a new path still re-runs).
+OBTAIN_COMMANDS = {
+    "sample": (
+        "python -m camvidseg sample --train {params.sample[train]:q}"
+        " --val {params.sample[val]:q} --test {params.sample[test]:q}"
+        " --height {params.sample[height]:q} --width {params.sample[width]:q}"
+        " --seed {params.sample[seed]:q} --out {output:q} > {log:q} 2>&1"
+    ),
+    "url": (
+        f'python -m camvidseg obtain url --url "${plan.DATASET_URL_ENV}"'
+        " --sha256 {params.sha256:q} --out {output:q} > {log:q} 2>&1"
+    ),
+    "opendatalab": (
+        "python -m camvidseg obtain {params.source:q}"
+        " --download-dir {params.download_dir:q} --out {output:q} > {log:q} 2>&1"
+    ),
+}
+OBTAIN_COMMANDS["openxlab"] = OBTAIN_COMMANDS["opendatalab"]
 
 
 if DATASET["source"] != "local":
@@ -14,14 +31,14 @@ if DATASET["source"] != "local":
         input:
             code("sample" if DATASET["source"] == "sample" else "obtain"),
         output:
-            archive_name(),
+            plan.archive_name(DATASET),
         log:
             "results/logs/obtain_dataset.log",
         localrule: True
         conda:
             DOWNLOAD_ENV
         params:
-            **obtain_params(),
+            **OBTAIN_PARAMS,
             source=DATASET["source"],
         message:
             "Obtaining the CamVid archive (dataset.source: {params.source})"

@@ -59,11 +59,11 @@ if EXPERIMENTS:
             prepared="results/data/prepared",
             metrics=expand(
                 "results/{exp}metrics/{split}.json",
-                exp=experiment_dirs(),
+                exp=EXPERIMENT_DIRS,
                 split=EVAL_SPLITS,
             ),
-            models=expand("results/{exp}model/best.pth", exp=experiment_dirs()),
-            histories=expand("results/{exp}model/history.json", exp=experiment_dirs()),
+            models=expand("results/{exp}model/best.pth", exp=EXPERIMENT_DIRS),
+            histories=expand("results/{exp}model/history.json", exp=EXPERIMENT_DIRS),
         output:
             csv="results/leaderboard.csv",
             markdown="results/leaderboard.md",

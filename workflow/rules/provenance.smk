@@ -5,7 +5,7 @@
 rule provenance:
     input:
         code("provenance"),
-        targets=final_outputs(),
+        targets=FINAL_OUTPUTS,
     output:
         record="results/provenance.json",
         html=report(

@@ -33,7 +33,6 @@ rule train:
         device=setting("train.device"),
         experiment=run_label,
         backbone=lambda wildcards, input: input.backbone or "none",
-        workers=loader_workers,
         gpus=gpu_processes,
         nodes=node_tasks,
         work_root=lambda wildcards: f"results/{wildcards.exp}train_work",
@@ -46,7 +45,7 @@ rule train:
         " --settings {params.settings:q}"
         " --prepared {input.prepared:q} --palette {input.palette:q}"
         " --backbone-weights {params.backbone:q} --gpus {params.gpus:q}"
-        " --nodes {params.nodes:q} --num-workers {params.workers:q} --threads {threads:q}"
+        " --nodes {params.nodes:q} --threads {threads:q}"
         " --work-root {params.work_root:q} --out-model {output.model:q}"
         " --out-history {output.history:q} --run-name {params.run_name:q}"
         " --mlflow-store results/mlflow > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-"""Atomic outputs: a stage either leaves a complete output or none at all.
+"""Atomic outputs: a stage either leaves a complete output or none at all (and the one sha256 of
+files' bytes, ``sha256_file``).
 
 The temporary sibling an output is written into carries its writer's process id and host in its
 name; a process killed outright (SIGKILL, out of memory) cannot remove it, so the next write of
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import re
@@ -88,6 +90,16 @@ def refuse_nonempty_folder(folder: Path | str) -> None:
     if folder.is_dir() and any(folder.iterdir()):
         # Snakemake removes a directory() output before its job; anything else may be the user's.
         raise UserError(f"{folder}: folder exists and is not empty; remove it or choose another")
+
+
+def sha256_file(*paths: Path | str) -> str:
+    """sha256 (hex) of the files' bytes, one after the other, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: Path | str, data: object) -> None:

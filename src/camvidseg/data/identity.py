@@ -5,8 +5,8 @@ a small cache keyed by path, size and modification time (ns), so later looks cos
 folder is identified by a hash of every file's relative path, size and mtime (ns): cheap enough
 for every parse of the Snakefile (a few ms for CamVid's 1,400 files), and it changes when any file
 is added, removed, rewritten or touched. Several archive parts are one stream: the sha256 of their
-concatenation. The Snakefile imports this module while it parses, so it uses the standard library
-only.
+concatenation (``core.fileio.sha256_file``, the project's one file hash). The Snakefile imports
+this module while it parses, so it uses the standard library and core.fileio only.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import os
 import urllib.parse
 from pathlib import Path
 
+from ..core.fileio import sha256_file
+
 # The Snakefile sets this for itself and its jobs: the cache lives in the workflow's folder.
 CACHE_ENV = "CAMVIDSEG_HASH_CACHE"
 CACHE_FILE = ".snakemake/camvidseg/hashes.json"
-CHUNK = 1 << 20
 
 
 class HashCache:
@@ -48,14 +49,9 @@ class HashCache:
         hit = self.entries.get(key)
         if hit and hit[0] == signature:
             return hit[1]
-        digest = hashlib.sha256()
-        for path in paths:
-            with open(path, "rb") as handle:
-                while block := handle.read(CHUNK):
-                    digest.update(block)
-        self.entries[key] = [signature, digest.hexdigest()]
+        self.entries[key] = [signature, sha256_file(*paths)]
         self.changed = True
-        return digest.hexdigest()
+        return self.entries[key][1]
 
     def save(self) -> None:
         """Write the cache if it learnt something (atomically: parallel jobs may share it)."""
@@ -96,6 +92,18 @@ def content_id(paths: list[Path | str] | Path | str, cache: HashCache | None = N
     if len(paths) == 1 and paths[0].is_dir():
         return folder_id(paths[0])
     return "sha256:" + (cache or HashCache()).sha256(paths)
+
+
+def part_number(path: Path | str) -> int | None:
+    """N of an archive part ``X.tar.gz.N`` (digits after the last dot), else None."""
+    suffix = str(path).rpartition(".")[2]
+    return int(suffix) if "." in str(path) and suffix.isdigit() else None
+
+
+def in_part_order(paths) -> list[Path]:
+    """The archive parts among ``paths`` in the one order they join in: by part number."""
+    parts = [Path(p) for p in paths if part_number(p) is not None]
+    return sorted(parts, key=part_number)
 
 
 def redact_url(url: str) -> str:

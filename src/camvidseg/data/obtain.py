@@ -27,24 +27,16 @@ from pathlib import Path
 
 from ..core import command
 from ..core.errors import UserError, cli
-from ..core.fileio import atomic_path, read_json, write_json
+from ..core.fileio import atomic_path, read_json, sha256_file, write_json
 from ..core.progress import Progress
 from ..core.settings import describe
-from .identity import redact_url
+from .identity import in_part_order, redact_url
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 NETWORK_ERRORS = ("ConnectionError", "Name or service not known", "Network is unreachable")
 HOW_TO_PROVIDE = (
     "or fetch the archive yourself and set dataset.source: local and dataset.path: <file or folder>"
 )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 SAFE_SCHEMES = ("http", "https")
@@ -226,7 +218,7 @@ def download(
         print(f"attempt {attempt} failed ({reason}); retrying in {wait:.1f} s", flush=True)
         time.sleep(wait)
     if sha256:
-        actual = sha256_of(part)
+        actual = sha256_file(part)
         if actual != sha256.lower():
             _discard(part)
             raise UserError(
@@ -270,9 +262,9 @@ def run_tool(command: list[str], login_hint: str, download_dir: Path) -> None:
 
 def archive_parts(folder: Path) -> list[Path]:
     """``CamVid.tar.gz`` or its parts ``.00 .01 ...`` in numeric order, found below ``folder``."""
-    parts = [p for p in folder.rglob("CamVid.tar.gz.*") if p.suffix[1:].isdigit()]
+    parts = in_part_order(folder.rglob("CamVid.tar.gz.*"))
     if parts:
-        return sorted(parts, key=lambda p: int(p.suffix[1:]))
+        return parts
     whole = sorted(folder.rglob("CamVid.tar.gz")) + sorted(folder.rglob("CamVid.zip"))
     if not whole:
         raise UserError(f"{folder}: the download holds no CamVid.tar.gz(.NN) archive")
@@ -322,7 +314,7 @@ def fetch_weights(args: argparse.Namespace) -> None:
     )
     # torchvision names its files <name>-<first 8 hex digits of the sha256>.pth
     prefix = re.search(r"-([0-9a-f]{8,})\.pth$", source)
-    if prefix and not sha256_of(args.out).startswith(prefix.group(1)):
+    if prefix and not sha256_file(args.out).startswith(prefix.group(1)):
         args.out.unlink()
         raise UserError(f"{source}: downloaded weights fail torchvision's hash check")
 

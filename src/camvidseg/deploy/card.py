@@ -10,13 +10,12 @@ followed by the scoring block, prints the val mIoU stored in ``metrics/val.json`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 from ..core import command
 from ..core.errors import cli
-from ..core.fileio import atomic_path, read_json
+from ..core.fileio import atomic_path, read_json, sha256_file
 
 ARCHITECTURES = {
     "deeplabv3_resnet50": "DeepLabV3 (ASPP) head on a ResNet-50 backbone",
@@ -46,11 +45,7 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def sha256_prefix(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def model_section(run: dict) -> str:

@@ -16,10 +16,11 @@ stopped, so on the CPU it ends with bitwise-identical weights and the same histo
 On CUDA the same holds up to the kernels' own nondeterminism (cuDNN algorithm choice and atomics);
 ``train.deterministic`` asks torch for deterministic kernels (see the README).
 
-**Safe files.** Every checkpoint, the best checkpoint and MMEngine's ``last_checkpoint`` pointer are
-written to a temporary file in the same folder and renamed into place, so a kill never leaves a
-truncated file under a checkpoint's name; an unreadable checkpoint (from an older version, or a
-disk problem) is skipped with a one-line warning and the newest readable one is used.
+**Safe files.** Every checkpoint and the best checkpoint are written to a temporary file in the
+same folder and renamed into place, so a kill never leaves a truncated file under a checkpoint's
+name; an unreadable checkpoint (from an older version, or a disk problem) is skipped with a one-line
+warning and the newest readable one is used. MMEngine's ``last_checkpoint`` pointer is left as
+MMEngine writes it: nothing here reads it (checkpoints are found by name).
 
 **Attempts.** Each run of the job (the first and every resume) keeps its wall time and the
 iterations it trained in ``<work dir>/attempts/<its timestamp>.json`` (``AttemptClockHook``), so
@@ -28,11 +29,15 @@ the time of a training counts every attempt, not only the last job's.
 **Signals.** SIGUSR1 or SIGTERM (a scheduler's notice before preemption or the time limit) lets the
 current iteration finish, saves ``iter_N.pth`` and exits with 128 + the signal number, so a retry
 resumes from that iteration.
+
+**MMEngine internals.** This is the one module that reaches past MMEngine's documented interface
+(``EpochBasedTrainLoop``'s private counters ``_epoch``, ``_iter``, ``_max_epochs`` and
+``_decide_current_val_interval``), written against the pinned ``mmengine-lite`` version
+``MMENGINE_VERSION`` (requirements.txt, envs/camvidseg.yaml); a test checks the pin.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import random
@@ -48,13 +53,14 @@ import torch
 import torch.distributed as dist
 from mmengine.dataset import DefaultSampler
 from mmengine.fileio import LocalBackend, register_backend
-from mmengine.hooks import Hook, checkpoint_hook
+from mmengine.hooks import Hook
 from mmengine.runner import CheckpointLoader, EpochBasedTrainLoop
 from torch.utils.data import Dataset
 
 from ..core.errors import UserError
 from ..core.fileio import atomic_path, read_json, write_json
 
+MMENGINE_VERSION = "0.10.7"  # the release whose internals ResumableEpochLoop relies on
 TRUSTED_PREFIX = "camvidseg-workdir://"  # MMEngine checkpoint scheme for our own work dir
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
@@ -73,21 +79,6 @@ class AtomicLocalBackend(LocalBackend):
 
 register_backend("camvidseg_atomic", AtomicLocalBackend, force=True)
 ATOMIC_WRITES = {"backend": "camvidseg_atomic"}  # backend_args for CheckpointHook and saves
-
-
-@contextlib.contextmanager
-def _open_atomically(path, mode: str = "r", *args, **kwargs):
-    """``open`` for MMEngine's CheckpointHook, which writes its ``last_checkpoint`` pointer with a
-    plain ``open(path, "w")`` (its only use of ``open``): files appear whole or not at all."""
-    if "w" not in mode:
-        with open(path, mode, *args, **kwargs) as handle:
-            yield handle
-        return
-    with atomic_path(path) as tmp, open(tmp, mode, *args, **kwargs) as handle:
-        yield handle
-
-
-checkpoint_hook.open = _open_atomically  # module global: shadows the builtin in that module only
 
 
 def register_trusted_loader(work_dir: Path) -> None:
@@ -187,26 +178,6 @@ class IterationSeedHook(Hook):
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         rank = dist.get_rank() if dist.is_initialized() else 0
         seed_everything(derived_seed(runner.seed, runner.iter, rank))
-
-
-class SharedStatisticsHook(Hook):
-    """Under DDP without SyncBN every process updates its own BatchNorm running statistics (the
-    wrapper's ``broadcast_buffers`` is off), so the ranks would validate different models and the
-    checkpoints would hold rank 0's alone. At each epoch's end, before the epoch's checkpoint and
-    its validation, the processes average their floating-point buffers (and take rank 0's counters):
-    every rank then validates the one model that the checkpoints hold."""
-
-    priority = "ABOVE_NORMAL"  # before CheckpointHook (VERY_LOW) saves the epoch
-
-    def after_train_epoch(self, runner) -> None:
-        if not dist.is_initialized() or dist.get_world_size() == 1:
-            return
-        for buffer in runner.model.buffers():
-            if buffer.is_floating_point():
-                dist.all_reduce(buffer)
-                buffer /= dist.get_world_size()
-            else:
-                dist.broadcast(buffer, src=0)
 
 
 class ResumableEpochLoop(EpochBasedTrainLoop):

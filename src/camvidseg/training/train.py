@@ -251,7 +251,9 @@ def runner_config(train: dict, run: Run) -> dict:
         },
         "custom_hooks": [
             {"type": resume.IterationSeedHook},
-            {"type": resume.SharedStatisticsHook},
+            # DDP without SyncBN: each rank keeps its own BatchNorm statistics; averaged at each
+            # epoch's end (before its checkpoint and validation) so every rank holds one model.
+            {"type": "SyncBuffersHook"},
             {"type": resume.SignalCheckpointHook},
             {"type": resume.AttemptClockHook, "started": run.started},
             training_hook(),  # the one updating progress line on the terminal
