@@ -73,7 +73,7 @@ def test_deployed_as_a_module_from_git_runs_the_demo_in_another_folder(published
     assert 0 <= scores["mIoU"] <= 1
     assert (deployment / "results/model/best.pth").is_file()
     # The jobs ran the published package, unpacked from the tagged commit, not any other copy.
-    unpacked = list((deployment / ".snakemake/camvidseg-src").glob("*/src/camvidseg/train.py"))
+    unpacked = list((deployment / ".snakemake/camvidseg-src").glob("*/src/camvidseg/__init__.py"))
     assert len(unpacked) == 1
     log = (deployment / "results/logs/train.log").read_text()
     assert str(REPO) not in log
