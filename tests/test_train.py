@@ -558,6 +558,36 @@ def test_killed_training_resumes_from_last_epoch(tmp_path):
     assert json.loads((moved / "results/metrics/val.json").read_text())["mIoU"] > 0
 
 
+SYNC_BUFFERS = """
+import os, sys, types
+import torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", rank=rank, world_size=2)
+from mmengine.hooks import SyncBuffersHook
+bn = torch.nn.BatchNorm2d(2)
+bn.running_mean.fill_(2.0 * rank)
+bn.num_batches_tracked.fill_(7)
+SyncBuffersHook().after_train_epoch(types.SimpleNamespace(model=bn))
+print(bn.running_mean.tolist(), bn.num_batches_tracked.item(), bn.num_batches_tracked.dtype)
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
+def test_sync_buffers_hook_averages_statistics_and_keeps_the_counters():
+    """Why training uses MMEngine's SyncBuffersHook: under DDP it leaves every rank the mean
+    BatchNorm statistics and the batch counter (equal on every rank) unchanged, as an integer."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    ranks = [subprocess.Popen([sys.executable, "-c", SYNC_BUFFERS, str(rank), port],
+                              stdout=subprocess.PIPE, text=True) for rank in (0, 1)]  # fmt: skip
+    outputs = [rank.communicate(timeout=300)[0].strip() for rank in ranks]
+    assert outputs == ["[1.0, 1.0] 7 torch.int64"] * 2
+
+
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch built without gloo")
 def test_two_process_gloo_ddp_matches_single_process(tiny_run, tmp_path):
     runs = {}

@@ -5,6 +5,7 @@ it frees for its next step. Seconds each, no Snakemake."""
 
 import importlib.util
 import json
+import os
 import random
 import subprocess
 import sys
@@ -205,3 +206,46 @@ def test_training_process_keeps_the_memory_its_last_step_freed():
     # By default the 100 MB go back to the OS at once (and the next step faults them in anew).
     assert returned["default"] > 80 << 20, returned
     assert returned["kept"] < 8 << 20, returned
+
+
+def test_the_schema_names_exactly_the_models_that_have_a_record():
+    from camvidseg.core import settings
+    from camvidseg.training.model import MODELS
+
+    assert settings.node("model.name")["enum"] == list(MODELS)
+
+
+def test_a_model_added_as_one_record_builds_and_gets_its_model_card(tmp_path):
+    """docs/architecture.md: a new network is one ``MODELS`` record (and the schema's enum). In a
+    scratch copy of the package, fcn_resnet101 added so: the config accepts it, the network
+    builds, and the model card describes it (the card reads the same record)."""
+    import shutil
+
+    shutil.copytree(REPO / "src", tmp_path / "src")
+    package = tmp_path / "src/camvidseg"
+    model_py = package / "training/model.py"
+    record = ('    "fcn_resnet101": Network("fcn_resnet101", True, "ResNet101_Weights",'
+              ' "FCN head on a ResNet-101 backbone"),\n')  # fmt: skip
+    model_py.write_text(model_py.read_text().replace("MODELS = {\n", "MODELS = {\n" + record, 1))
+    schema = package / "config.schema.yaml"
+    schema.write_text(schema.read_text().replace("fcn_resnet50]", "fcn_resnet50, fcn_resnet101]"))
+    (tmp_path / "best.pth").write_bytes(b"weights")
+    (tmp_path / "model.onnx").write_bytes(b"graph")
+    script = f"""
+import jsonschema
+from camvidseg.core import settings
+from camvidseg.deploy.card import model_section
+from camvidseg.training.model import build_network
+jsonschema.validate("fcn_resnet101", settings.node("model.name"))
+build_network("fcn_resnet101", 3, aux_loss=True)
+run = {{"meta": {{"model": "fcn_resnet101", "epoch": 1, "aux_loss_weight": 0.4}},
+        "settings": {{"model": {{"backbone_weights": "none"}}}},
+        "palette": {{"classes": ["a", "b", "c"]}}, "check": {{"opset": 17}},
+        "paths": {{"model": {str(tmp_path / "best.pth")!r},
+                  "onnx": {str(tmp_path / "model.onnx")!r}}}}}
+print(model_section(run))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "FCN head on a ResNet-101 backbone (torchvision `fcn_resnet101`)" in result.stdout

@@ -19,7 +19,7 @@ if LOCAL_FOLDER:
         conda:
             DATA_ENV
         params:
-            layout=DATASET["layout"],
+            layout=lookup(within=config, dpath="dataset/layout"),
             expect=EXPECT_FULL,
             content_id=DATASET_CONTENT_ID,
         message:
@@ -44,10 +44,10 @@ else:
         conda:
             DATA_ENV
         params:
-            layout=DATASET["layout"],
+            layout=lookup(within=config, dpath="dataset/layout"),
             expect=EXPECT_FULL,
-            max_ratio=DATASET["max_unpack_ratio"],
-            max_gib=DATASET["max_unpack_gib"],
+            max_ratio=lookup(within=config, dpath="dataset/max_unpack_ratio"),
+            max_gib=lookup(within=config, dpath="dataset/max_unpack_gib"),
             content_id=DATASET_CONTENT_ID,
         message:
             "Extracting {input.archive[0]} safely and checking the layout"

@@ -14,8 +14,8 @@ rule palette:
     conda:
         DATA_ENV
     params:
-        classes=DATASET["classes"],
-        ignore=DATASET["ignore_classes"],
+        classes=lookup(within=config, dpath="dataset/classes"),
+        ignore=lookup(within=config, dpath="dataset/ignore_classes"),
     message:
         "Parsing the palette ({params.classes}, ignoring {params.ignore})"
     shell:

@@ -3,6 +3,8 @@
 # A summary of small files, seconds of work: on a cluster it runs where Snakemake runs (the
 # login node), as a cluster job would spend longer queueing and starting than working.
 
+import json
+
 
 rule plots:
     input:

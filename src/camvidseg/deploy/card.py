@@ -17,13 +17,6 @@ from ..core import command
 from ..core.errors import cli
 from ..core.fileio import atomic_path, read_json, sha256_file
 
-ARCHITECTURES = {
-    "deeplabv3_resnet50": "DeepLabV3 (ASPP) head on a ResNet-50 backbone",
-    "deeplabv3_resnet101": "DeepLabV3 (ASPP) head on a ResNet-101 backbone",
-    "deeplabv3_mobilenet_v3_large": "DeepLabV3 (ASPP) head on a MobileNetV3-Large backbone",
-    "lraspp_mobilenet_v3_large": "LR-ASPP head on a MobileNetV3-Large backbone",
-    "fcn_resnet50": "FCN head on a ResNet-50 backbone",
-}
 SOURCES = {
     "opendatalab": "CamVid from OpenDataLab (`odl get CamVid`)",
     "openxlab": "CamVid from OpenXLab (`OpenDataLab/CamVid`)",
@@ -55,7 +48,7 @@ def model_section(run: dict) -> str:
     weights = settings["model"]["backbone_weights"]
     init = {"imagenet": "ImageNet (torchvision IMAGENET1K_V1)", "none": "none (from scratch)"}
     rows = [
-        ["architecture", f"{ARCHITECTURES[name]} (torchvision `{MODELS[name][0]}`)"],
+        ["architecture", f"{MODELS[name].architecture} (torchvision `{MODELS[name].builder}`)"],
         ["backbone initialisation", init.get(weights, f"weights file `{weights}`")],
         ["classes", len(run["palette"]["classes"])],
         [
@@ -260,7 +253,7 @@ def torch_snippet(run: dict) -> str:
     from ..training.model import IMAGENET_MEAN, IMAGENET_STD, MODELS
 
     name, k = run["meta"]["model"], len(run["palette"]["classes"])
-    builder, has_aux, _ = MODELS[name]
+    builder, has_aux = MODELS[name].builder, MODELS[name].has_aux
     aux = ", aux_loss=True" if has_aux and run["meta"]["aux_loss_weight"] > 0 else ""
     mean = ", ".join(f"{v:g}" for v in IMAGENET_MEAN)
     std = ", ".join(f"{v:g}" for v in IMAGENET_STD)
@@ -341,15 +334,11 @@ def render(run: dict) -> str:
 def to_html(markdown: str) -> str:
     from markdown_it import MarkdownIt
 
+    from ..reporting import pages
+
     body = MarkdownIt("commonmark").enable("table").render(markdown)
-    style = (
-        "body{font-family:sans-serif;margin:1em;max-width:70em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px}pre{background:#f6f6f6;padding:.6em}"
-    )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Model card</title>"
-        f"<style>{style}</style></head><body>{body}</body></html>\n"
-    )
+    style = "body{max-width:70em}td,th{text-align:left}pre{background:#f6f6f6;padding:.6em}"
+    return pages.document("Model card", body, style)
 
 
 def gather(args: argparse.Namespace) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json
+from . import pages
 from .figures import pyplot, save
 
 
@@ -90,36 +91,26 @@ def summary_table(all_metrics: list[dict], csv_path: Path, html_path: Path | Non
         tmp.write_text("\n".join(lines) + "\n")
     if html_path is None:
         return
-    head = "".join(f"<th>{k}</th>" for k in (*keys, "classes scored"))
-    rows = "".join(
-        f"<tr><th>{m['split']}</th>"
-        + "".join(f"<td>{fmt(m[k])}</td>" for k in keys)
-        + f"<td>{m['num_classes_scored']}</td></tr>"
-        for m in all_metrics
-    )
-    splits = "".join(f"<th>{m['split']} IoU</th>" for m in all_metrics)
+    summary = [
+        [m["split"], *(fmt(m[k]) for k in keys), m["num_classes_scored"]] for m in all_metrics
+    ]
     names = [c["class"] for c in all_metrics[0]["per_class"]] if all_metrics else []
-    per_class = "".join(
-        f"<tr><th>{name}</th>"
-        + "".join(f"<td>{fmt(m['per_class'][k]['IoU'])}</td>" for m in all_metrics)
-        + "</tr>"
+    per_class = [
+        [name, *(fmt(m["per_class"][k]["IoU"]) for m in all_metrics)]
         for k, name in enumerate(names)
         if any(m["per_class"][k]["IoU"] is not None for m in all_metrics)
+    ]
+    splits = [f"{m['split']} IoU" for m in all_metrics]
+    body = (
+        pages.heading("Metrics")
+        + pages.table("summary", ["split", *keys, "classes scored"], summary, row_headers=True)
+        + pages.paragraph(
+            "Fractions in 0-1; means over classes present in ground truth or prediction."
+        )
+        + pages.heading("Per-class IoU", 3)
+        + pages.table("per-class", ["class", *splits], per_class, row_headers=True)
     )
-    style = (
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-    )
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Metrics</title>"
-        f"<style>{style}</style></head><body><h2>Metrics</h2>"
-        f"<table id='summary'><tr><th>split</th>{head}</tr>{rows}</table>"
-        f"<p>Fractions in 0-1; means over classes present in ground truth or prediction.</p>"
-        f"<h3>Per-class IoU</h3><table id='per-class'><tr><th>class</th>{splits}</tr>"
-        f"{per_class}</table></body></html>\n"
-    )
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(page)
+    pages.write_page(html_path, "Metrics", body)
 
 
 @cli

@@ -19,7 +19,6 @@ import argparse
 import base64
 import datetime
 import hashlib
-import html
 import importlib.metadata
 import json
 import os
@@ -34,6 +33,7 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
 from ..data.identity import CACHE_ENV, CACHE_FILE, HashCache, content_id
 from ..workflow import codegraph
+from . import pages
 
 METADATA = Path(".snakemake/metadata")  # Snakemake's record of each output (file persistence)
 # The rule's own output is deleted before it runs again; this copy remembers the last record.
@@ -270,29 +270,23 @@ def render_html(record: dict) -> str:
     for name, entry in record["stages"].items():
         env = entry["environment"]
         git = env["git"] or {}
-        cells = [
-            _lines([name]),
-            _lines([entry["finished"] or ""]),
-            _lines(f"{p}: {h}" for p, h in entry["inputs"].items()),
-            _lines(f"--{k} {v}" for k, v in entry["params"].items()),
-            _lines([entry["code"]["hash"]]),
-            _lines([f"{git.get('commit', 'no git')}{' (dirty)' if git.get('dirty') else ''}"]),
-            _lines(f"{k} {v}" for k, v in env["packages"].items() if v),
-        ]
-        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in HTML_COLUMNS)
-    dataset = html.escape(str(record["dataset"]))
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Provenance</title><style>"
-        "table{border-collapse:collapse;font:12px sans-serif}td,th{border:1px solid #ccc;"
-        "padding:4px;vertical-align:top;word-break:break-all}</style></head><body>"
-        f"<h1>Provenance</h1><p>record made {html.escape(record['made'])}; dataset {dataset}</p>"
-        f"<table id='provenance'><tr>{head}</tr>{''.join(rows)}</table></body></html>\n"
+        rows.append([
+            name,
+            entry["finished"] or "",
+            [f"{p}: {h}" for p, h in entry["inputs"].items()],
+            [f"--{k} {v}" for k, v in entry["params"].items()],
+            entry["code"]["hash"],
+            f"{git.get('commit', 'no git')}{' (dirty)' if git.get('dirty') else ''}",
+            [f"{k} {v}" for k, v in env["packages"].items() if v],
+        ])  # fmt: skip
+    made = f"record made {record['made']}; dataset {record['dataset']}"
+    body = (
+        pages.heading("Provenance", 1)
+        + pages.paragraph(made)
+        + pages.table("provenance", HTML_COLUMNS, rows)
     )
-
-
-def _lines(texts) -> str:
-    return "<br>".join(html.escape(str(t)) for t in texts)
+    style = "td,th{font-size:12px;text-align:left;vertical-align:top;word-break:break-all}"
+    return pages.document("Provenance", body, style)
 
 
 def record_command(args: argparse.Namespace, cache: HashCache) -> None:

@@ -40,8 +40,8 @@ def write_table(records: list[dict], csv_path: Path, html_path: Path) -> None:
         "run-cost",
         ["job", *dict(COLUMNS).values()],
         [[r[key] for key in keys] for r in records],
-        "<p>Measured by Snakemake's <code>benchmark:</code> directive on the machine that ran "
-        "each job; a job reused from an earlier run keeps that run's figures.</p>",
+        "Measured by Snakemake's benchmark: directive on the machine that ran each job; a job "
+        "reused from an earlier run keeps that run's figures.",
     )
 
 

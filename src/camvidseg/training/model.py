@@ -8,6 +8,7 @@ The head is sized from the palette stage's class count. Backbone weights come fr
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,25 +22,44 @@ from ..core.errors import UserError
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-# model name -> (torchvision builder, has an auxiliary head, ImageNet backbone weights enum)
+class Network(NamedTuple):
+    """One record per model: all the project builds or states from a ``model.name`` (the
+    schema's ``model.name`` enum lists the same names; a test holds them together)."""
+
+    builder: str  # the torchvision.models.segmentation function
+    has_aux: bool  # it has an auxiliary head (model.aux_loss_weight applies)
+    backbone_weights: str  # torchvision's ImageNet weights enum of its backbone
+    architecture: str  # what the model card calls it
+
+
 MODELS = {
-    "deeplabv3_resnet50": ("deeplabv3_resnet50", True, "ResNet50_Weights"),
-    "deeplabv3_resnet101": ("deeplabv3_resnet101", True, "ResNet101_Weights"),
-    "deeplabv3_mobilenet_v3_large": (
-        "deeplabv3_mobilenet_v3_large",
-        True,
-        "MobileNet_V3_Large_Weights",
+    "deeplabv3_resnet50": Network(
+        "deeplabv3_resnet50", True, "ResNet50_Weights",
+        "DeepLabV3 (ASPP) head on a ResNet-50 backbone",
     ),
-    "lraspp_mobilenet_v3_large": ("lraspp_mobilenet_v3_large", False, "MobileNet_V3_Large_Weights"),
-    "fcn_resnet50": ("fcn_resnet50", True, "ResNet50_Weights"),
-}
+    "deeplabv3_resnet101": Network(
+        "deeplabv3_resnet101", True, "ResNet101_Weights",
+        "DeepLabV3 (ASPP) head on a ResNet-101 backbone",
+    ),
+    "deeplabv3_mobilenet_v3_large": Network(
+        "deeplabv3_mobilenet_v3_large", True, "MobileNet_V3_Large_Weights",
+        "DeepLabV3 (ASPP) head on a MobileNetV3-Large backbone",
+    ),
+    "lraspp_mobilenet_v3_large": Network(
+        "lraspp_mobilenet_v3_large", False, "MobileNet_V3_Large_Weights",
+        "LR-ASPP head on a MobileNetV3-Large backbone",
+    ),
+    "fcn_resnet50": Network(
+        "fcn_resnet50", True, "ResNet50_Weights", "FCN head on a ResNet-50 backbone"
+    ),
+}  # fmt: skip
 
 
 def backbone_weights_url(name: str) -> str:
     """Where torchvision publishes the ImageNet weights of this model's backbone."""
     import torchvision.models as tvm
 
-    return getattr(tvm, MODELS[name][2]).IMAGENET1K_V1.url
+    return getattr(tvm, MODELS[name].backbone_weights).IMAGENET1K_V1.url
 
 
 def read_plain(path: Path, key: str) -> object:
@@ -91,7 +111,7 @@ def pools_before_batchnorm(name: str) -> bool:
 def build_network(name: str, num_classes: int, aux_loss: bool) -> torch.nn.Module:
     if name not in MODELS:
         raise UserError(f"model.name: unknown model {name!r} (choose from {', '.join(MODELS)})")
-    builder, has_aux, _ = MODELS[name]
+    builder, has_aux = MODELS[name].builder, MODELS[name].has_aux
     kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
     if has_aux:
         kwargs["aux_loss"] = aux_loss

@@ -60,6 +60,7 @@ ROOMS = (
     "workflow.__init__",
     "workflow.codegraph",
     "workflow.experiments",
+    "workflow.plan",
 )
 
 
