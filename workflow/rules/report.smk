@@ -2,6 +2,9 @@
 # workflow/report/workflow.rst with the run's headline put before it, from results/ as they are
 # when the report is made (a run not yet scored gets the description alone).
 import base64
+import glob
+import json
+import os
 import csv
 import html
 
