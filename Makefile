@@ -29,7 +29,7 @@ demo: $(VENV)/.installed
 ## test: unit tests, a real Snakemake run, lint
 test: $(VENV)/.installed
 	ruff check .
-	snakefmt --check Snakefile workflow
+	snakefmt --check workflow
 	snakemake --lint --configfile config/demo.yaml
 	pytest -n $(TEST_WORKERS) --dist loadfile tests
 

@@ -88,9 +88,9 @@ def main() -> None:
     config = ("--configfile", str(args.configfile), *overrides)
     figures = {}
     if not (workdir / "results/provenance.json").exists():
-        figures["demo_run_s"], _ = snakemake(REPO / "Snakefile", workdir, *config)
+        figures["demo_run_s"], _ = snakemake(REPO / "workflow/Snakefile", workdir, *config)
     figures["noop_s"], figures["noop_cpu_s"] = best_noop(
-        REPO / "Snakefile", workdir, args.repeats, *config
+        REPO / "workflow/Snakefile", workdir, args.repeats, *config
     )
     with tempfile.TemporaryDirectory() as tmp:
         floor = Path(tmp)

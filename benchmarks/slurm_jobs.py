@@ -65,7 +65,6 @@ def per_rule_workflow(folder: Path) -> Path:
     """A copy of the workflow whose MADE_LOCAL rules lose ``localrule: True`` (the package is
     shared)."""
     folder.mkdir()
-    shutil.copy(REPO / "Snakefile", folder)
     for part in ("workflow", "config", "envs"):
         shutil.copytree(REPO / part, folder / part)
     (folder / "src").symlink_to(REPO / "src")
@@ -80,7 +79,7 @@ def per_rule_workflow(folder: Path) -> Path:
         rules.write_text("".join(blocks))
     if sorted(made_remote) != sorted(MADE_LOCAL):  # the rule files changed: say so, not 9 jobs
         raise SystemExit(f"error: localrules found for {made_remote}, expected {MADE_LOCAL}")
-    return folder / "Snakefile"
+    return folder / "workflow/Snakefile"
 
 
 def run_workflow(cluster, profile: Path | None, workdir: Path, snakefile: Path) -> dict:
@@ -120,8 +119,9 @@ def main() -> None:
         "per_rule": cluster_profile(scratch / "per_rule_profile", False, first_check),
         "grouped": cluster_profile(scratch / "grouped_profile", True, first_check),
     }
-    snakefiles = {"local": REPO / "Snakefile", "per_rule": per_rule_workflow(scratch / "per_rule"),
-                  "grouped": REPO / "Snakefile"}  # fmt: skip
+    snakefiles = {"local": REPO / "workflow/Snakefile",
+                  "per_rule": per_rule_workflow(scratch / "per_rule"),
+                  "grouped": REPO / "workflow/Snakefile"}  # fmt: skip
     runs: dict[str, list[dict]] = {name: [] for name in profiles}
     cluster = slurm_cluster.Cluster(gpus=2, nodes=2).start()  # as tests/test_slurm.py
     try:

@@ -32,10 +32,11 @@ os.environ.setdefault("SLURM_CONF", os.devnull)
 
 
 def run_cli(
-    stage: str, *args, check: bool = True, env: dict | None = None, max_file_bytes=None
+    stage: str, *args, check: bool = True, env: dict | None = None, max_file_bytes=None, cwd=None
 ):
-    """Run ``python -m camvidseg <stage>`` as the rules do; returns the CompletedProcess.
-    ``max_file_bytes``: a file-size limit (``ulimit -f``) for the process."""
+    """Run ``python -m camvidseg <stage>`` as the rules do (in ``cwd``, by default this
+    process's working folder); returns the CompletedProcess. ``max_file_bytes``: a file-size
+    limit (``ulimit -f``) for the process."""
     environment = {**os.environ, "PYTHONPATH": str(REPO / "src"), **(env or {})}
 
     def limit_file_size():
@@ -48,6 +49,7 @@ def run_cli(
         env=environment,
         check=False,
         preexec_fn=None if max_file_bytes is None else limit_file_size,
+        cwd=cwd,
     )
     if check and result.returncode:
         raise AssertionError(f"{stage} failed:\n{result.stdout}\n{result.stderr}")
@@ -82,7 +84,7 @@ def read_only(folder: Path):
 
 def snakemake_call(workdir: Path, *args, configfile: Path = TINY) -> tuple[list, dict]:
     """Command and environment of a real Snakemake run of this workflow in ``workdir``."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow/Snakefile"),
                "-d", str(workdir), "--configfile", str(configfile), "--cores", "2",
                *map(str, args)]  # fmt: skip
     # Rules call `python`: make it this interpreter, as an activated venv would.

@@ -1,6 +1,7 @@
 """Every stage is a command: `camvidseg --help` lists them, each `--help` answers without torch."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -9,9 +10,11 @@ from conftest import REPO
 
 from camvidseg.workflow import codegraph
 
-# Written out here rather than taken from the code under test.
+# Written out here rather than taken from the code under test: the workflow's rules in the
+# chain's order, then the tools around them.
 CHAIN = ["sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize",
-         "plots", "predict"]  # fmt: skip
+         "plots", "export", "card", "predict", "runcost", "provenance", "leaderboard", "compare",
+         "lease"]  # fmt: skip
 STAGES = sorted(set(CHAIN) | set(codegraph.stages()))  # and every command added since
 COMMANDS = [[stage] for stage in STAGES] + [
     ["obtain", route] for route in ("url", "opendatalab", "openxlab", "weights")
@@ -37,6 +40,8 @@ print(json.dumps({
     "code": code,
     "progs": [p.prog for p in parsers],
     "no_help": [a.option_strings or a.dest for p in parsers for a in p._actions if not a.help],
+    "required_but_may_be_empty": [a.option_strings for p in parsers for a in p._actions
+                                  if a.required and "empty for none" in (a.help or "")],
     "heavy": sorted({"torch", "mmengine", "matplotlib", "cv2"} & set(sys.modules)),
 }))
 """
@@ -49,18 +54,44 @@ def camvidseg(*args) -> subprocess.CompletedProcess:
     )
 
 
-def test_help_lists_every_stage_with_one_line_each():
+def test_help_lists_every_stage_in_chain_order_with_its_whole_description():
     result = camvidseg("--help")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("usage: camvidseg <stage>")
     listed = {}
     for line in lines[lines.index("stages:") + 1 :]:
-        name, _, what = line.strip().partition(" ")
-        listed[name] = what.strip()
-    assert set(CHAIN) <= set(listed), listed
-    assert all(len(what) > 10 for what in listed.values()), listed
-    assert list(listed)[: len(CHAIN) - 2] == CHAIN[:-2]  # the chain's order first
+        if line.startswith(" " * 15):  # a description wrapped onto the next line
+            listed[list(listed)[-1]] += " " + line.strip()
+        else:
+            name, _, what = line.strip().partition(" ")
+            listed[name] = what.strip()
+    assert list(listed)[: len(CHAIN)] == CHAIN, list(listed)
+    assert all(len(line) <= 100 for line in lines)
+    # Whole first sentences of the modules' docstrings, however they wrap there.
+    assert listed["leaderboard"].endswith("their per-class IoU as grouped bars"), listed
+    assert listed["predict"].endswith("with a legend of the classes found)"), listed
+    assert listed["lease"].endswith("-- COMMAND ..."), listed
+
+
+def test_version_is_the_one_pyproject_and_the_changelog_name():
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    result = camvidseg("--version")
+    assert result.returncode == 0, result.stderr
+    version = read_configuration(REPO / "pyproject.toml", expand=True)["project"]["version"]
+    assert result.stdout == f"camvidseg {version}\n"
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    released = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", changelog, re.M)
+    assert released and released[0] == version, released  # the newest release first
+
+
+def test_device_defaults_to_auto_by_hand():
+    """By hand a stage runs on the machine it is typed on: the default device is auto (CUDA
+    where torch sees a GPU), not the workflow's cuda, which fails on a CPU-only machine."""
+    for stage in ("predict", "evaluate", "visualize"):
+        help_text = camvidseg(stage, "--help").stdout
+        assert "(default: auto)" in " ".join(help_text.split()), stage
 
 
 def test_unknown_or_missing_stage():
@@ -85,6 +116,7 @@ def test_stage_help_names_the_command_helps_every_option_and_loads_no_torch(args
     assert result.stdout.startswith(f"usage: camvidseg {' '.join(args)} ")
     assert report["progs"][-1] == f"camvidseg {' '.join(args)}"
     assert report["no_help"] == []
+    assert report["required_but_may_be_empty"] == []
     assert report["heavy"] == []
 
 

@@ -257,6 +257,14 @@ def test_model_card_holds_what_people_need(run_dir):
         assert f"\n## {heading}" in card
     assert "LR-ASPP head on a MobileNetV3-Large backbone" in card
     assert "| 21 | Sky | " in card and "`#808080` (128, 128, 128)" in card
+    # Which classes each split scores, and why the others are not (31 predicted, fewer scored).
+    scored = {c["class"] for c in val["per_class"] if c["IoU"] is not None}
+    assert f"The model predicts all {len(val['per_class'])} classes" in card
+    assert f"Classes scored: val {len(scored)}; test " in card
+    for row in card.split("## Classes")[1].split("## Data")[0].splitlines():
+        if re.match(r"\| \d+ \| ", row):
+            name, where = row.split(" | ")[1], row.split(" | ")[-1].rstrip(" |")
+            assert ("val" in where.split(", ")) == (name in scored), row
     assert "train 6, val 2, test 2" in card
     index = json.loads((run_dir / "results/data/prepared/index.json").read_text())
     assert index["content_id"].startswith("sha256:")

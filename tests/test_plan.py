@@ -237,7 +237,7 @@ def test_interpreter_shim_runs_the_interpreter_that_wrote_it(tmp_path):
 def test_rules_change_no_environment_outside_the_one_place():
     """os.environ and signal dispositions change only in plan.prepare_process, which common.smk
     calls once; the rules files stay lookups and input functions."""
-    rules = [REPO / "Snakefile", *sorted((REPO / "workflow/rules").glob("*.smk"))]
+    rules = [REPO / "workflow/Snakefile", *sorted((REPO / "workflow/rules").glob("*.smk"))]
     for path in rules:
         text = path.read_text()
         assert not re.search(r"os\.environ|signal\.signal|os\.putenv", text), path

@@ -53,8 +53,39 @@ def test_predict_on_empty_folder_is_one_line(tiny_run, tmp_path):
 
 
 def test_predict_rule_joins_the_dag_when_configured(tiny_run, tmp_path):
-    result = snakemake(tiny_run, "-n", "--config", f"predict={{input_dir: {tmp_path}}}")
+    folder = images_folder(tmp_path, "street.jpg")
+    result = snakemake(tiny_run, "-n", "--config", f"predict={{input_dir: {folder}}}")
     assert jobs_planned(result) == {"predict": 1, "provenance": 1, "all": 1}
+
+
+@pytest.mark.parametrize("problem", ["missing", "no images"])
+def test_predict_input_dir_is_checked_when_the_workflow_is_read(tiny_run, tmp_path, problem):
+    folder = tmp_path / "new"
+    if problem == "no images":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("not an image")
+    result = snakemake(tiny_run, "-n", "--config", f"predict={{input_dir: {folder}}}")
+    expected = "is not a folder" if problem == "missing" else "no images (.png"
+    assert_one_line(result, tmp_path / "nothing-written", "predict.input_dir", expected)
+    assert "MissingInputException" not in result.stderr
+
+
+def test_command_line_predict_writes_outside_the_workflow_outputs(tiny_run, tmp_path):
+    """Run by hand without --out, predict writes predictions/, never the predict rule's
+    results/predict (which the workflow would then take as its own, up to date)."""
+    images = images_folder(tmp_path, "street.png")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = run_cli(
+        "predict", "--model", tiny_run / "results/model/best.pth",
+        "--palette", tiny_run / "results/data/palette.json", "--input-dir", images,
+        cwd=workdir,
+    )  # fmt: skip
+    assert "1 images segmented into predictions" in result.stdout
+    assert sorted(p.name for p in (workdir / "predictions").iterdir()) == [
+        "street_mask.png", "street_overlay.png", "street_panel.png"
+    ]
+    assert not (workdir / "results").exists()
 
 
 def assert_one_line(result, out, *fragments):

@@ -1,6 +1,7 @@
 """Long stages show one updating progress line on the terminal; the detail goes to the log."""
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -130,6 +131,10 @@ def test_snakemake_in_a_terminal_shows_progress_lines_and_keeps_mmengine_in_the_
                           ("visualize", "2/2 images")):  # fmt: skip
         assert finals.get(stage, "").startswith(f"{stage}: {amount} 100%"), finals
     assert "epoch 2/2  loss " in finals["train"]
+    # The last epoch's score and the best epoch's, whose checkpoint is the one evaluated.
+    found = re.search(r"val mIoU \d\.\d{3}, best \d\.\d{3} \(epoch (\d+), kept\)", finals["train"])
+    kept = json.loads((tmp_path / "results/metrics/val.json").read_text())["epoch"]
+    assert found and int(found[1]) == kept, finals["train"]
     # MMEngine's environment dump, hook table and log lines stay in the rule's log.
     assert "mmengine" not in shown and "System environment" not in shown
     log = (tmp_path / "results/logs/train.log").read_text()

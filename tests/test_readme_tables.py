@@ -128,10 +128,34 @@ def test_readme_demo_table_is_what_this_code_gives_for_the_demo_config(tmp_path)
         stacklevel=1,
     )
     snakemake(tmp_path, configfile=DEMO_CONFIG, timeout=3600)
-    demo_table = readme_tables.current("demo", (REPO / "README.md").read_text())
-    assert demo_table == readme_tables.render(tmp_path / "results"), (
-        f"README's demo table differs from what `make demo` produces: {REGENERATE['demo']}"
-    )
+    shown = table_rows(readme_tables.current("demo", (REPO / "README.md").read_text()))
+    fresh = table_rows(readme_tables.render(tmp_path / "results"))
+    # Bitwise equal only on the machine type that made the record; another CPU's kernels round
+    # differently, within the spread the README documents (readme_tables.CPU_SPREAD).
+    assert shown.keys() == fresh.keys(), f"splits differ: {REGENERATE['demo']}"
+    for split, (scores, classes) in fresh.items():
+        assert classes == shown[split][1], f"{split}: classes scored differ"
+        for shown_score, score in zip(shown[split][0], scores, strict=True):
+            assert abs(score - shown_score) <= readme_tables.CPU_SPREAD, (
+                f"{split}: {score:.4f} here, {shown_score:.4f} in the README: beyond the "
+                f"documented spread of {readme_tables.CPU_SPREAD}: {REGENERATE['demo']}"
+            )
+
+
+def table_rows(table: str) -> dict[str, tuple[list[float], int]]:
+    """split -> (its scores, classes scored) of a rendered demo table."""
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0]] = ([float(c) for c in cells[1:-1]], int(cells[-1]))
+    return rows
+
+
+def test_documented_spread_is_what_the_readme_table_test_allows():
+    readme = (REPO / "README.md").read_text() + (REPO / "docs/reliability.md").read_text()
+    assert f"±{readme_tables.CPU_SPREAD}" in readme
+    rows = table_rows(readme_tables.current("demo", (REPO / "README.md").read_text()))
+    assert rows["val"][1] == rows["test"][1] > 0
 
 
 def test_drift_names_a_changed_stage_and_a_changed_config(tmp_path):

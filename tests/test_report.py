@@ -71,3 +71,4 @@ def test_report_renders_offline_with_metrics_and_panels(tiny_run, chromium, tmp_
         browser.close()
     assert all(url.startswith(("file:", "data:", "blob:", "about:")) for url in requests), requests
     print(f"screenshots in {tmp_path}", file=sys.stderr)
+

@@ -376,11 +376,24 @@ def stop_during(data, work, line: str, signum: int, *flags) -> subprocess.Comple
     return subprocess.CompletedProcess(command, returncode, "".join(output), "")
 
 
-def assert_same_result(work, reference):
+def assert_same_result(work, reference) -> list[dict]:
+    """The same weights and history as the reference run; returns the attempts (of each run of
+    the job) whose times the history also records."""
     assert state_dicts_equal(work / "best.pth", reference / "best.pth")  # tensor by tensor
     history = json.loads((work / "history.json").read_text())
-    assert history == json.loads((reference / "history.json").read_text())
+    attempts = history.pop("attempts")
+    reference_history = json.loads((reference / "history.json").read_text())
+    assert len(reference_history.pop("attempts")) == 1
+    assert history == reference_history
     assert [r["epoch"] for r in history["val"]] == [1, 2, 3] and len(history["train"]) == 24
+    return attempts
+
+
+def assert_two_attempts(attempts, resumed_at: int):
+    """A stopped training and its resume: both timed, the second from its checkpoint on."""
+    assert len(attempts) == 2 and all(a["seconds"] > 0 for a in attempts), attempts
+    assert attempts[0]["first_iter"] == 0 and attempts[0]["last_iter"] >= 1
+    assert attempts[1]["first_iter"] == resumed_at and attempts[1]["last_iter"] == 24
 
 
 def test_killed_mid_epoch_resumes_exactly(sixteen_images, uninterrupted, tmp_path):
@@ -389,7 +402,7 @@ def test_killed_mid_epoch_resumes_exactly(sixteen_images, uninterrupted, tmp_pat
     result = train_cli(sixteen_images, tmp_path, None, RESUMED)
     assert "resuming from epoch_1.pth" in result.stdout
     assert "Epoch(train) [1]" not in result.stdout  # epoch 1 was not trained again
-    assert_same_result(tmp_path, uninterrupted)
+    assert_two_attempts(assert_same_result(tmp_path, uninterrupted), resumed_at=8)
     metrics = []
     for work in (tmp_path, uninterrupted):  # the evaluate stage scores both models alike
         out = work / "val.json"
@@ -419,7 +432,52 @@ def test_signal_saves_the_current_iteration_and_resumes_exactly(
     trained = [line for line in result.stdout.splitlines() if "Epoch(train)" in line]
     assert f"Epoch(train) [2][{int(found[1]) - 8 + 1}/8]" in trained[0]  # the next untrained one
     assert not list(work_dir.glob("iter_*.pth"))  # superseded by the epoch checkpoints
-    assert_same_result(tmp_path, uninterrupted)
+    attempts = assert_same_result(tmp_path, uninterrupted)
+    assert_two_attempts(attempts, resumed_at=int(found[1]))
+    assert attempts[0]["last_iter"] == int(found[1])  # written as the signal stopped it
+
+
+def test_work_dir_config_dump_is_the_config_that_ran(uninterrupted):
+    from mmengine.config import Config
+
+    work_dir = next((uninterrupted / "ckpt").iterdir())
+    dump = next(work_dir.glob("*.py"))
+    assert "None" not in dump.read_text()  # unset entries left out, not written as None
+    ran = Config.fromfile(dump)
+    assert ran.train_cfg.max_epochs == RESUMED["epochs"]
+    assert ran.train_cfg.type == "camvidseg.training.resume.ResumableEpochLoop"
+    assert ran.train_dataloader.batch_size == RESUMED["batch_size"]
+    assert ran.optim_wrapper.optimizer.lr == RESUMED["lr"]
+    assert ran.work_dir == str(work_dir)
+
+
+def test_mlflow_tracker_records_each_experiment_as_a_run_with_settings_and_epoch_scores(
+    sixteen_images, tmp_path
+):
+    """train.trackers: [tensorboard, mlflow]: two trainings (two experiments) into one local
+    store, read back through the MLflow client as `mlflow ui` would show them."""
+    import mlflow
+
+    store = tmp_path / "mlflow"
+    for name, lr in (("lr=0.002", 0.002), ("lr=0.004", 0.004)):
+        train = RESUMED | {"epochs": 2, "lr": lr, "trackers": ["tensorboard", "mlflow"]}
+        train_cli(sixteen_images, tmp_path / name, None, train,
+                  "--run-name", name, "--mlflow-store", store)  # fmt: skip
+        work_dir = next((tmp_path / name / "ckpt").iterdir())
+        assert list((work_dir / "tensorboard").glob("events.out.tfevents.*"))  # still there
+    client = mlflow.MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("camvidseg")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["lr=0.002", "lr=0.004"]
+    for name, lr in (("lr=0.002", 0.002), ("lr=0.004", 0.004)):
+        run = runs[name]
+        assert float(run.data.params["train.lr"]) == lr
+        assert run.data.params["model.name"] == "lraspp_mobilenet_v3_large"
+        scores = client.get_metric_history(run.info.run_id, "mIoU")
+        history = json.loads((tmp_path / name / "history.json").read_text())
+        assert [m.step for m in scores] == [1, 2]  # one per epoch
+        assert [round(m.value, 6) for m in scores] == [round(v["mIoU"], 6) for v in history["val"]]
+        assert client.get_metric_history(run.info.run_id, "loss")
 
 
 def test_unreadable_checkpoint_is_skipped(sixteen_images, uninterrupted, tmp_path):

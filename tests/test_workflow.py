@@ -189,7 +189,7 @@ def test_hostile_paths_reach_no_shell_and_an_unactivated_venv_runs_the_chain(
     workdir = tmp_path / f"work {HOSTILE}"
     workdir.mkdir()
     snakemake_script = Path(sys.executable).parent / "snakemake"
-    command = [str(snakemake_script), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+    command = [str(snakemake_script), "-s", str(REPO / "workflow/Snakefile"), "-d", str(workdir),
                "--configfile", str(tmp_path / "hostile.yaml"), "--cores", "2"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = "/usr/bin:/bin"

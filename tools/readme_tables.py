@@ -47,6 +47,13 @@ def split_metrics(results: Path) -> list[Path]:
     return [path for path in paths if "split" in json.loads(path.read_text())]
 
 
+# Scores of the same code, config and packages agree bitwise on one machine type; on another CPU
+# the kernels (vectorisation, threading) round differently and training drifts: a fresh clone's
+# demo on an AMD EPYC gave val/test mIoU 0.7062/0.7217 where the record says 0.7166/0.7332.
+# The README states this spread; tests/test_readme_tables.py allows it, no more.
+CPU_SPREAD = 0.02
+
+
 def render(results: Path, name: str = "demo") -> str:
     """The markdown table of every split scored in ``results/metrics/``, val first; for a
     leaderboard table, ``results/leaderboard.md``."""

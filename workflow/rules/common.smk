@@ -2,7 +2,6 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-SRC = os.path.join(workflow.basedir, "src")
 # Parse-time helpers from the package itself (standard library, YAML and jsonschema only).
 sys.path.insert(0, SRC)
 from camvidseg.data import identity  # noqa: E402

@@ -67,7 +67,6 @@ if EXPERIMENTS:
             ),
             models=expand("results/{exp}model/best.pth", exp=EXPERIMENT_DIRS),
             histories=expand("results/{exp}model/history.json", exp=EXPERIMENT_DIRS),
-            timings=expand("results/{exp}benchmarks/train.tsv", exp=EXPERIMENT_DIRS),
         output:
             csv="results/leaderboard.csv",
             markdown="results/leaderboard.md",

@@ -1,6 +1,19 @@
 # Segment a folder of new images (config predict.input_dir) with a trained model.
+from camvidseg import IMAGE_SUFFIXES
 
-if config["predict"]["input_dir"]:
+PREDICT_INPUT = config["predict"]["input_dir"]
+# Checked when the workflow is read: a wrong folder is one line, not a MissingInputException.
+if PREDICT_INPUT and not os.path.isdir(PREDICT_INPUT):
+    stop(f"predict.input_dir: {PREDICT_INPUT} is not a folder")
+if PREDICT_INPUT and not any(
+    name.lower().endswith(IMAGE_SUFFIXES) for name in os.listdir(PREDICT_INPUT)
+):
+    stop(
+        f"predict.input_dir: no images ({', '.join(IMAGE_SUFFIXES)}) in {PREDICT_INPUT}"
+    )
+
+
+if PREDICT_INPUT:
 
     rule predict:
         input:
@@ -11,7 +24,7 @@ if config["predict"]["input_dir"]:
                 else "results/{exp}model/best.pth"
             ),
             palette="results/data/palette.json",
-            images=config["predict"]["input_dir"],
+            images=PREDICT_INPUT,
         output:
             directory("results/{exp}predict"),
         log:

@@ -36,6 +36,7 @@ rule train:
         gpus=gpu_processes,
         nodes=node_tasks,
         work_root=lambda wildcards: f"results/{wildcards.exp}train_work",
+        run_name=lambda wildcards: experiment(wildcards) or "base",
     message:
         "Training {params.model} for {params.epochs} epochs on {params.device}"
         " ({resources.gpu} GPUs requested){params.experiment}"
@@ -46,4 +47,5 @@ rule train:
         " --backbone-weights {params.backbone:q} --gpus {params.gpus:q}"
         " --nodes {params.nodes:q} --threads {threads:q}"
         " --work-root {params.work_root:q} --out-model {output.model:q}"
-        " --out-history {output.history:q} > {log:q} 2>&1"
+        " --out-history {output.history:q} --run-name {params.run_name:q}"
+        " --mlflow-store results/mlflow > {log:q} 2>&1"

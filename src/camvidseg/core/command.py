@@ -31,9 +31,11 @@ def parser(module_file: str, doc: str | None) -> argparse.ArgumentParser:
 
 
 def summary(doc: str | None) -> str:
-    """First line of a stage's docstring, as plain text without its "Stage N:" prefix."""
-    lines = (doc or "").strip().splitlines()
-    first = lines[0].replace("``", "").rstrip(".") if lines else ""
+    """A stage's docstring's first paragraph (its whole first sentence, however it wraps), as plain
+    text without its "Stage N:" prefix or the closing period."""
+    first = " ".join((doc or "").strip().split("\n\n")[0].split()).replace("``", "")
+    if first.endswith(".") and (first.endswith("....") or not first.endswith("...")):
+        first = first[:-1]  # the closing period, never an ellipsis
     head, sep, rest = first.partition(": ")
     text = rest if sep and head.startswith("Stage ") else first
     return text[:1].upper() + text[1:]
@@ -59,7 +61,11 @@ def add_paths(parser: argparse.ArgumentParser, paths: dict[str, str]) -> None:
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
-    """``--device`` of the stages that run the trained model (the setting ``train.device``)."""
+    """``--device`` of the stages that run the trained model (the setting ``train.device``).
+
+    By hand the default is ``auto``, not the workflow's ``cuda``: a command typed on a machine
+    without a GPU must run there rather than fail once torch has loaded.
+    """
     from .settings import option
 
-    parser.add_argument("--device", **option("train.device"))
+    parser.add_argument("--device", **{**option("train.device"), "default": "auto"})

@@ -11,6 +11,7 @@ stdout, i.e. the log. When stdout is itself the terminal, only the updating line
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from typing import TextIO
@@ -166,8 +167,9 @@ def _is_terminal(stream: TextIO) -> bool:
 
 
 def training_hook():
-    """An MMEngine hook that shows training as one updating line (iterations, epoch, loss, last
-    val mIoU, ETA) on rank 0; MMEngine's own log lines go to the rule's log only."""
+    """An MMEngine hook that shows training as one updating line (iterations, epoch, loss, the
+    last epoch's val mIoU and the best epoch's, whose checkpoint is the one kept, ETA) on rank 0;
+    MMEngine's own log lines go to the rule's log only."""
     from mmengine.hooks import Hook  # only training has MMEngine loaded; the other stages never
 
     class TrainingProgress(Hook):
@@ -193,8 +195,14 @@ def training_hook():
                 self.progress.advance(1, note=f"{epoch}  loss {loss:.3f}{self.val}")
 
         def after_val_epoch(self, runner, metrics=None) -> None:
-            if metrics and "mIoU" in metrics:
-                self.val = f"  val mIoU {metrics['mIoU']:.3f}"
+            if not (metrics and "mIoU" in metrics):
+                return
+            self.val = f"  val mIoU {metrics['mIoU']:.3f}"
+            # The CheckpointHook (it runs first) keeps the best so far, across resumes too.
+            best = runner.message_hub.get_info("best_score")
+            found = re.search(r"epoch_(\d+)", str(runner.message_hub.get_info("best_ckpt")))
+            if best is not None and found:
+                self.val += f", best {best:.3f} (epoch {found[1]}, kept)"
 
         def after_train(self, runner) -> None:
             if self.progress is not None:

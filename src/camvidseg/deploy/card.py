@@ -66,13 +66,24 @@ def model_rows(run: dict) -> list[list]:
     ]  # fmt: skip
 
 
-def class_rows(palette: dict) -> list[list]:
+def class_rows(palette: dict, metrics: list[dict]) -> list[list]:
+    """Every class the model predicts, and in which splits each is scored: only where it has
+    pixels in the labels or the prediction (mIoU averages over those)."""
+    scored = scored_classes(metrics)
     rows = []
     for c in palette["classes"]:
         hex_color = "#{:02x}{:02x}{:02x}".format(*c["color"])
         swatch = f'<span style="background:{hex_color}">&nbsp;&nbsp;&nbsp;&nbsp;</span>'
-        rows.append([c["id"], c["name"], f"{swatch} `{hex_color}` {tuple(c['color'])}"])
+        splits = ", ".join(split for split, names in scored.items() if c["name"] in names)
+        color = f"{swatch} `{hex_color}` {tuple(c['color'])}"
+        rows.append([c["id"], c["name"], color, splits or "–"])
     return rows
+
+
+def scored_classes(metrics: list[dict]) -> dict[str, set[str]]:
+    """Split -> the classes it scores (those with an IoU)."""
+    return {m["split"]: {c["class"] for c in m["per_class"] if c["IoU"] is not None}
+            for m in metrics}  # fmt: skip
 
 
 def content_identity(manifest: dict, index: dict) -> str:
@@ -233,7 +244,10 @@ def render(run: dict) -> str:
         table=table,
         size=f"{height}×{width}",
         model_rows=model_rows(run),
-        class_rows=class_rows(run["palette"]),
+        class_rows=class_rows(run["palette"], run["metrics"]),
+        class_counts="; ".join(
+            f"{split} {len(names)}" for split, names in scored_classes(run["metrics"]).items()
+        ),
         data_rows=data_rows(run),
         recipe_rows=recipe_rows(run),
         score_rows=score_rows(run["metrics"]),

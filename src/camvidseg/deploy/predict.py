@@ -17,7 +17,7 @@ from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, refuse_nonempty_folder
 from ..core.progress import Progress
-from ..core.settings import describe, option
+from ..core.settings import option
 from ..data.colors import color_table, colorize, legend_entries, overlay
 from ..data.images import checked_size, read_rgb
 from ..evaluation.panel import save_panel
@@ -75,10 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--backend", **option("predict.backend"))
     parser.add_argument("--palette", required=True, type=Path, help="palette.json")
-    parser.add_argument("--input-dir", required=True, type=Path, help=describe("predict.input_dir"))
+    parser.add_argument(
+        "--input-dir", required=True, type=Path, help="folder of images (.png, .jpg) to segment"
+    )
     parser.add_argument("--alpha", **option("vis.alpha"))
     command.add_device(parser)
-    parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
+    # Outside results/: the workflow's predict rule owns results/predict.
+    parser.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="folder to write (absent or empty)"
+    )
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)

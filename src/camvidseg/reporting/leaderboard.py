@@ -2,8 +2,8 @@
 their training curves overlaid and their per-class IoU as grouped bars.
 
 Reads each experiment's folder ``<root>/<name>/`` as the workflow lays it out:
-``metrics/<split>.json``, ``model/best.pth``, ``model/history.json`` and
-``benchmarks/train.tsv`` (Snakemake's benchmark of the training job: its wall time).
+``metrics/<split>.json``, ``model/best.pth`` and ``model/history.json`` (which also holds the wall
+time of every attempt of the training: the first job and each resume).
 """
 
 from __future__ import annotations
@@ -29,13 +29,12 @@ def ranking_split(splits: list[str]) -> str:
     return "val" if "val" in splits else splits[0]
 
 
-def training_seconds(benchmark: Path) -> float:
-    """Wall time of the training job from Snakemake's benchmark file (column ``s``)."""
-    with benchmark.open() as handle:
-        row = next(csv.DictReader(handle, delimiter="\t"), None)
-    if row is None:
-        raise UserError(f"{benchmark}: empty benchmark file")
-    return float(row["s"])
+def training_seconds(history: Path) -> float:
+    """Wall time of the training, summed over its attempts (a resumed training has several)."""
+    attempts = read_json(history).get("attempts") or []
+    if not attempts:
+        raise UserError(f"{history}: no training attempts recorded (trained by an older version?)")
+    return sum(attempt["seconds"] for attempt in attempts)
 
 
 def model_facts(path: Path) -> tuple[int, str]:
@@ -53,7 +52,7 @@ def experiment_row(name: str, settings: dict, folder: Path, metrics: dict, image
     splits = list(metrics)
     ranked_by = ranking_split(splits)
     main = metrics[ranked_by]
-    seconds = training_seconds(folder / "benchmarks" / "train.tsv")
+    seconds = training_seconds(folder / "model" / "history.json")
     parameters, model_id = model_facts(folder / "model" / "best.pth")
     flat = flatten(settings)
     return {
@@ -64,7 +63,7 @@ def experiment_row(name: str, settings: dict, folder: Path, metrics: dict, image
         f"{ranked_by}_aAcc": main["aAcc"],
         "best_epoch": main["epoch"],
         "train_seconds": round(seconds, 1),
-        # Images trained per second of the whole job (startup and validation included).
+        # Images trained per second of all its attempts (startup and validation included).
         "train_img_per_s": round(settings["train"]["epochs"] * images / seconds, 2),
         "parameters": parameters,
         "model_id": model_id,

@@ -22,6 +22,10 @@ name; an unreadable checkpoint (from an older version, or a disk problem) is ski
 warning and the newest readable one is used. MMEngine's ``last_checkpoint`` pointer is left as
 MMEngine writes it: nothing here reads it (checkpoints are found by name).
 
+**Attempts.** Each run of the job (the first and every resume) keeps its wall time and the
+iterations it trained in ``<work dir>/attempts/<its timestamp>.json`` (``AttemptClockHook``), so
+the time of a training counts every attempt, not only the last job's.
+
 **Signals.** SIGUSR1 or SIGTERM (a scheduler's notice before preemption or the time limit) lets the
 current iteration finish, saves ``iter_N.pth`` and exits with 128 + the signal number, so a retry
 resumes from that iteration.
@@ -40,6 +44,7 @@ import random
 import re
 import signal
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -53,7 +58,7 @@ from mmengine.runner import CheckpointLoader, EpochBasedTrainLoop
 from torch.utils.data import Dataset
 
 from ..core.errors import UserError
-from ..core.fileio import atomic_path
+from ..core.fileio import atomic_path, read_json, write_json
 from .async_steps import flush_losses
 
 MMENGINE_VERSION = "0.10.7"  # the release whose internals ResumableEpochLoop relies on
@@ -223,6 +228,42 @@ class ResumableEpochLoop(EpochBasedTrainLoop):
         self._epoch += 1
 
 
+class AttemptClockHook(Hook):
+    """Writes this attempt's wall time (since ``started``, the process's start) and iterations to
+    ``<work dir>/attempts/<timestamp>.json``: every 10 s while it trains (a killed attempt loses
+    at most that) and at its end. Rank 0 only."""
+
+    EVERY_S = 10.0
+
+    def __init__(self, started: float):
+        self.started = started
+        self.first_iter = 0
+        self.written = 0.0
+
+    def before_train(self, runner) -> None:
+        self.first_iter = runner.iter
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if time.time() - self.written >= self.EVERY_S:
+            self.write(runner, runner.iter + 1)
+
+    def after_train(self, runner) -> None:
+        self.write(runner, runner.iter)
+
+    def write(self, runner, last_iter: int) -> None:
+        if runner.rank != 0:
+            return
+        self.written = time.time()
+        record = {"started": runner.timestamp, "seconds": round(self.written - self.started, 2),
+                  "first_iter": self.first_iter, "last_iter": last_iter}  # fmt: skip
+        write_json(Path(runner.work_dir) / "attempts" / f"{runner.timestamp}.json", record)
+
+
+def attempts(work_dir: Path) -> list[dict]:
+    """Every attempt's record in ``work_dir``, oldest first."""
+    return [read_json(p) for p in sorted((work_dir / "attempts").glob("*.json"))]
+
+
 class SignalCheckpointHook(Hook):
     """On SIGUSR1/SIGTERM: save ``iter_N.pth`` after the current iteration, then exit 128 + signal.
 
@@ -254,6 +295,9 @@ class SignalCheckpointHook(Hook):
         name = f"iter_{runner.iter + 1}.pth"
         flush_losses(runner)  # the checkpoint's message hub holds every loss up to here
         runner.save_checkpoint(runner.work_dir, name, by_epoch=False, backend_args=ATOMIC_WRITES)
+        for hook in runner.hooks:  # this attempt's time up to here: after_train never comes
+            if isinstance(hook, AttemptClockHook):
+                hook.write(runner, runner.iter + 1)
         if dist.is_initialized():
             dist.barrier()
         print(

@@ -28,13 +28,17 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from ..core import command, settings
 from ..core.errors import UserError, cli
 from ..workflow import codegraph
+from ..workflow.experiments import flatten
 from ..workflow.madeby import Record
 from . import launch
+
+STARTED = time.time()  # this process's start: an attempt's time includes its startup
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +64,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, help=settings.describe("train.num_workers"))
     p.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads of the job"
+    )
+    p.add_argument("--run-name", default="base", help="the run's name in MLflow (its experiment)")
+    p.add_argument(
+        "--mlflow-store",
+        type=Path,
+        default=Path("results/mlflow"),
+        help="local MLflow store (mlflow.db and artifacts/) when train.trackers has mlflow",
     )
     args = p.parse_args(argv)
     args.model, args.train = read_settings(args.settings)
@@ -113,6 +124,10 @@ class Run:
     workers: int
     work_dir: Path
     resume_from: Path | None
+    started: float = STARTED
+    name: str = "base"  # the experiment's
+    mlflow_store: Path = Path("results/mlflow")
+    tracked_settings: dict = dataclasses.field(default_factory=dict)  # flat, for MLflow
 
 
 def optim_wrapper_config(train: dict, precision: str) -> dict:
@@ -164,6 +179,52 @@ def wrapper_config(train: dict, run: Run) -> dict:
     }
 
 
+MLFLOW_EXPERIMENT = "camvidseg"  # one MLflow experiment; each training (experiment) a run in it
+
+
+def mlflow_uri(store: Path) -> str:
+    return f"sqlite:///{store.resolve() / 'mlflow.db'}"
+
+
+def tracker_backends(train: dict, run: Run) -> list[dict]:
+    """MMEngine's visualizer backends of ``train.trackers``. An MLflow run gets the run's name
+    and settings as parameters; the scalars come from MMEngine's logger (loss per log interval,
+    val scores per epoch), and at the end the work dir's logs and config as artifacts."""
+    backends = []
+    if "tensorboard" in train["trackers"]:
+        backends.append(
+            {"type": "TensorboardVisBackend", "save_dir": str(run.work_dir / "tensorboard")}
+        )
+    if "mlflow" in train["trackers"]:
+        backends.append({
+            "type": "MLflowVisBackend",
+            "save_dir": str(run.work_dir / "mlflow"),
+            "exp_name": MLFLOW_EXPERIMENT,
+            "run_name": run.name,
+            "tracking_uri": mlflow_uri(run.mlflow_store),
+            "params": run.tracked_settings,
+            "tags": {"work_dir": run.work_dir.name},
+            "tracked_config_keys": {},  # the settings above, not every line of the runner table
+        })  # fmt: skip
+    return backends
+
+
+def prepare_mlflow_store(store: Path) -> None:
+    """Create the store and its experiment once: parallel trainings (a sweep) would race to."""
+    import fcntl
+
+    import mlflow
+
+    store.mkdir(parents=True, exist_ok=True)
+    with (store / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = mlflow.MlflowClient(mlflow_uri(store))
+        if client.get_experiment_by_name(MLFLOW_EXPERIMENT) is None:
+            client.create_experiment(
+                MLFLOW_EXPERIMENT, artifact_location=(store / "artifacts").resolve().as_uri()
+            )
+
+
 def runner_config(train: dict, run: Run) -> dict:
     """The Runner's arguments but the model, the datasets and the metric: a plain table."""
     from ..core.progress import training_hook
@@ -177,8 +238,7 @@ def runner_config(train: dict, run: Run) -> dict:
     checkpoint = {"type": "CheckpointHook", "interval": 1, "by_epoch": True, "save_best": "mIoU",
                   "rule": "greater", "max_keep_ckpts": train["max_keep_ckpts"],
                   "backend_args": resume.ATOMIC_WRITES}  # fmt: skip
-    tensorboard = {"type": "TensorboardVisBackend", "save_dir": str(run.work_dir / "tensorboard")}
-    backends = [{"type": "LocalVisBackend"}, tensorboard]
+    backends = [{"type": "LocalVisBackend"}, *tracker_backends(train, run)]
     env = {"cudnn_benchmark": run.device == "cuda" and not train["deterministic"],
            "dist_cfg": {"backend": "nccl" if run.device == "cuda" else "gloo"}}  # fmt: skip
     resume_from = run.resume_from and f"{resume.TRUSTED_PREFIX}{run.resume_from.resolve()}"
@@ -205,6 +265,7 @@ def runner_config(train: dict, run: Run) -> dict:
             # epoch's end (before its checkpoint and validation) so every rank holds one model.
             {"type": "SyncBuffersHook"},
             {"type": resume.SignalCheckpointHook},
+            {"type": resume.AttemptClockHook, "started": run.started},
             training_hook(),  # the one updating progress line on the terminal
         ],
         "visualizer": {"type": "Visualizer", "vis_backends": backends},
@@ -217,6 +278,26 @@ def runner_config(train: dict, run: Run) -> dict:
         "resume": run.resume_from is not None,
         "load_from": resume_from,
     }
+
+
+def as_ran(config: dict) -> dict:
+    """The Runner's ``cfg``, which it dumps to the work dir and logs: the whole table that ran as
+    plain data (a class by its dotted name, an object by its class's), set entries only, and at
+    its top level what the Runner reads from ``cfg`` (DDP wrapper, SyncBN, compile: an absent
+    entry reads as unset)."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, type):
+            return f"{value.__module__}.{value.__qualname__}"
+        if isinstance(value, (str, int, float, bool)):
+            return value
+        return {"type": plain(type(value))}  # a hook given as an object
+
+    return plain({k: v for k, v in config.items() if k != "cfg"} | config["cfg"])
 
 
 def with_datasets(config: dict, train_set, val_set) -> dict:
@@ -388,7 +469,9 @@ def export_outputs(args: argparse.Namespace, work_dir: Path, names: list[str], r
     }
     with atomic_path(args.out_model) as tmp:
         torch.save({"state_dict": checkpoint["state_dict"], "meta": meta}, tmp)
-    write_json(args.out_history, merge_history(work_dir))
+    from .resume import attempts
+
+    write_json(args.out_history, merge_history(work_dir) | {"attempts": attempts(work_dir)})
     print(f"exported {source.name} -> {args.out_model}")
 
 
@@ -423,6 +506,9 @@ def plan_run(args: argparse.Namespace, device: str, images: int) -> Run:
         workers=loader_workers(args, device),
         work_dir=work_dir,
         resume_from=resume_from,
+        name=args.run_name,
+        mlflow_store=args.mlflow_store,
+        tracked_settings=flatten({"model": args.model, "train": args.train}),
     )
 
 
@@ -449,13 +535,15 @@ def train(args: argparse.Namespace) -> None:
         args, len(names), run, loss_class_weights(args.train, train_set, len(names))
     )
     config = runner_config(args.train, run)
+    if rank == 0 and "mlflow" in args.train["trackers"]:
+        prepare_mlflow_store(run.mlflow_store)
     print(f"device: {device}; optim wrapper: {config['optim_wrapper']['type']} ({run.precision})")
     with removed_if_failed(run.work_dir, rank):
         runner = Runner(
             # DDP gathers the ranks' results through files: in the work dir, not the project root.
             model=model,
             val_evaluator=Evaluator(SegMetric(names, collect_dir=str(run.work_dir / ".dist_test"))),
-            **with_datasets(config, train_set, val_set),
+            **with_datasets(config | {"cfg": as_ran(config)}, train_set, val_set),
         )  # fmt: skip
         runner.train()
     if rank == 0:
