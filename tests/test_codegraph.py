@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from conftest import REPO, TINY
+from PIL import Image
 
 from camvidseg.workflow import codegraph
 
@@ -195,6 +196,7 @@ def test_rules_declare_the_import_closure_of_the_stage_they_run(case, tmp_path, 
     if case == "folder_and_predict":
         (tmp_path / "data").mkdir()
         (tmp_path / "new_images").mkdir()
+        Image.new("RGB", (8, 6)).save(tmp_path / "new_images" / "a.png")  # the rule needs one
         overrides = {
             "dataset": {"source": "local", "path": str(tmp_path / "data")},
             "predict": {"input_dir": str(tmp_path / "new_images")},
