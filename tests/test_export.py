@@ -37,7 +37,7 @@ else:
     exec(compile(open(target).read(), target, "exec"), {"__name__": "__main__"})
 """
 # What the deploy environment holds (requirements-deploy.txt and what those import).
-DEPLOY_MODULES = {"camvidseg", "numpy", "onnxruntime", "PIL", "yaml", "cython_runtime"}
+DEPLOY_MODULES = {"camvidseg", "numpy", "onnxruntime", "PIL", "yaml", "rich", "cython_runtime"}
 
 
 def torchless(kind: str, target, *args, cwd=None):
@@ -150,8 +150,10 @@ def test_check_scores_torch_and_onnxruntime_each_on_its_own(tmp_path):
          helper.make_tensor("bias", TensorProto.FLOAT, [k], bias.tolist())],
     )  # fmt: skip
     path = tmp_path / "one_class.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10),
-              str(path))  # fmt: skip
+    graph_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                                    ir_version=10)  # fmt: skip
+    helper.set_model_props(graph_model, {"classes": '["a", "b", "c"]'})  # as the export writes
+    onnx.save(graph_model, str(path))
 
     class Images:  # every label the constant class
         def __len__(self):

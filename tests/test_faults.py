@@ -114,7 +114,7 @@ def session_members(session: int) -> dict[int, str]:
 
 
 def stage_running(session: int, module: str) -> bool:
-    return any(f"-m camvidseg.{module} " in c + " " for c in session_members(session).values())
+    return any(f"-m camvidseg {module} " in c + " " for c in session_members(session).values())
 
 
 def kill(session: int, whole_session: bool) -> None:

@@ -10,7 +10,10 @@ the README's: slow only until the table is regenerated. The real-data table (a r
 a sweep's experiments) must be of the recipe config/camvid_segnet.yaml gives `make real-data`.
 """
 
+import importlib
+import itertools
 import json
+import shlex
 import sys
 import warnings
 
@@ -21,6 +24,7 @@ from test_real_data_route import real_data_args
 
 from camvidseg.data.identity import HashCache, content_id
 from camvidseg.reporting import provenance
+from camvidseg.workflow import codegraph, madeby
 
 sys.path.insert(0, str(REPO / "tools"))
 import readme_tables
@@ -65,33 +69,68 @@ def upstream_of_kept(name: str) -> dict[str, dict]:
     return found
 
 
-def stage_params_now(workdir, configfile, *args) -> dict[str, list[dict]]:
-    """Stage module -> the params of each job of it that a fresh run would start, from a dry run
+SHELL_SYNTAX = {">", ">>", "2>&1", "|", "&&", ";", "<"}
+
+
+def stage_settings(command: str) -> tuple[str, dict] | None:
+    """(stage, settings) of a shell command: the part after its last ``-m camvidseg <stage>``
+    (``-m camvidseg.<stage>`` in records of older code), parsed by the stage's own parser into
+    what the stage records itself (``madeby.settings_of``); None for a command of no stage."""
+    tokens = shlex.split(command)
+    starts = [i + 1 for i, token in enumerate(tokens[:-1])
+              if token == "-m" and tokens[i + 1].startswith("camvidseg")]  # fmt: skip
+    if not starts:
+        return None
+    at = starts[-1]
+    stage, rest = ((tokens[at + 1], tokens[at + 2 :]) if tokens[at] == "camvidseg"
+                   else (tokens[at].split(".")[-1], tokens[at + 1 :]))  # fmt: skip
+    argv = list(itertools.takewhile(lambda token: token not in SHELL_SYNTAX, rest))
+    module = importlib.import_module(f"camvidseg.{codegraph.stages()[stage]}")
+    try:
+        return stage, madeby.settings_of(module.parse_args(argv))
+    except (AttributeError, SystemExit):  # no parse_args, or flags of other code
+        return stage, {"argv": argv}
+
+
+def recorded(entry: dict) -> tuple[str | None, dict]:
+    """(stage, settings) of a kept record's entry: as the stage wrote it, or, in a record of older
+    code, parsed from the command it ran."""
+    if "settings" in entry:
+        return entry["stage"], entry["settings"]
+    return stage_settings(entry["command"]) or (None, {})
+
+
+def stage_settings_now(workdir, configfile, *args) -> dict[str, list[dict]]:
+    """Stage -> the settings of each job of it that a fresh run would start, from a dry run
     printing its commands."""
     result = snakemake(workdir, "-n", "-p", *args, configfile=configfile)
-    params: dict[str, list] = {}
+    planned: dict[str, list] = {}
     for line in result.stdout.splitlines():
         command = line.removeprefix("Shell command: ")
-        modules = provenance.STAGE_IN_COMMAND.findall(command)
-        if command != line and modules:
-            params.setdefault(modules[-1], []).append(provenance.command_params(command))
-    return params
+        found = stage_settings(command) if command != line else None
+        if found:
+            planned.setdefault(found[0], []).append(found[1])
+    return planned
 
 
 def drift(workdir, configfile=DEMO_CONFIG) -> list[str]:
     """Why the kept demo run may not be what this checkout gives for ``configfile`` (empty: it
-    is): the code of a stage its metrics come from, a package version, or a stage's params."""
+    is): the code of a stage its metrics come from, a package version, or a stage's settings."""
     cache, reasons = HashCache(), []
-    now = provenance.environment()["packages"]
-    params_now = stage_params_now(workdir, configfile)
+    now = madeby.environment()["packages"]
+    settings_now = stage_settings_now(workdir, configfile)
     for name, entry in sorted(upstream_of_kept("demo").items()):
+        if "stage" not in entry:
+            reasons.append(f"{name}: recorded by older code")
+            continue
         with sources_stable():  # not another test's momentary edit
             reasons += [f"{name}: {why}" for why in provenance.code_changes(entry, cache)]
         packages = entry["environment"]["packages"]
         reasons += [f"{name}: {pkg} {packages[pkg]} -> {now.get(pkg)}" for pkg in packages
                     if packages[pkg] != now.get(pkg)]  # fmt: skip
-        if entry["params"] not in params_now.get(entry["module"], []):
-            reasons.append(f"{name}: {configfile.name} now gives other params")
+        stage, settings = recorded(entry)
+        if settings not in settings_now.get(stage, []):
+            reasons.append(f"{name}: {configfile.name} now gives other settings")
     return reasons
 
 
@@ -161,30 +200,34 @@ def test_documented_spread_is_what_the_readme_table_test_allows():
 def test_drift_names_a_changed_stage_and_a_changed_config(tmp_path):
     with edited_source("training.model"):
         reasons = drift(tmp_path / "edited")
-    assert "train: code changed: model.py" in reasons
+    assert "train: code changed: training/model.py" in reasons
     assert not any(reason.startswith("visualize") for reason in reasons)  # not a metrics stage
-    assert not any(reason.endswith("other params") for reason in reasons)
+    assert not any(reason.endswith("other settings") for reason in reasons)
     config = tmp_path / "demo.yaml"
     config.write_text(DEMO_CONFIG.read_text().replace("epochs: 40", "epochs: 41"))
     changed = drift(tmp_path / "changed", config)
-    assert [r for r in changed if r.endswith("other params")] == [
-        "train: demo.yaml now gives other params"
+    assert [r for r in changed if r.endswith("other settings")] == [
+        "train: demo.yaml now gives other settings"
     ]
 
 
 def test_real_data_table_is_of_the_recipe_make_real_data_runs(tmp_path):
     """The real-data table may come from one of a sweep's experiments: its training settings and
     its scoring flags are then exactly those config/camvid_segnet.yaml gives `make real-data`."""
-    kept = upstream_of_kept("real-data").values()
+    kept = [recorded(entry) for entry in upstream_of_kept("real-data").values()]
     folder = segnet_layout(tmp_path / "CamVid")
-    planned = stage_params_now(tmp_path / "plan", SEGNET_CONFIG, *real_data_args(folder))
-    trained = [entry["params"]["settings"] for entry in kept if entry["module"] == "train"]
-    assert trained == [params["settings"] for params in planned["train"]]
-    scored = sorted(scoring(entry["params"]) for entry in kept if entry["module"] == "evaluate")
-    assert scored == sorted(scoring(params) for params in planned["evaluate"])
+    planned = stage_settings_now(tmp_path / "plan", SEGNET_CONFIG, *real_data_args(folder))
+    trained = [json.loads(settings["settings"]) for stage, settings in kept if stage == "train"]
+    now = [json.loads(settings["settings"]) for settings in planned["train"]]
+    # Settings added since the run was recorded (e.g. train.trackers) are not compared.
+    assert len(trained) == len(now) == 1
+    assert trained[0] == {section: {key: now[0][section].get(key) for key in values}
+                          for section, values in trained[0].items()}  # fmt: skip
+    scored = sorted(scoring(settings) for stage, settings in kept if stage == "evaluate")
+    assert scored == sorted(scoring(settings) for settings in planned["evaluate"])
 
 
-def scoring(params: dict) -> str:
-    """An evaluate job's flags other than its paths."""
-    paths = {"model", "prepared", "palette", "out-json", "out-csv"}
-    return json.dumps({flag: value for flag, value in params.items() if flag not in paths})
+def scoring(settings: dict) -> str:
+    """An evaluate job's settings other than its paths and its loader's speed."""
+    left_out = {"model", "prepared", "palette", "out_json", "out_csv", "batch_size", "num_workers"}
+    return json.dumps({k: v for k, v in settings.items() if k not in left_out}, sort_keys=True)

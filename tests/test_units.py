@@ -254,7 +254,7 @@ def test_every_seeded_mutation_still_matches_the_code():
     mutations = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mutations)
     listed = mutations.load(mutations.LIST, None)
-    assert len(listed) >= 13 and all(m["tests"] for m in listed)
+    assert len(listed) >= 30
     assert "tools/mutations.py" in make_plan("-o", ".venv/.installed", "mutations")
     assert "mutations" not in make_plan("-o", ".venv/.installed", "test")
 
@@ -313,7 +313,7 @@ def test_a_model_added_as_one_record_builds_and_gets_its_model_card(tmp_path):
     script = f"""
 import jsonschema
 from camvidseg.core import settings
-from camvidseg.deploy.card import model_section
+from camvidseg.deploy.card import model_rows
 from camvidseg.training.model import build_network
 jsonschema.validate("fcn_resnet101", settings.node("model.name"))
 build_network("fcn_resnet101", 3, aux_loss=True)
@@ -322,7 +322,7 @@ run = {{"meta": {{"model": "fcn_resnet101", "epoch": 1, "aux_loss_weight": 0.4}}
         "palette": {{"classes": ["a", "b", "c"]}}, "check": {{"opset": 17}},
         "paths": {{"model": {str(tmp_path / "best.pth")!r},
                   "onnx": {str(tmp_path / "model.onnx")!r}}}}}
-print(model_section(run))
+print(model_rows(run))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})  # fmt: skip

@@ -15,7 +15,7 @@ OBTAIN_COMMANDS = {
         " --seed {params.sample[seed]:q} --out {output:q} > {log:q} 2>&1"
     ),
     "url": (
-        f"python -m camvidseg obtain url --url-env {plan.DATASET_URL_ENV}"
+        "python -m camvidseg obtain url --url-env {params.url_env:q}"
         " {params.sha256:q} --out {output:q} > {log:q} 2>&1"
     ),
     "opendatalab": (

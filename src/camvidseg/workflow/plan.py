@@ -161,6 +161,7 @@ def obtain_params(dataset: dict) -> dict:
             raise UserError("invalid config: dataset.url: required when dataset.source is url")
         return {
             "url": identity.redact_url(dataset["url"]),
+            "url_env": DATASET_URL_ENV,
             "sha256": optional_flag("--sha256", dataset["sha256"]),
         }
     return {"download_dir": f"resources/{source}/download"}
