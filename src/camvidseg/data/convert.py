@@ -8,6 +8,7 @@ error with ``--strict-colors`` (always an error for the SegNet layout, whose ids
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import sys
@@ -236,8 +237,7 @@ def prepare(
     return index
 
 
-@cli
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     parser.add_argument("--manifest", required=True, help="dataset.json from the extract stage")
     parser.add_argument("--palette", required=True, help="palette.json from the palette stage")
@@ -249,7 +249,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-images", **option("dataset.cache_images"))
     parser.add_argument("--max-unpack-ratio", **option("dataset.max_unpack_ratio"))
     parser.add_argument("--max-unpack-gib", **option("dataset.max_unpack_gib"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     made = Record(__file__, args, [args.manifest, args.palette])
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     check_class_count(palette, args.palette)

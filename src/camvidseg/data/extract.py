@@ -10,6 +10,7 @@ checks every picture's header (size limit), and writes ``dataset.json``.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import stat
@@ -292,8 +293,7 @@ def index_dataset(top: Path, layout: str = "auto", expect_camvid_sizes: bool = F
     }
 
 
-@cli
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     parser.add_argument("--archive", nargs="+", type=Path, help="archive (or its parts, in order)")
     parser.add_argument("--directory", type=Path, help="an already-extracted dataset (read only)")
@@ -310,10 +310,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.archive) == bool(args.directory):
         parser.error("give exactly one of --archive or --directory")
+    if args.archive and args.dest is None:
+        parser.error("--archive needs --dest")
+    return args
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     made = Record(__file__, args, [args.archive, args.directory])
     if args.archive:
-        if args.dest is None:
-            parser.error("--archive needs --dest")
         with atomic_path(args.dest, is_dir=True) as tmp:
             count = extract_archive(args.archive, tmp, args.max_unpack_ratio, args.max_unpack_gib)
             print(f"extracted {count} members of {args.archive[0]}")

@@ -7,6 +7,7 @@ colors), the ignore index, and a lookup from every source label value to a train
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 from pathlib import Path
@@ -159,14 +160,18 @@ def class_names(palette: dict) -> list[str]:
     return [c["name"] for c in palette["classes"]]
 
 
-@cli
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     parser.add_argument("--manifest", required=True, help="dataset.json from the extract stage")
     parser.add_argument("--classes", **option("dataset.classes"))
     parser.add_argument("--ignore-classes", **option("dataset.ignore_classes"))
     parser.add_argument("--out", required=True, help="palette.json to write")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     made = Record(__file__, args, [args.manifest])
     palette = make_palette(read_json(args.manifest), args.classes, args.ignore_classes)
     write_json(args.out, palette)

@@ -9,6 +9,7 @@ shading and noise, so a segmentation model has something real to learn.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import io
 import tarfile
@@ -228,13 +229,17 @@ def build_sample(
             tar.addfile(info, io.BytesIO(members[name]))
 
 
-@cli
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     parser.add_argument("--out", required=True, help="archive to write (.tar.gz)")
     for key in ("train", "val", "test", "height", "width", "seed"):
         parser.add_argument(f"--{key}", **option(f"dataset.sample.{key}"))
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     made = Record(__file__, args, [])
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     build_sample(Path(args.out), sizes, args.height, args.width, args.seed)
