@@ -4,7 +4,6 @@ import hashlib
 import os
 import re
 import resource
-import shutil
 import struct
 import subprocess
 import sys
@@ -129,23 +128,11 @@ def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True,
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, worker_id) -> Path:
-    """The whole chain on the tiny sample, for the tests that read its outputs: run once per
-    test run, each pytest-xdist worker gets its own copy (tests run Snakemake in it, which locks
-    the folder), modification times kept so that Snakemake finds it complete."""
-    if worker_id == "master":  # not under xdist
-        workdir = tmp_path_factory.mktemp("tiny_run")
-        snakemake(workdir)
-        return workdir
-    shared = tmp_path_factory.getbasetemp().parent / "tiny_run"  # this run's workers share it
-    with (shared.parent / "tiny_run.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker runs the chain, the others wait
-        if not (shared / "results/provenance.json").is_file():
-            shutil.rmtree(shared, ignore_errors=True)  # a worker that died half-way
-            shared.mkdir()
-            snakemake(shared)
-    workdir = tmp_path_factory.getbasetemp() / "tiny_run"
-    shutil.copytree(shared, workdir, symlinks=True)
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole chain on the tiny sample, run once per test process for the tests that read its
+    outputs."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    snakemake(workdir)
     return workdir
 
 

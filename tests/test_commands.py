@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 from conftest import REPO, TINY, segnet_layout, snakemake
+from PIL import Image
 from test_workflow import shell_templates
 
 STAGE = re.compile(r"camvidseg (\w+)")
@@ -52,6 +53,7 @@ def optional_settings_absent(tmp_path) -> dict[str, dict]:
     folder = segnet_layout(tmp_path / "segnet")
     images = tmp_path / "new images"
     images.mkdir()
+    Image.new("RGB", (8, 6)).save(images / "street.png")  # predict.input_dir needs an image
     tiny = yaml.safe_load(TINY.read_text())
     return {
         "url-only": {"dataset": {"source": "url", "url": "http://127.0.0.1:9/CamVid.zip?t=1"}},

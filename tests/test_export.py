@@ -333,6 +333,7 @@ def test_slide_stride_beyond_the_crop_is_one_line(run_dir, tmp_path):
 
 @pytest.mark.slow
 def test_predict_rule_uses_the_onnx_model_when_the_backend_is_onnx(run_dir, tmp_path):
+    Image.new("RGB", (8, 6)).save(tmp_path / "street.png")  # predict.input_dir needs an image
     settings = f"predict={{input_dir: {tmp_path}, backend: onnx}}"
     result = snakemake(run_dir, "-n", "-p", "--config", settings, configfile=CONFIG)
     planned = jobs_planned(result)

@@ -99,8 +99,8 @@ def test_user_weights_that_need_code_are_refused_without_running_it(code_payload
     assert not marker.exists()
 
 
-def test_readme_names_the_folders_that_must_be_trusted():
-    text = (REPO / "README.md").read_text()
+def test_docs_name_the_folders_that_must_be_trusted():
+    text = (REPO / "docs/reliability.md").read_text()
     section = text.split("### Which folders must be trusted", 1)[1].split("\n#", 1)[0]
     assert "`results/train_work/`" in section and "weights_only=True" in section
     assert "load_trusted" in section
