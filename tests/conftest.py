@@ -1,6 +1,7 @@
 import contextlib
 import fcntl
 import hashlib
+import http.server
 import os
 import re
 import resource
@@ -8,6 +9,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 
@@ -143,6 +145,33 @@ def sample_archive(tmp_path_factory) -> Path:
 
     build_sample(path, {"train": 4, "val": 2, "test": 2}, 32, 48, seed=3)
     return path
+
+
+class ArchiveHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with ``payload`` (a dataset archive a test serves on 127.0.0.1)."""
+
+    payload = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def archive_server():
+    """``ArchiveHandler`` on a free loopback port; yields its base URL, shut down after."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ArchiveHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def provenance_check(workdir: Path) -> subprocess.CompletedProcess:

@@ -2,7 +2,6 @@
 under a signed URL), Snakemake's report, and every command line while the run lives."""
 
 import hashlib
-import http.server
 import re
 import subprocess
 import threading
@@ -11,35 +10,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, snakemake, snakemake_call, sources_stable
+from conftest import TINY, ArchiveHandler, archive_server, snakemake, snakemake_call, sources_stable
 
 SECRET = "SIGNATURE0x5eCRet"  # the token, as a signed URL's query carries it
 
 
-class Archive(http.server.BaseHTTPRequestHandler):
-    payload = b""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        self.wfile.write(self.payload)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def signed_url(sample_archive):
-    Archive.payload = sample_archive.read_bytes()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Archive)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield (
-        f"http://127.0.0.1:{httpd.server_port}/bucket/CamVid.tar.gz"
-        f"?X-Amz-Credential=AKIA{SECRET}&X-Amz-Signature={SECRET}#frag{SECRET}"
-    )
-    httpd.shutdown()
-    httpd.server_close()
+    ArchiveHandler.payload = sample_archive.read_bytes()
+    with archive_server() as base:
+        yield (
+            f"{base}/bucket/CamVid.tar.gz"
+            f"?X-Amz-Credential=AKIA{SECRET}&X-Amz-Signature={SECRET}#frag{SECRET}"
+        )
 
 
 def command_lines() -> list[str]:
@@ -58,7 +41,7 @@ def signed_config(tmp_path, url: str, checksum: bool):
     config = yaml.safe_load(TINY.read_text())
     config["dataset"] = {"source": "url", "url": url}
     if checksum:
-        config["dataset"]["sha256"] = hashlib.sha256(Archive.payload).hexdigest()
+        config["dataset"]["sha256"] = hashlib.sha256(ArchiveHandler.payload).hexdigest()
     config["train"]["epochs"] = 1
     config_file = tmp_path / "config.yaml"  # the user's own file, outside the project
     config_file.write_text(yaml.safe_dump(config))

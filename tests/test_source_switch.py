@@ -9,16 +9,14 @@ being resumed. So after each switch the plan of `snakemake -n results/data/prepa
 the extract/index and convert jobs; then that chain runs for real, the state of a good run.
 """
 
-import http.server
 import json
 import os
 import tarfile
-import threading
 
 import numpy as np
 import pytest
 import yaml
-from conftest import TINY, jobs_planned, snakemake
+from conftest import TINY, ArchiveHandler, archive_server, jobs_planned, snakemake
 from PIL import Image
 
 from camvidseg.data.sample import build_sample
@@ -44,26 +42,10 @@ def uncompressed_folder(archive, folder):
     return folder
 
 
-class Archive(http.server.BaseHTTPRequestHandler):
-    payload = b""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(self.payload)))
-        self.end_headers()
-        self.wfile.write(self.payload)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Archive)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    with archive_server() as url:
+        yield url
 
 
 def test_any_source_switch_with_old_files_reruns_the_data_chain_and_swapped_pixels_are_seen(
@@ -106,7 +88,7 @@ def test_any_source_switch_with_old_files_reruns_the_data_chain_and_swapped_pixe
 
     switch_to({"source": "local", "path": str(folder)}, "sample -> old folder")
     switch_to({"source": "local", "path": str(archives[3])}, "folder -> old archive")
-    Archive.payload = archives[4].read_bytes()
+    ArchiveHandler.payload = archives[4].read_bytes()
     url = {"source": "url", "url": f"{server}/CamVid.tar.gz"}
     switch_to(url, "archive -> URL")
     switch_to({"source": "local", "path": str(folder)}, "URL -> the old folder again")
@@ -114,7 +96,7 @@ def test_any_source_switch_with_old_files_reruns_the_data_chain_and_swapped_pixe
     # The URL's archive is still in resources/ from before, older than the results now.
     set_old_times(project / "resources/CamVid.tar.gz")
     switch_to(url, "sample -> the URL again")
-    Archive.payload = archives[3].read_bytes()
+    ArchiveHandler.payload = archives[3].read_bytes()
     switch_to(url | {"url": f"{server}/CamVid.tar.gz?version=2"}, "URL -> another URL")
     switch_to({"source": "local", "path": str(folder)}, "URL -> the folder")
 
