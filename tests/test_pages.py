@@ -31,13 +31,24 @@ def test_metrics_summary_page_is_built_by_the_one_writer(tmp_path):
     assert "<th>Car &amp; Bus</th><td>0.5000</td>" in page and "Sky" not in page  # never scored
 
 
-def test_provenance_page_escapes_what_the_record_holds():
-    environment = {"git": None, "packages": {"torch": "2.6", "no": None}}
-    stage = {"finished": "2026-01-01", "inputs": {"a<b>.png": "sha256:1"}, "settings": {"x": "y"},
-             "code": {"hash": "c0de"}, "environment": environment}  # fmt: skip
-    page = render_html({"made": "now", "dataset": "<data>", "stages": {"train": stage}})
-    assert "dataset &lt;data&gt;" in page and "a&lt;b&gt;.png: sha256:1" in page
-    assert "<td>no git</td>" in page and "<td>torch 2.6</td>" in page and "no None" not in page
+def test_provenance_page_escapes_what_the_record_holds_and_lists_packages_once():
+    def stage(packages, settings):
+        environment = {"git": None, "packages": packages}
+        inputs = {"a<b>.png": "sha256:" + "1" * 64}
+        return {"finished": "2026-01-01", "inputs": inputs, "settings": settings,
+                "code": {"hash": "c0de"}, "environment": environment}  # fmt: skip
+
+    nested = '{"train": {"lr": 0.01, "crop_size": [8, 8]}}'
+    stages = {"train": stage({"torch": "2.6", "no": None}, {"x": "y", "settings": nested}),
+              "plots": stage({"torch": "2.6", "numpy": "2"}, {"unset": None}),
+              "card": stage({"torch": "2.7", "numpy": "2"}, {})}  # fmt: skip
+    page = render_html({"made": "now", "dataset": "<data>", "stages": stages})
+    assert "dataset &lt;data&gt;" in page and f"a&lt;b&gt;.png: sha256:{'1' * 12}<" in page
+    assert "<td>no git</td>" in page and "no None" not in page and "unset" not in page
+    assert "<td>x: y<br>train.lr: 0.01<br>train.crop_size: 8 8</td>" in page
+    packages = page.split("<table id='packages'>")[1]
+    assert page.count("numpy") == 1 and "<tr><td>numpy</td><td>2</td></tr>" in packages
+    assert "<td>2.6 (train, plots)<br>2.7 (card)</td>" in packages  # where they differ
 
 
 def test_model_card_page_and_every_other_page_share_the_document():

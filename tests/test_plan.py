@@ -131,10 +131,10 @@ def test_dataset_paths_snakemake_or_the_disk_cannot_follow_are_one_line(tmp_path
 def test_a_grid_planning_more_jobs_than_warn_above_jobs_is_a_warning():
     given = config(sweep={"train.lr": [0.001, 0.002, 0.003], "train.seed": [0, 1, 2]})
     named = plan.validate(given)
-    assert plan.planned_jobs_warning(given, named) is None  # 52 jobs, under the default
+    assert plan.planned_jobs_warning(given, named) is None  # 53 jobs, under the default
     given["warn_above_jobs"] = 20
     warning = plan.planned_jobs_warning(given, named)
-    assert warning.startswith("warning: the config plans 9 experiments, about 52 jobs")
+    assert warning.startswith("warning: the config plans 9 experiments, about 53 jobs")
     assert "warn_above_jobs (20)" in warning
 
 
@@ -214,10 +214,11 @@ def test_final_outputs_of_one_run_and_of_experiments():
     plan.validate(given)
     single = plan.final_outputs(given, {})
     assert single[:2] == ["results/metrics/val.json", "results/metrics/test.json"]
-    assert "results/model/MODEL_CARD.md" in single
+    assert "results/model/MODEL_CARD.md" in single and single[-1] == "results/headline.html"
     named = plan.final_outputs(given, {"a": {}, "b": {}})
     assert "results/experiments/b/metrics/test.json" in named
-    assert named[-1] == "results/leaderboard.csv" and "results/model/MODEL_CARD.md" not in named
+    assert named[-2:] == ["results/leaderboard.csv", "results/headline.html"]
+    assert "results/model/MODEL_CARD.md" not in named
 
 
 # ---------------------------------------------------------------- the process's environment

@@ -1,5 +1,6 @@
 """`snakemake --report` gives one self-contained HTML file that renders in headless Chromium."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -7,6 +8,16 @@ import sys
 
 import pytest
 from conftest import snakemake
+
+# Header cells whose content box is narrower than the widest word of their text, as drawn.
+NARROWER_THAN_A_HEADER_WORD = """ths => ths.filter(th => {
+    const pen = document.createElement("canvas").getContext("2d");
+    const style = getComputedStyle(th);
+    pen.font = style.font;
+    const widest = Math.max(...th.textContent.split(/\\s+/).map(w => pen.measureText(w).width));
+    const inner = th.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return inner + 0.5 < widest;
+}).map(th => th.textContent)"""
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +58,32 @@ def test_report_renders_offline_with_metrics_and_panels(tiny_run, chromium, tmp_
         requests = []
         page.on("request", lambda r: requests.append(r.url))
         page.goto(report.as_uri())
+        # The first screen leads with the scores: the headline number, the bars, a panel.
+        val = json.loads((tiny_run / "results/metrics/val.json").read_text())
+        headline = page.locator("#camvidseg-headline")
+        figure = headline.locator(".miou").first
+        assert figure.inner_text() == f"{val['mIoU']:.4f}"
+        box = figure.bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 1000, box
+        bars = headline.locator("table#per-class-iou tr")
+        assert bars.count() == val["num_classes_scored"]
+        assert headline.locator("img[src^='data:image/png']").count() == 1
+        page.screenshot(path=str(tmp_path / "first.png"))
+
+        page.get_by_text("Provenance", exact=True).click()
+        page.locator("tr", has_text="what made each result").locator("a[iconname=eye]").click()
+        provenance = page.frame_locator("iframe").locator("table#provenance")
+        provenance.wait_for(timeout=10_000)
+        # No column narrower than its header word; the packages listed once, in their own table.
+        squeezed = provenance.locator("th").evaluate_all(NARROWER_THAN_A_HEADER_WORD)
+        assert squeezed == [], squeezed
+        header = provenance.locator("tr").first.inner_text().split("\t")
+        assert "packages" not in header, header
+        packages = page.frame_locator("iframe").locator("table#packages tr", has_text="torch")
+        assert packages.count() == 2  # torch and torchvision, each once
+        page.screenshot(path=str(tmp_path / "provenance.png"))
+
+        page.locator("nav, body").get_by_text("Results", exact=True).first.click()
         page.get_by_text("Metrics", exact=True).click()
         # Items are listed by their labels (split · item), not by file path.
         page.locator("tr", has_text="all splits · scores table").locator(

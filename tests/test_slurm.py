@@ -23,9 +23,6 @@ SHARED = ("executor", "local-cores", "groups", "group-components", "resources",
           "slurm-requeue")  # fmt: skip
 EXPERIMENTS = {"lr_low": 0.001, "lr_high": 0.003}  # two trainings of the tiny set
 
-# Failing since the merges of session 6 (its closing note says so); to be fixed, not kept.
-MERGE_REGRESSION = "known failure after the merges of session 6"
-
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -133,7 +130,6 @@ def run_interval(cluster, job_id) -> tuple[datetime, datetime]:
     return datetime.fromisoformat(start), datetime.fromisoformat(end)
 
 
-@pytest.mark.xfail(reason=MERGE_REGRESSION, strict=False)
 def test_two_experiments_train_side_by_side_each_ddp_in_one_slurm_job(cluster, tiny_run, tmp_path):
     """Two experiments (issue 12): each training is its own SLURM job, and they run at the same
     time (one per node here); each job asks for 2 GPUs and runs two DDP processes in it."""
@@ -163,7 +159,6 @@ def test_two_experiments_train_side_by_side_each_ddp_in_one_slurm_job(cluster, t
     assert not (run / ".dist_test").exists()  # DDP validation gathers in the work dir
 
 
-@pytest.mark.xfail(reason=MERGE_REGRESSION, strict=False)
 def test_two_node_training_runs_one_torchrun_per_node(cluster, tiny_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, symlinks=True)
@@ -221,7 +216,6 @@ def wait_for(predicate, what: str, process, timeout: float = 400):
     return found
 
 
-@pytest.mark.xfail(reason=MERGE_REGRESSION, strict=False)
 def test_signal_mid_epoch_is_saved_and_the_retry_resumes_exactly(cluster, tmp_path):
     """SIGUSR1 to the training job's steps mid-epoch, as `--signal=USR1@120` sends it before the
     time limit: the trainer saves that iteration and exits, Snakemake submits the job again
@@ -270,4 +264,7 @@ def test_signal_mid_epoch_is_saved_and_the_retry_resumes_exactly(cluster, tmp_pa
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     history = [json.loads((r / "results/model/history.json").read_text()) for r in (run, reference)]
-    assert history[0] == history[1]
+    attempts = [h.pop("attempts") for h in history]
+    assert history[0] == history[1]  # the same curve, and ...
+    assert [len(a) for a in attempts] == [2, 1]  # ... the stopped job's time counted too
+    assert attempts[0][0]["last_iter"] == at and attempts[0][1]["first_iter"] == at

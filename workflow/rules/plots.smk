@@ -4,8 +4,6 @@
 # login node), as a cluster job would spend longer queueing and starting than working.
 import json
 
-import json
-
 
 rule plots:
     input:
@@ -101,11 +99,12 @@ if EXPERIMENTS:
                 {name: RUN_SETTINGS[name] for name in EXPERIMENTS}, sort_keys=True
             ),
             experiments_count=len(EXPERIMENTS),
+            splits=EVAL_SPLITS,  # a module's shell sees params, not this file's names
         message:
             "Ranking {params.experiments_count} experiments (leaderboard, curves, per-class IoU)"
         shell:
             "python -m camvidseg leaderboard --experiments {params.experiments:q}"
-            " --root results/experiments --prepared {input.prepared:q} --splits {EVAL_SPLITS:q}"
+            " --root results/experiments --prepared {input.prepared:q} --splits {params.splits:q}"
             " --csv {output.csv:q}"
             " --markdown {output.markdown:q} --html {output.table:q} --curves {output.curves:q}"
             " --iou {output.iou:q} > {log:q} 2>&1"

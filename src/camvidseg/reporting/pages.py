@@ -1,8 +1,10 @@
 """The project's one HTML writer: self-contained pages of tables for the report (which shows HTML
-inline) and the model card's page. Every text is escaped here; callers pass plain values."""
+inline), the model card's page and the headline fragment the report opens on. Every text is
+escaped here; callers pass plain values."""
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +34,34 @@ def table(table_id: str, header: Iterable, rows: Iterable[Iterable], row_headers
         rest = cells[1:] if first else cells
         body.append("<tr>" + first + "".join(f"<td>{c}</td>" for c in rest) + "</tr>")
     return f"<table id='{table_id}'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def bars(table_id: str, values: list[tuple[str, float]]) -> str:
+    """A bar chart as a table: one row per (label, value in [0, 1]), the value printed beside its
+    bar (crisp at any zoom, readable by text search and screen readers)."""
+    rows = "".join(
+        f"<tr><th>{cell(label)}</th><td style='width:100%'><div class='bar' "
+        f"style='width:{max(0.0, min(1.0, value)) * 100:.1f}%'></div></td>"
+        f"<td>{value:.3f}</td></tr>"
+        for label, value in values
+    )
+    return f"<table id='{table_id}' class='bars'>{rows}</table>"
+
+
+def image(path: Path, caption: str) -> str:
+    """A PNG embedded in the page (the report is one self-contained file), with its caption."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f"<figure><img alt='{cell(caption)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{cell(caption)}</figcaption></figure>"
+    )
+
+
+def fragment(section_id: str, body: str, style: str) -> str:
+    """HTML to put inside another page (the report's first page) or to open on its own:
+    ``style`` applies inside the section only (its selectors are prefixed with its id)."""
+    scoped = "".join(f"#{section_id} {rule}}}" for rule in style.split("}") if rule.strip())
+    return f"<section id='{section_id}'><style>{scoped}</style>{body}</section>\n"
 
 
 def heading(text: str, level: int = 2) -> str:

@@ -14,7 +14,9 @@ folder the workflow ran in. Exit status: 0 all fresh, 1 something is stale, 2 no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import json
 import os
 from pathlib import Path
 
@@ -23,10 +25,11 @@ from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
 from ..data.identity import CACHE_ENV, CACHE_FILE, HashCache, content_id, redact_secrets
 from ..workflow import codegraph
+from ..workflow.experiments import flatten
 from ..workflow.madeby import identities, read_record
 from . import pages
 
-HTML_COLUMNS = ("stage", "finished (UTC)", "inputs", "settings", "code", "git", "packages")
+HTML_COLUMNS = ("stage", "finished (UTC)", "inputs", "settings", "code", "git")
 
 
 def stage_records(targets: list[str]) -> list[dict]:
@@ -113,28 +116,77 @@ def stale_stages(record: dict, cache: HashCache) -> dict[str, list[str]]:
     return stale
 
 
+def short(identity: str | None) -> str:
+    """A content identity as people compare them by eye: ``sha256:`` and 12 hex digits (the
+    record holds the whole)."""
+    return "absent" if identity is None else identity[:19]
+
+
+def setting_lines(settings: dict) -> list[str]:
+    """``key: value`` per setting that is set; a JSON setting (training's ``--settings``) one line
+    per dotted key, so that it reads as a list rather than one unbreakable string."""
+    flat = {}
+    for key, value in settings.items():
+        nested = None
+        if isinstance(value, str) and value.startswith("{"):
+            with contextlib.suppress(ValueError):
+                nested = json.loads(value)
+        flat |= flatten(nested) if isinstance(nested, dict) else {key: value}
+    return [
+        f"{key}: {' '.join(map(str, value)) if isinstance(value, list) else value}"
+        for key, value in flat.items()
+        if value not in (None, [], "")
+    ]
+
+
+def package_rows(stages: dict) -> list[list]:
+    """Each package once with its version; where stages ran with different versions (another
+    environment), which stages had which."""
+    versions: dict[str, dict[str, list[str]]] = {}
+    for name, entry in stages.items():
+        for package, version in entry["environment"]["packages"].items():
+            if version:
+                versions.setdefault(package, {}).setdefault(version, []).append(name)
+    rows = []
+    for package, found in sorted(versions.items()):
+        if len(found) == 1:
+            rows.append([package, next(iter(found))])
+        else:
+            rows.append([package, [f"{v} ({', '.join(names)})" for v, names in found.items()]])
+    return rows
+
+
 def render_html(record: dict) -> str:
-    """A self-contained page for the Snakemake report: one table row per stage."""
+    """A self-contained page for the Snakemake report: one table row per stage, then the
+    packages once."""
     rows = []
     for name, entry in record["stages"].items():
-        env = entry["environment"]
-        git = env["git"] or {}
+        git = entry["environment"]["git"] or {}
+        commit = git.get("commit", "no git")[:12]
         rows.append([
-            name,
+            name.replace(":", ": "),  # evaluate: results/metrics/val.json may wrap
             entry["finished"] or "",
-            [f"{p}: {h}" for p, h in entry["inputs"].items()],
-            [f"{k}: {v}" for k, v in entry["settings"].items()],
-            entry["code"]["hash"],
-            f"{git.get('commit', 'no git')}{' (dirty)' if git.get('dirty') else ''}",
-            [f"{k} {v}" for k, v in env["packages"].items() if v],
+            [f"{p}: {short(h)}" for p, h in entry["inputs"].items()],
+            setting_lines(entry["settings"]),
+            short(entry["code"]["hash"]),
+            f"{commit}{' (dirty)' if git.get('dirty') else ''}",
         ])  # fmt: skip
     made = f"record made {record['made']}; dataset {record['dataset']}"
     body = (
         pages.heading("Provenance", 1)
         + pages.paragraph(made)
         + pages.table("provenance", HTML_COLUMNS, rows)
+        + pages.heading("Packages")
+        + pages.table("packages", ("package", "version"), package_rows(record["stages"]))
+        + pages.paragraph("Identities are shortened here; results/provenance.json has them whole.")
     )
-    style = "td,th{font-size:12px;text-align:left;vertical-align:top;word-break:break-all}"
+    # Header words and short cells (time, code, git) never break; stage names wrap at spaces,
+    # paths and settings anywhere, so that no column is squeezed to a letter.
+    style = (
+        "td,th{font-size:12px;text-align:left;vertical-align:top;white-space:nowrap}"
+        "td:first-child{white-space:normal;min-width:8em}"
+        "td:nth-child(3),td:nth-child(4){white-space:normal;overflow-wrap:anywhere;min-width:18em}"
+    )
     return pages.document("Provenance", body, style)
 
 

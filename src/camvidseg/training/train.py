@@ -282,22 +282,24 @@ def runner_config(train: dict, run: Run) -> dict:
 
 def as_ran(config: dict) -> dict:
     """The Runner's ``cfg``, which it dumps to the work dir and logs: the whole table that ran as
-    plain data (a class by its dotted name, an object by its class's), set entries only, and at
-    its top level what the Runner reads from ``cfg`` (DDP wrapper, SyncBN, compile: an absent
-    entry reads as unset)."""
+    plain data (a class by its dotted name, an object by its class's), unset top-level entries
+    left out, and at its top level what the Runner reads from ``cfg`` (DDP wrapper, SyncBN,
+    compile: an absent entry reads as unset). A None inside an entry is a setting and stays: DDP's
+    ``device_ids=None`` on the CPU, which MMEngine would otherwise fill with the local rank."""
 
     def plain(value):
         if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items() if v is not None}
+            return {k: plain(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, type):
             return f"{value.__module__}.{value.__qualname__}"
-        if isinstance(value, (str, int, float, bool)):
+        if value is None or isinstance(value, (str, int, float, bool)):
             return value
         return {"type": plain(type(value))}  # a hook given as an object
 
-    return plain({k: v for k, v in config.items() if k != "cfg"} | config["cfg"])
+    table = {k: v for k, v in config.items() if k != "cfg"} | config["cfg"]
+    return {k: plain(v) for k, v in table.items() if v is not None}
 
 
 def with_datasets(config: dict, train_set, val_set) -> dict:

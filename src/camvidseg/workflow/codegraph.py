@@ -23,8 +23,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The chain's order of the stages (``camvidseg --help`` lists them so); commands added later follow
 # alphabetically.
 CHAIN = ("sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize",
-         "plots", "export", "card", "predict", "runcost", "provenance", "leaderboard", "compare",
-         "lease")  # fmt: skip
+         "plots", "export", "card", "predict", "runcost", "leaderboard", "headline", "provenance",
+         "compare", "lease")  # fmt: skip
 
 # Shared rooms: the only modules a module may import. Stages are the modules with a ``main``
 # (``camvidseg <stage>``, run by the rules); no module imports a stage. ``data.palette`` is both: a

@@ -386,11 +386,15 @@ DEPLOYMENT_CHECKS = [
 ]
 
 
+# The scores as the report opens on them (the best experiment's, with experiments).
+HEADLINE = "results/headline.html"
+
+
 def final_outputs(config: dict, named: dict[str, dict]) -> list[str]:
     """The default target: one run with its deployment checks, or every experiment and their
-    leaderboard."""
+    leaderboard; and the headline."""
     splits, predict_dir = config["eval"]["splits"], config["predict"]["input_dir"]
     if not named:
-        return [*run_outputs("", splits, predict_dir), *DEPLOYMENT_CHECKS]
+        return [*run_outputs("", splits, predict_dir), *DEPLOYMENT_CHECKS, HEADLINE]
     runs = [run_outputs(f"experiments/{name}/", splits, predict_dir) for name in named]
-    return [*(t for targets in runs for t in targets), "results/leaderboard.csv"]
+    return [*(t for targets in runs for t in targets), "results/leaderboard.csv", HEADLINE]
