@@ -272,7 +272,7 @@ def test_compare_prints_per_class_iou_differences(sweep_run):
 
 # What one experiment's change re-runs: its own jobs, then the leaderboard and the record.
 ONE_EXPERIMENT = {"train": 1, "evaluate": 2, "visualize": 1, "plots": 1, "leaderboard": 1,
-                  "provenance": 1, "all": 1}  # fmt: skip
+                  "headline": 1, "provenance": 1, "all": 1}  # fmt: skip
 
 
 def explicit(overrides_of=None, extra=None) -> dict:
@@ -302,7 +302,7 @@ def test_changing_adding_and_removing_experiments_reruns_only_what_they_touch(sw
     fewer = {n: o for n, o in explicit().items() if n != NAMES[1]}
     config = write_config(sweep_run / "fewer.yaml", experiments=fewer)
     result = snakemake(sweep_run, "-n", configfile=config)
-    assert jobs_planned(result) == {"leaderboard": 1, "provenance": 1, "all": 1}
+    assert jobs_planned(result) == {"leaderboard": 1, "headline": 1, "provenance": 1, "all": 1}
     snakemake(sweep_run, configfile=config)
     assert sorted(r["experiment"] for r in read_leaderboard(sweep_run)) == sorted(fewer)
 
