@@ -13,8 +13,8 @@ from camvidseg.workflow import codegraph
 # Written out here rather than taken from the code under test: the workflow's rules in the
 # chain's order, then the tools around them.
 CHAIN = ["sample", "obtain", "extract", "palette", "convert", "train", "evaluate", "visualize",
-         "plots", "export", "card", "predict", "runcost", "provenance", "leaderboard", "compare",
-         "lease"]  # fmt: skip
+         "plots", "export", "card", "predict", "runcost", "leaderboard", "headline", "provenance",
+         "compare", "lease"]  # fmt: skip
 STAGES = sorted(set(CHAIN) | set(codegraph.stages()))  # and every command added since
 COMMANDS = [[stage] for stage in STAGES] + [
     ["obtain", route] for route in ("url", "opendatalab", "openxlab", "weights")

@@ -54,7 +54,8 @@ def test_training_parameter_reruns_training_and_downstream_only(tiny_run):
 
 def test_visualization_parameter_reruns_only_visualization(tiny_run):
     result = snakemake(tiny_run, "-n", "--config", "vis={num_images: 2}")
-    assert set(jobs_planned(result)) == {"visualize", "provenance", "all"}
+    # and the headline, which shows the first panel
+    assert set(jobs_planned(result)) == {"visualize", "headline", "provenance", "all"}
 
 
 def test_code_change_reruns_the_step(tiny_run):
