@@ -80,6 +80,11 @@ def tracked_copy(dest: Path) -> None:
     # The tests find ../shared beside the checkout.
     if (REPO.parent / "shared").exists():
         (dest.parent / "shared").symlink_to(REPO.parent / "shared")
+    # A checkout of its own: stages record the git commit they ran at, and tests check it.
+    author = {"GIT_AUTHOR_NAME": "mutations", "GIT_AUTHOR_EMAIL": "mutations@localhost"}
+    author |= {"GIT_COMMITTER_NAME": "mutations", "GIT_COMMITTER_EMAIL": "mutations@localhost"}
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "unmutated"]):
+        subprocess.run(["git", *command], cwd=dest, check=True, env={**os.environ, **author})
 
 
 class Tests:
