@@ -42,14 +42,13 @@ def best_run(runs: list[Path], leaderboard: Path | None) -> tuple[Path, str]:
 
 def scores_line(metrics: dict[str, dict]) -> str:
     """``val mIoU 0.7166 · test: not scored (why)``, the numbers in large type."""
-    parts = []
-    for split, scores in metrics.items():
-        if scores.get("scored", True):
-            figure = pages.cell(f"{scores['mIoU']:.4f}")
-            parts.append(f"{pages.cell(split)} mIoU <b class='miou'>{figure}</b>")
-        else:
-            parts.append(f"{pages.cell(split)}: not scored ({pages.cell(scores['reason'])})")
-    return f"<p class='scores'>{' · '.join(parts)}</p>"
+    items = [
+        (f"{split} mIoU", f"{scores['mIoU']:.4f}")
+        if scores.get("scored", True)
+        else (f"{split}: not scored ({scores['reason']})", None)
+        for split, scores in metrics.items()
+    ]
+    return pages.figures(items, "scores", "miou")
 
 
 def facts_line(scores: dict) -> str:

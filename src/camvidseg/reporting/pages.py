@@ -48,6 +48,16 @@ def bars(table_id: str, values: list[tuple[str, float]]) -> str:
     return f"<table id='{table_id}' class='bars'>{rows}</table>"
 
 
+def figures(items: list[tuple[str, str | None]], line_class: str, figure_class: str) -> str:
+    """One line of figures set large: ``label <b>value</b>`` each, joined by middle dots; an item
+    without a value is its label alone (a split not scored, and why)."""
+    shown = [
+        f"{cell(label)} <b class='{figure_class}'>{cell(value)}</b>" if value else cell(label)
+        for label, value in items
+    ]
+    return f"<p class='{line_class}'>{' · '.join(shown)}</p>"
+
+
 def image(path: Path, caption: str) -> str:
     """A PNG embedded in the page (the report is one self-contained file), with its caption."""
     data = base64.b64encode(path.read_bytes()).decode()
