@@ -13,6 +13,7 @@ Reads each run's folder as the workflow lays it out: ``metrics/<split>.json`` an
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 from ..core import command
@@ -90,7 +91,9 @@ def headline_html(metrics: dict[str, dict], name: str, panel: Path | None,
         with leaderboard.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
         columns = [c for c in LEADERBOARD_COLUMNS if c in rows[0]]
-        cells = [[shorter(row[c]) for c in columns] for row in rows]
+        # A name is text, even one that looks like a number; the other cells are values.
+        cells = [[row["experiment"]] + [pages.shown_value(csv_value(row[c])) for c in columns[1:]]
+                 for row in rows]  # fmt: skip
         parts.append(pages.heading("Leaderboard", 3) + pages.table("leaderboard", columns, cells))
     return pages.fragment("camvidseg-headline", "".join(parts), HEADLINE_STYLE)
 
@@ -102,13 +105,12 @@ HEADLINE_STYLE = (
 )
 
 
-def shorter(value: str) -> str:
-    """A leaderboard cell as people read it: scores to 4 places."""
+def csv_value(text: str):
+    """A leaderboard CSV cell as the value it was written from (a number, a JSON list, text)."""
     try:
-        number = float(value)
+        return json.loads(text)
     except ValueError:
-        return value
-    return f"{number:.4f}" if "." in value and abs(number) < 10 else value
+        return text
 
 
 @cli

@@ -22,7 +22,7 @@ from ..data.identity import HashCache, content_id
 from ..workflow.experiments import differing, flatten
 from ..workflow.madeby import Record
 from .figures import pyplot, save
-from .pages import write_table_page
+from .pages import shown_value, write_table_page
 
 
 def ranking_split(splits: list[str]) -> str:
@@ -84,24 +84,13 @@ def table(rows: list[dict], varied: list[str]) -> tuple[list[str], list[list]]:
     return columns, cells
 
 
-def text(value, short: bool = False) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-    if isinstance(value, list):
-        return "x".join(map(str, value))
-    value = str(value)
-    return value[:19] if short and value.startswith("sha256:") else value  # a prefix is enough
-
-
 def write_tables(columns: list[str], cells: list[list], args: argparse.Namespace) -> None:
     with atomic_path(args.csv) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         writer.writerows([[json.dumps(v) if isinstance(v, list) else v for v in row]
                           for row in cells])  # fmt: skip
-    shown = [[text(v, short=True) for v in row] for row in cells]
+    shown = [[shown_value(v) for v in row] for row in cells]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in shown]
     with atomic_path(args.markdown) as tmp:

@@ -17,6 +17,19 @@ STYLE = (
 )
 
 
+def shown_value(value) -> str:
+    """A table value as people read it: floats to 4 places (1 from 10 on), lists as ``96x128``,
+    a content identity by its first 12 hex digits, nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    if isinstance(value, list):
+        return "x".join(map(str, value))
+    value = str(value)
+    return value[:19] if value.startswith("sha256:") else value
+
+
 def cell(value) -> str:
     """A cell's text, escaped; a list or tuple is one line per item."""
     if isinstance(value, list | tuple):
