@@ -5,6 +5,7 @@ import http.server
 import os
 import re
 import resource
+import shutil
 import struct
 import subprocess
 import sys
@@ -30,6 +31,10 @@ sys.path.insert(0, str(REPO / "src"))
 # costs ~10 s per Snakemake run; with an empty config it fails at once, as without SLURM.
 # tests/slurm/cluster.py points SLURM_CONF at its cluster while that runs.
 os.environ.setdefault("SLURM_CONF", os.devnull)
+# Two test processes each run jobs with two compute threads on this 2-core machine. OpenMP's
+# default makes an idle thread spin, waiting for work, on a core another job's thread needs: that
+# tripled the CPU time of a training here. Idle threads sleep instead (no effect on the numbers).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run_cli(
@@ -117,10 +122,21 @@ def sources_stable():
         yield
 
 
+@contextlib.contextmanager
+def workdir_lock(workdir: Path):
+    """One Snakemake run at a time in ``workdir`` across the test processes (``tiny_run`` is
+    shared: a report or a rerun there locks it, which would fail another process's run)."""
+    name = hashlib.sha256(str(Path(workdir).resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"camvidseg-tests-{os.getuid()}-{name}.lock"
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
     """Run Snakemake to the end; fails the test (with its output) unless ``check`` is off."""
     command, env = snakemake_call(workdir, *args, configfile=configfile)
-    with sources_stable():
+    with sources_stable(), workdir_lock(workdir):
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout, check=False, env=env
         )
@@ -130,12 +146,29 @@ def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True,
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """The whole chain on the tiny sample, run once per test process for the tests that read its
-    outputs."""
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    snakemake(workdir)
+def tiny_run(tmp_path_factory, worker_id) -> Path:
+    """The whole chain on the tiny sample, run once for all test processes of this session (the
+    first to ask runs it, the others wait for it), for the tests that read its outputs. Tests
+    that change more than Snakemake's own runs there work on ``tiny_run_copy``."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # pytest-N/, above popen-gwK/
+    workdir, done = shared / "tiny_run", shared / "tiny_run.done"
+    with (shared / "tiny_run.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        if not done.exists():
+            workdir.mkdir(exist_ok=True)
+            snakemake(workdir)
+            done.touch()
     return workdir
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A copy of ``tiny_run`` that a test may change (times kept: Snakemake sees it up to date)."""
+    copy = tmp_path / "tiny_run"
+    with workdir_lock(tiny_run):
+        shutil.copytree(tiny_run, copy, symlinks=True)
+    return copy
 
 
 @pytest.fixture(scope="session")

@@ -161,9 +161,10 @@ def test_label_edited_in_a_folder_dataset_reruns_what_depends_on_it(tmp_path, sa
     assert "obtain_dataset" not in planned
 
 
-def test_record_names_the_data_settings_and_code_of_every_stage(tiny_run):
-    record = json.loads((tiny_run / "results/provenance.json").read_text())
-    archive = (tiny_run / "resources/camvid_sample.tar.gz").read_bytes()
+def test_record_names_the_data_settings_and_code_of_every_stage(tiny_run_copy):
+    run = tiny_run_copy  # the test moves Snakemake's records away for a moment
+    record = json.loads((run / "results/provenance.json").read_text())
+    archive = (run / "resources/camvid_sample.tar.gz").read_bytes()
     archive_id = "sha256:" + hashlib.sha256(archive).hexdigest()
     assert record["dataset"] == archive_id
     stages = record["stages"]
@@ -188,18 +189,17 @@ def test_record_names_the_data_settings_and_code_of_every_stage(tiny_run):
         if stage["after"]:  # everything made from the data names the data
             assert stage["dataset"] == archive_id, name
     assert stages["visualize"]["after"] == ["convert", "palette", "train"]
-    snakemake_records = tiny_run / ".snakemake/metadata"
+    snakemake_records = run / ".snakemake/metadata"
     assert snakemake_records.is_dir()  # there, but the record is made without it:
-    os.rename(snakemake_records, tiny_run / ".snakemake/metadata.away")
+    os.rename(snakemake_records, run / ".snakemake/metadata.away")
     try:
-        again = run_cli_in(tiny_run, "provenance", "record", "--record", "again.json",
+        again = run_cli_in(run, "provenance", "record", "--record", "again.json",
                            "--targets", *record["targets"])  # fmt: skip
     finally:
-        os.rename(tiny_run / ".snakemake/metadata.away", snakemake_records)
+        os.rename(run / ".snakemake/metadata.away", snakemake_records)
     assert again.returncode == 0, again.stderr
-    rebuilt = json.loads((tiny_run / "again.json").read_text())
+    rebuilt = json.loads((run / "again.json").read_text())
     assert rebuilt["stages"].keys() == stages.keys()
-    (tiny_run / "again.json").unlink()
 
 
 def run_cli_in(folder, module, *args):

@@ -130,11 +130,12 @@ def run_interval(cluster, job_id) -> tuple[datetime, datetime]:
     return datetime.fromisoformat(start), datetime.fromisoformat(end)
 
 
-def test_two_experiments_train_side_by_side_each_ddp_in_one_slurm_job(cluster, tiny_run, tmp_path):
+def test_two_experiments_train_side_by_side_each_ddp_in_one_slurm_job(
+    cluster, tiny_run_copy, tmp_path
+):
     """Two experiments (issue 12): each training is its own SLURM job, and they run at the same
     time (one per node here); each job asks for 2 GPUs and runs two DDP processes in it."""
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run, symlinks=True)  # data stages done: only the trainings run
+    run = tiny_run_copy  # data stages done: only the trainings run
     config = yaml.safe_load(TINY.read_text())
     config["experiments"] = {name: {"train": {"lr": lr}} for name, lr in EXPERIMENTS.items()}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -159,9 +160,8 @@ def test_two_experiments_train_side_by_side_each_ddp_in_one_slurm_job(cluster, t
     assert not (run / ".dist_test").exists()  # DDP validation gathers in the work dir
 
 
-def test_two_node_training_runs_one_torchrun_per_node(cluster, tiny_run, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run, run, symlinks=True)
+def test_two_node_training_runs_one_torchrun_per_node(cluster, tiny_run, tiny_run_copy, tmp_path):
+    run = tiny_run_copy
     config = yaml.safe_load(TINY.read_text())
     config["train"] |= {"nodes": 2, "batch_size": 1}  # 2 processes x 1 = the local run's batch
     (tmp_path / "two_nodes.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
