@@ -98,19 +98,24 @@ def snakemake_call(workdir: Path, *args, configfile: Path = TINY) -> tuple[list,
     return command, env
 
 
+def lock_path(key: str) -> Path:
+    """The lock file of ``key`` (what it guards, and where) that every test process finds."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"camvidseg-tests-{os.getuid()}-{digest}.lock"
+
+
 # Tests run in parallel (pytest -n 2). A few of them edit a package source for a moment
 # (edited_source); no Snakemake run or provenance check of another test may see that edit. Those
 # take this lock shared, an edit takes it exclusive: one file lock for every test process of
 # this checkout (another checkout's tests read other sources, and must not starve an edit here).
-_CHECKOUT = hashlib.sha256(str(REPO).encode()).hexdigest()[:12]
-SOURCES_LOCK = Path(tempfile.gettempdir()) / f"camvidseg-tests-{os.getuid()}-{_CHECKOUT}.lock"
+SOURCES_LOCK = lock_path(f"sources of {REPO}")
 _EDITING = False  # this process holds the lock exclusively (its own runs then need no lock)
 
 
 @contextlib.contextmanager
-def sources_lock(mode: int):
-    """``SOURCES_LOCK`` held with ``mode`` (closing the file releases it)."""
-    with SOURCES_LOCK.open("a") as handle:
+def file_lock(path: Path, mode: int = fcntl.LOCK_EX):
+    """The lock file ``path`` held with ``mode`` by this process (closing the file releases it)."""
+    with path.open("a") as handle:
         fcntl.flock(handle, mode)
         yield
 
@@ -118,19 +123,14 @@ def sources_lock(mode: int):
 @contextlib.contextmanager
 def sources_stable():
     """The package sources stay as committed while this is held (shared with other readers)."""
-    with contextlib.nullcontext() if _EDITING else sources_lock(fcntl.LOCK_SH):
+    with contextlib.nullcontext() if _EDITING else file_lock(SOURCES_LOCK, fcntl.LOCK_SH):
         yield
 
 
-@contextlib.contextmanager
 def workdir_lock(workdir: Path):
     """One Snakemake run at a time in ``workdir`` across the test processes (``tiny_run`` is
     shared: a report or a rerun there locks it, which would fail another process's run)."""
-    name = hashlib.sha256(str(Path(workdir).resolve()).encode()).hexdigest()[:16]
-    lock = Path(tempfile.gettempdir()) / f"camvidseg-tests-{os.getuid()}-{name}.lock"
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    return file_lock(lock_path(f"snakemake in {Path(workdir).resolve()}"))
 
 
 def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
@@ -153,8 +153,7 @@ def tiny_run(tmp_path_factory, worker_id) -> Path:
     base = tmp_path_factory.getbasetemp()
     shared = base if worker_id == "master" else base.parent  # pytest-N/, above popen-gwK/
     workdir, done = shared / "tiny_run", shared / "tiny_run.done"
-    with (shared / "tiny_run.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with file_lock(shared / "tiny_run.lock"):
         if not done.exists():
             workdir.mkdir(exist_ok=True)
             snakemake(workdir)
@@ -232,7 +231,7 @@ def edited_source(module: str):
     the sources."""
     global _EDITING
     source = REPO / "src" / "camvidseg" / f"{module.replace('.', '/')}.py"
-    with sources_lock(fcntl.LOCK_EX):
+    with file_lock(SOURCES_LOCK):
         original, stat = source.read_bytes(), source.stat()
         source.write_bytes(original + b"\n# an edit\n")
         _EDITING = True
