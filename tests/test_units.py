@@ -289,7 +289,7 @@ def test_training_process_keeps_the_memory_its_last_step_freed():
 
 def test_the_schema_names_exactly_the_models_that_have_a_record():
     from camvidseg.core import settings
-    from camvidseg.training.model import MODELS
+    from camvidseg.training.networks import MODELS
 
     assert settings.node("model.name")["enum"] == list(MODELS)
 
@@ -302,10 +302,10 @@ def test_a_model_added_as_one_record_builds_and_gets_its_model_card(tmp_path):
 
     shutil.copytree(REPO / "src", tmp_path / "src")
     package = tmp_path / "src/camvidseg"
-    model_py = package / "training/model.py"
+    records = package / "training/networks.py"
     record = ('    "fcn_resnet101": Network("fcn_resnet101", True, "ResNet101_Weights",'
               ' "FCN head on a ResNet-101 backbone"),\n')  # fmt: skip
-    model_py.write_text(model_py.read_text().replace("MODELS = {\n", "MODELS = {\n" + record, 1))
+    records.write_text(records.read_text().replace("MODELS = {\n", "MODELS = {\n" + record, 1))
     schema = package / "config.schema.yaml"
     schema.write_text(schema.read_text().replace("fcn_resnet50]", "fcn_resnet50, fcn_resnet101]"))
     (tmp_path / "best.pth").write_bytes(b"weights")

@@ -23,7 +23,8 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config.schema.yaml"
 
 @functools.cache
 def schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    # libyaml's loader where PyYAML has it: every stage and workflow start reads the schema
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _node(dotted: str) -> dict:

@@ -45,7 +45,7 @@ def sha256_prefix(path: Path) -> str:
 
 
 def model_rows(run: dict) -> list[list]:
-    from ..training.model import MODELS
+    from ..training.networks import MODELS
 
     name, meta, settings = run["meta"]["model"], run["meta"], run["settings"]
     weights = settings["model"]["backbone_weights"]
@@ -208,7 +208,7 @@ def limits(run: dict) -> list[str]:
 
 def loader_values(run: dict) -> dict:
     """What the code blocks of "How to use" fill in: the network's builder and normalisation."""
-    from ..training.model import IMAGENET_MEAN, IMAGENET_STD, MODELS
+    from ..training.networks import IMAGENET_MEAN, IMAGENET_STD, MODELS
 
     model = MODELS[run["meta"]["model"]]
     builder, has_aux = model.builder, model.has_aux
