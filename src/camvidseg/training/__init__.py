@@ -1,3 +1,3 @@
-"""Training through an MMEngine Runner: the train stage, networks, resume, multi-process launch,
-allocator.
+"""Training through an MMEngine Runner: the train stage, the network records and the networks
+built from them, resume, multi-process launch, allocator.
 """
