@@ -1,15 +1,16 @@
 """The networks the project builds, one record each, and the input normalisation they share.
 
-Torch-free on purpose: the model card and the config checks read these records without loading
-torch and torchvision (seconds per process); ``training.model`` builds from them.
+Torch-free on purpose: the model card reads these records without loading torch and torchvision
+(seconds per process); ``training.model`` builds the networks from them.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+# torchvision's ImageNet normalisation, on 0-255 pixels: every backbone was trained with it
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)  # torchvision's ImageNet normalisation
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 class Network(NamedTuple):
