@@ -40,7 +40,7 @@ def run_chain(tmp_path, path, *targets):
     return workdir / "results"
 
 
-def assert_test_not_scored(results, reason: str, card: bool = True):
+def assert_test_not_scored(results, reason: str):
     test = json.loads((results / "metrics/test.json").read_text())
     assert test["scored"] is False and reason in test["reason"]
     assert test["mIoU"] is None and test["per_class"] == [] and test["pixels_scored"] == 0
@@ -52,13 +52,14 @@ def assert_test_not_scored(results, reason: str, card: bool = True):
     assert rows["test"]["mIoU"] == "" and rows["test"]["note"] == f"not scored: {test['reason']}"
     assert float(rows["val"]["mIoU"]) == round(val["mIoU"], 4) and rows["val"]["note"] == ""
     assert "test IoU" not in (results / "metrics/summary.html").read_text()
-    if not card:
-        return test
+    return test
+
+
+def assert_card_scores_nothing_on_test(results, test: dict):
     card = (results / "model/MODEL_CARD.md").read_text()
     assert f"**test: not scored** ({test['reason']})." in card
     assert "| val IoU |" in card and "test IoU" not in card
     assert "| test |" not in card  # no score row for it
-    return test
 
 
 def test_folder_without_test_split_runs_the_chain_and_scores_nothing_on_test(tmp_path):
@@ -66,7 +67,8 @@ def test_folder_without_test_split_runs_the_chain_and_scores_nothing_on_test(tmp
     extract_log = (results / "logs/extract.log").read_text()
     assert "test split left out: no test/ or testannot/ folder in" in extract_log
     assert "splits: {'train': 4, 'val': 4} (8 images)" in extract_log
-    assert_test_not_scored(results, "no test/ or testannot/ folder")
+    test = assert_test_not_scored(results, "no test/ or testannot/ folder")
+    assert_card_scores_nothing_on_test(results, test)
     card = (results / "model/MODEL_CARD.md").read_text()
     assert "| test split | left out: no test/ or testannot/ folder in" in card
     assert (
@@ -83,5 +85,5 @@ def test_archive_whose_test_split_has_no_labels_is_scored_on_nothing(tmp_path):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname="CamVid")
     results = run_chain(tmp_path, archive, *SCORES)
-    test = assert_test_not_scored(results, "has no labels (testannot/ missing)", card=False)
+    test = assert_test_not_scored(results, "has no labels (testannot/ missing)")
     assert test["images"] == 0
