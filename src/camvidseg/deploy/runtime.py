@@ -7,7 +7,6 @@ float ``logits`` (N, K, H, W); normalisation is inside it. Its metadata names th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +58,6 @@ def check_interface(session, path: Path) -> None:
             f"expected one input {INPUT_NAME!r} tensor(uint8) (N, 3, H, W), an output "
             f"{OUTPUT_NAME!r} and the class names in its metadata)"
         )
-
-
-def session_classes(session) -> list[str]:
-    """Class names stored in the model's metadata by the export stage."""
-    return json.loads(session.get_modelmeta().custom_metadata_map["classes"])
 
 
 def onnx_logits(session, batch: np.ndarray) -> np.ndarray:
