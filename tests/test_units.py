@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 
@@ -120,6 +121,32 @@ def test_training_resumes_from_the_newest_readable_checkpoint(tmp_path, capsys):
     run = plan_run(args, "cpu", images=8)  # 4 iterations per epoch: epoch_10 ends iteration 40
     assert run.resume_from == work_dir / "epoch_10.pth"
     assert f"resuming from epoch_10.pth in {work_dir}" in capsys.readouterr().out
+
+
+def test_a_write_removes_what_killed_writers_left_in_its_folder(tmp_path):
+    """A training killed while it rewrote epoch_1.pth leaves its temporary; the resumed training
+    moves past that checkpoint and never writes it again, so the next write of any output in the
+    folder removes it. A running writer's temporary, this process's temporary of another output
+    and another host's stay (fault injection found the leftover)."""
+    from camvidseg.core.fileio import atomic_path
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        left = tmp_path / f".epoch_1.pth.{dead.pid}@{host}.k9x2m4q7"
+        kept = [tmp_path / f".epoch_3.pth.{live.pid}@{host}.a1b2c3d4",
+                tmp_path / f".history.json.{os.getpid()}@{host}.a1b2c3d4",
+                tmp_path / f".epoch_1.pth.{dead.pid}@another-{host}.a1b2c3d4"]  # fmt: skip
+        for path in (left, *kept):
+            path.write_bytes(b"partial")
+        with atomic_path(tmp_path / "epoch_2.pth") as tmp:
+            tmp.write_bytes(b"complete")
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(tmp_path.iterdir()) == sorted([*kept, tmp_path / "epoch_2.pth"])
 
 
 # ---------------------------------------------------------------- evaluate

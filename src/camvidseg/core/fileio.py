@@ -2,14 +2,15 @@
 files' bytes, ``sha256_file``).
 
 The temporary sibling an output is written into carries its writer's process id and host in its
-name; a process killed outright (SIGKILL, out of memory) cannot remove it, so the next write of
-the same output removes every such sibling whose writer is no longer running on this host.
+name; a process killed outright (SIGKILL, out of memory) cannot remove it, so the next write into
+the same folder removes every such temporary whose writer is no longer running on this host, of
+whichever output: a killed writer's output may never be written again (a checkpoint that the
+resumed training moves past).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -91,14 +92,19 @@ def _running(pid: int) -> bool:
 
 
 def remove_stale_temporaries(final: Path) -> list[Path]:
-    """Remove the temporary siblings of ``final`` whose writer died on this host; returns them."""
+    """Remove the temporaries in ``final``'s folder whose writer died on this host, and this
+    process's own leftovers of ``final`` (never its other outputs: it may be writing them);
+    returns them."""
     host = re.escape(socket.gethostname())
-    pattern = re.compile(rf"\.{re.escape(final.name)}\.(\d+)@{host}\.\w{{8}}")
+    pattern = re.compile(rf"\.(.+)\.(\d+)@{host}\.\w{{8}}")
     removed = []
-    for sibling in final.parent.glob(f".{glob.escape(final.name)}.*"):
+    for sibling in final.parent.glob(".*"):
         match = pattern.fullmatch(sibling.name)
-        pid = int(match.group(1)) if match else None
-        if pid is not None and (pid == os.getpid() or not _running(pid)):
+        if match is None:
+            continue
+        output, pid = match.group(1), int(match.group(2))
+        mine = pid == os.getpid()
+        if (mine and output == final.name) or (not mine and not _running(pid)):
             if sibling.is_dir() and not sibling.is_symlink():
                 shutil.rmtree(sibling, ignore_errors=True)
             else:
