@@ -6,7 +6,7 @@ CORES ?= 2
 # TEST_WORKERS: pytest processes of make test (each test file runs whole in one of them)
 TEST_WORKERS ?= 2
 
-.PHONY: demo test mutations real-data report download-tools gpu-wheels gpu-data
+.PHONY: demo test quick mutations real-data report download-tools gpu-wheels gpu-data
 
 # TORCH_INDEX: a PyTorch wheel index for another CUDA build of the pinned torch/torchvision, e.g.
 # make demo TORCH_INDEX=https://download.pytorch.org/whl/cu126 (the default wheel needs driver >= 580)
@@ -33,8 +33,12 @@ test: $(VENV)/.installed
 	snakemake --lint --configfile config/demo.yaml
 	pytest -n $(TEST_WORKERS) --dist loadfile tests
 
-## mutations: seeded bugs (tools/mutations.yaml), each must make the fast suite (tests not marked
-## slow or slurm) fail; not part of test
+## quick: the tests that run no training, chain or cluster (a minute or two), between edits
+quick: $(VENV)/.installed
+	pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not slurm" tests
+
+## mutations: seeded bugs (tools/mutations.yaml), each must make the suite fail (the quick tests
+## first, then the rest); not part of test
 mutations: $(VENV)/.installed
 	$(PY) tools/mutations.py
 

@@ -145,6 +145,20 @@ def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True,
     return result
 
 
+# Fixtures that run the chain, train or start a cluster: a test that needs one is slow (`make quick`
+# leaves it out) whatever its own body does.
+SLOW_FIXTURES = {"tiny_run", "tiny_run_copy", "sweep_run", "run_dir", "bf16_run", "four_images",
+                 "sixteen_images", "uninterrupted", "published", "checkout", "cluster"}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+        if "cluster" in item.fixturenames:
+            item.add_marker(pytest.mark.slurm)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, worker_id) -> Path:
     """The whole chain on the tiny sample, run once for all test processes of this session (the

@@ -73,6 +73,7 @@ def optional_settings_absent(tmp_path) -> dict[str, dict]:
     }
 
 
+@pytest.mark.slow
 def test_every_rule_command_parses_with_optional_settings_left_empty(tmp_path):
     seen = set()
     for name, config in optional_settings_absent(tmp_path).items():

@@ -7,6 +7,7 @@ import json
 import shutil
 import tarfile
 
+import pytest
 import yaml
 from conftest import TINY, segnet_layout, snakemake
 
@@ -62,6 +63,7 @@ def assert_card_scores_nothing_on_test(results, test: dict):
     assert "| test |" not in card  # no score row for it
 
 
+@pytest.mark.slow
 def test_folder_without_test_split_runs_the_chain_and_scores_nothing_on_test(tmp_path):
     results = run_chain(tmp_path, dataset_folder(tmp_path / "CamVid", "absent"))
     extract_log = (results / "logs/extract.log").read_text()
@@ -78,6 +80,7 @@ def test_folder_without_test_split_runs_the_chain_and_scores_nothing_on_test(tmp
     assert list((results / "vis_data").glob("val_*_panel.png"))
 
 
+@pytest.mark.slow
 def test_archive_whose_test_split_has_no_labels_is_scored_on_nothing(tmp_path):
     """A Cityscapes-like copy: test images without their label folder, as a .tar.gz."""
     folder = dataset_folder(tmp_path / "src" / "CamVid", "unlabelled")

@@ -122,6 +122,7 @@ def test_a_failed_stage_writes_no_record(tmp_path):
     assert not out.exists() and not record_path(out).exists()
 
 
+@pytest.mark.slow
 def test_same_names_new_pixels_retrain_from_scratch(tmp_path):
     archive = tmp_path / "data" / "CamVid.tar.gz"
     build_sample(archive, TINY_SAMPLE, 48, 64, seed=1)
@@ -145,6 +146,7 @@ def test_same_names_new_pixels_retrain_from_scratch(tmp_path):
     assert index["content_id"] == manifest["content_id"]
 
 
+@pytest.mark.slow
 def test_label_edited_in_a_folder_dataset_reruns_what_depends_on_it(tmp_path, sample_archive):
     with tarfile.open(sample_archive) as tar:
         tar.extractall(tmp_path / "data", filter="data")

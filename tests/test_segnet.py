@@ -17,6 +17,7 @@ FLOOR_OVER_CONSTANT = 3.0
 @pytest.mark.skipif(
     not SEGNET_SUBSET.is_dir(), reason=f"real CamVid subset absent: {SEGNET_SUBSET}"
 )
+@pytest.mark.slow
 def test_real_segnet_subset_whole_chain(tmp_path):
     config = yaml.safe_load((REPO / "tests/segnet_fast.yaml").read_text())
     config["dataset"]["path"] = str(SEGNET_SUBSET)

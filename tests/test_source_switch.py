@@ -48,6 +48,7 @@ def server():
         yield url
 
 
+@pytest.mark.slow
 def test_any_source_switch_with_old_files_reruns_the_data_chain_and_swapped_pixels_are_seen(
     tmp_path, server
 ):

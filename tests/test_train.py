@@ -586,6 +586,7 @@ def test_tensorboard_events_hold_the_scalars(tiny_run):
 # ---------------------------------------------------------------- the workflow, DDP
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_from_last_epoch(tmp_path):
     config = REPO / "tests/resume.yaml"
     first, moved = tmp_path / "first", tmp_path / "moved"

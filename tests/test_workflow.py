@@ -120,6 +120,7 @@ def test_invalid_config_is_one_line_naming_the_key(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_vis_data_target_builds_only_what_pictures_need(tmp_path):
     result = snakemake(tmp_path, "results/vis_data")
     assert len(list((tmp_path / "results/vis_data").glob("*_panel.png"))) == 2
@@ -171,6 +172,7 @@ def test_gpu_requests_come_from_the_config_not_the_parsing_host(tmp_path):
 HOSTILE = "it's a \"quoted\" $(touch PWNED) dir"
 
 
+@pytest.mark.slow
 def test_hostile_paths_reach_no_shell_and_an_unactivated_venv_runs_the_chain(
     tmp_path, sample_archive
 ):

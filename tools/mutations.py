@@ -1,13 +1,14 @@
-"""Seeded mutations of src/camvidseg/: does the fast test suite as a whole notice wrong code?
+"""Seeded mutations of src/camvidseg/: does the test suite as a whole notice wrong code?
 
 Each mutation in ``tools/mutations.yaml`` replaces one exact snippet of one source file. Every
 snippet must occur exactly once in today's code, checked before anything runs: a stale entry is
 an error (exit 2), never a silent pass. The checkout (tracked and untracked, not ignored files) is
-copied once to a scratch folder, where the fast suite (every test not marked slow or slurm) must
-pass unmutated, else a failure would prove nothing. Then each mutation in turn is applied, the
-fast suite run, and the file restored. A mutation is caught when some fast test fails; a run past
-``--timeout`` counts as not caught. The tests an entry ``expect``s to catch it run first, alone,
-only so that a caught mutation stops early: they are part of the fast suite, whose verdict it is.
+copied once to a scratch folder, where the whole suite must pass unmutated, else a failure would
+prove nothing. Then each mutation in turn is applied, the suite run, and the file restored. A
+mutation is caught when some test fails; a run past ``--timeout`` counts as not caught. The suite
+runs in two parts, each stopping at its first failure: the quick tests (``make quick``), then, for
+a mutation they miss, the rest (slow and SLURM). The tests an entry ``expect``s to catch it run
+first, alone, only so that a caught mutation stops early: the verdict is the whole suite's.
 Exit 0 when every mutation is caught, 1 otherwise.
 
     make mutations                                   # all of them
@@ -32,8 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 LIST = REPO / "tools" / "mutations.yaml"
 REQUIRED = {"id", "file", "find", "replace"}
 OPTIONAL = {"expect"}
-# The fast suite: what a developer runs between edits (pyproject.toml defines the markers).
-FAST_SUITE = ["-m", "not slow and not slurm", "tests"]
+# The whole suite in two parts: what a developer runs between edits (`make quick`), then the rest;
+# a mutation the first part catches stops early (pyproject.toml defines the markers).
+WHOLE_SUITE = [["-m", "not slow and not slurm", "tests"], ["-m", "slow or slurm", "tests"]]
 NO_TESTS_COLLECTED = 5  # pytest's exit status when the selection is empty
 
 
@@ -88,17 +90,18 @@ def tracked_copy(dest: Path) -> None:
 
 
 class Tests:
-    """How the tests run: ``selection`` (pytest arguments), ``workers`` processes, ``timeout``."""
+    """How the tests run: ``parts`` (pytest arguments of each, run in turn until one fails),
+    ``workers`` processes, ``timeout`` (seconds per part)."""
 
-    def __init__(self, selection: list[str], workers: int, timeout: int):
-        self.selection, self.workers, self.timeout = selection, workers, timeout
+    def __init__(self, parts: list[list[str]], workers: int, timeout: int):
+        self.parts, self.workers, self.timeout = parts, workers, timeout
 
-    def run(self, tree: Path, selection: list[str] | None = None) -> tuple[bool | None, str]:
-        """(passed, the first failure or else pytest's summary line) on ``tree``; passed is None
-        when no test was selected."""
+    def run(self, tree: Path, selection: list[str]) -> tuple[bool | None, str]:
+        """(passed, the first failure or else pytest's summary line) of ``selection`` on
+        ``tree``; passed is None when no test was selected."""
         parallel = ["-n", str(self.workers)] if self.workers > 1 else []
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                   *parallel, *(selection or self.selection)]  # fmt: skip
+                   *parallel, *selection]  # fmt: skip
         # No bytecode: a restored file may keep the size and mtime second of its mutant.
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         try:
@@ -112,13 +115,21 @@ class Tests:
         failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]
         return result.returncode == 0, (failed or lines)[-1][:110]
 
+    def run_parts(self, tree: Path) -> tuple[bool, str]:
+        """(passed, detail) of the parts in turn, up to the first that does not pass."""
+        for selection in self.parts:
+            passed, detail = self.run(tree, selection)
+            if passed is False:
+                return False, detail
+        return True, detail
+
     def catches(self, tree: Path, mutation: dict) -> tuple[bool, str]:
-        """(caught, detail): the expected tests (within the selection), then the whole selection."""
-        if mutation.get("expect") and self.selection == FAST_SUITE:
-            passed, detail = self.run(tree, [*FAST_SUITE[:2], *mutation["expect"]])
+        """(caught, detail): the expected tests (with the whole suite), then the parts."""
+        if mutation.get("expect") and self.parts == WHOLE_SUITE:
+            passed, detail = self.run(tree, mutation["expect"])
             if passed is False and not detail.startswith("timed out"):
                 return True, detail
-        passed, detail = self.run(tree)
+        passed, detail = self.run_parts(tree)
         return passed is False and not detail.startswith("timed out"), detail
 
 
@@ -138,18 +149,18 @@ def main() -> int:
     parser.add_argument("--list", type=Path, default=LIST, help="the mutations (YAML)")
     parser.add_argument("--only", nargs="+", metavar="ID", help="mutation ids (default: all)")
     parser.add_argument("--tests", nargs="+", metavar="ARG",
-                        help="pytest arguments to run instead of the fast suite (quick checks; "
+                        help="pytest arguments to run instead of the whole suite (quick checks; "
                              "the score then speaks for these tests only)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist processes (-n)")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds per test run")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per pytest run")
     args = parser.parse_args()
     mutations = load(args.list, args.only)
-    tests = Tests(args.tests or FAST_SUITE, args.workers, args.timeout)
+    tests = Tests([args.tests] if args.tests else WHOLE_SUITE, args.workers, args.timeout)
     with tempfile.TemporaryDirectory(prefix="mutations.") as scratch:
         tree = Path(scratch) / "repo"
         tracked_copy(tree)
         start = time.monotonic()
-        passed, detail = tests.run(tree)
+        passed, detail = tests.run_parts(tree)
         if not passed:
             print(f"error: the tests fail without any mutation: {detail}", file=sys.stderr)
             return 2
