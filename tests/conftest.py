@@ -325,10 +325,12 @@ def run_in_terminal(command: list, env: dict | None = None, cwd=None, timeout=90
 
 
 def make_plan(*args) -> str:
-    """The commands `make -n <args>` would run in this checkout (nothing is run)."""
+    """The commands `make -n <args>` would run in this checkout (nothing is run; no "Entering
+    directory" lines, which make prints when the tests themselves run under make)."""
     return subprocess.run(
-        ["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
+        ["make", "-n", "--no-print-directory", *args],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
 
 
 def segnet_layout(root: Path, stems=("0001TP_000010", "0001TP_000020"), size=(6, 8)) -> Path:
