@@ -13,12 +13,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseDataPreprocessor, BaseModel
-from torchvision.models import segmentation
 
 from .. import IGNORE_INDEX
 from ..core.device import PRECISIONS, autocast
 from ..core.errors import UserError
 from .networks import IMAGENET_MEAN, IMAGENET_STD, MODELS
+from .torchvision_import import import_torchvision
+
+segmentation = import_torchvision().models.segmentation
 
 
 def backbone_weights_url(name: str) -> str:

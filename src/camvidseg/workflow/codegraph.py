@@ -48,6 +48,7 @@ ROOMS = (
     "data.colors",
     "training.__init__",
     "training.networks",
+    "training.torchvision_import",
     "training.model",
     "training.resume",
     "training.launch",

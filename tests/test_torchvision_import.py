@@ -1,0 +1,51 @@
+import subprocess
+import sys
+
+PROBE = """
+import sys
+import camvidseg.training.model as model
+print("dynamo after import:", "torch._dynamo" in sys.modules, "torch._dynamo.utils" in sys.modules)
+net = model.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                   num_classes=3).eval()
+import torch
+with torch.no_grad():
+    print("logits:", tuple(net(torch.zeros(1, 3, 32, 48))["out"].shape))
+print("dynamo after a forward:", "torch._dynamo" in sys.modules)
+deferred = sys.modules["torchvision.ops.roi_align"].is_compile_supported
+print("deferred answers:", deferred("cpu"), deferred("meta"))
+import torch._dynamo.utils as real
+print("real module:", real.__file__.endswith("_dynamo/utils.py"), real.is_compile_supported("meta"))
+"""
+
+
+def test_networks_build_without_torch_compiler_and_the_deferred_helper_answers_as_the_real():
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "dynamo after import: False False",
+        "logits: (1, 3, 32, 48)",
+        "dynamo after a forward: False",
+        "deferred answers: True False",
+        "real module: True False",
+    ], result.stderr
+
+
+UNKNOWN_NAME = """
+import sys
+import torch
+from camvidseg.training import torchvision_import as tvi
+stand_in = tvi.stand_in()
+sys.modules[tvi.DEFERRED] = stand_in
+print("file:", hasattr(stand_in, "__file__"), "torch._dynamo" in sys.modules)  # inspect asks this
+counters = stand_in.counters  # a name it does not know: it withdraws, the real module answers
+import torch._dynamo.utils as real
+print("real:", counters is real.counters, sys.modules[tvi.DEFERRED] is real)
+"""
+
+
+def test_a_name_the_stand_in_does_not_know_comes_from_the_real_module():
+    result = subprocess.run(
+        [sys.executable, "-c", UNKNOWN_NAME], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == ["file: False False", "real: True True"], result.stderr
