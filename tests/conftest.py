@@ -129,8 +129,10 @@ def sources_stable():
 
 def workdir_lock(workdir: Path):
     """One Snakemake run at a time in ``workdir`` across the test processes (``tiny_run`` is
-    shared: a report or a rerun there locks it, which would fail another process's run)."""
-    return file_lock(lock_path(f"snakemake in {Path(workdir).resolve()}"))
+    shared: a report or a rerun there locks it, which would fail another process's run). The
+    lock file sits beside the folder, in pytest's temporary tree, and goes with it."""
+    workdir = Path(workdir).resolve()
+    return file_lock(workdir.with_name(f".{workdir.name}.snakemake.lock"))
 
 
 def snakemake(workdir: Path, *args, configfile: Path = TINY, check: bool = True, timeout=900):
