@@ -1,5 +1,8 @@
+import os
 import subprocess
 import sys
+
+from conftest import REPO
 
 PROBE = """
 import sys
@@ -18,10 +21,14 @@ print("real module:", real.__file__.endswith("_dynamo/utils.py"), real.is_compil
 """
 
 
+def probe(code: str) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh interpreter on this checkout's package."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
 def test_networks_build_without_torch_compiler_and_the_deferred_helper_answers_as_the_real():
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
-    )
+    result = probe(PROBE)
     assert result.stdout.splitlines() == [
         "dynamo after import: False False",
         "logits: (1, 3, 32, 48)",
@@ -45,7 +52,5 @@ print("real:", counters is real.counters, sys.modules[tvi.DEFERRED] is real)
 
 
 def test_a_name_the_stand_in_does_not_know_comes_from_the_real_module():
-    result = subprocess.run(
-        [sys.executable, "-c", UNKNOWN_NAME], capture_output=True, text=True, check=True
-    )
+    result = probe(UNKNOWN_NAME)
     assert result.stdout.splitlines() == ["file: False False", "real: True True"], result.stderr
