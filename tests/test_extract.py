@@ -309,6 +309,47 @@ def sample_members(sample_archive):
         return {m.name: source.extractfile(m).read() for m in source if m.isfile()}
 
 
+def make_zip(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize("make", [make_tar, make_zip])
+@pytest.mark.parametrize(
+    ("hostile", "refused", "reason"),
+    [
+        ({"CamVid/x": b"a file", "CamVid/x/y": b"under it"}, "'CamVid/x/y'",
+         "an earlier member is a file where this one needs a folder"),
+        ({"CamVid/d/f": b"in a folder", "CamVid/d": b"a file of its name"}, "'CamVid/d'",
+         "a folder of this name is already there"),
+        ({"CamVid/" + "a" * 300: b"x"}, "'CamVid/aaa", "its name is too long for the file system"),
+    ],
+)  # fmt: skip
+def test_members_the_file_system_cannot_hold_are_refused_by_name(
+    tmp_path, sample_archive, make, hostile, refused, reason
+):
+    suffix = ".tar.gz" if make is make_tar else ".zip"
+    archive = make(tmp_path / f"hostile{suffix}", hostile | sample_members(sample_archive))
+    result, dest, manifest = extract(tmp_path, archive)
+    assert_refused(result, dest, manifest, f"{archive}: refusing member {refused}", reason)
+
+
+def test_a_layout_refusal_names_the_archive_and_the_member_not_a_temporary(
+    tmp_path, sample_archive
+):
+    members = sample_members(sample_archive)
+    label = sorted(name for name in members if "/train_labels/" in name)[0]
+    del members[label]
+    archive = make_tar(tmp_path / "unlabelled.tar.gz", members)
+    result, dest, manifest = extract(tmp_path, archive)
+    stem = label.rsplit("/", 1)[1].removesuffix("_L.png")
+    line = f"error: {archive}/CamVid/train: 1 image(s) without label: {stem}.png"
+    assert_refused(result, dest, manifest, line)
+    assert ".out." not in result.stderr
+
+
 @pytest.mark.parametrize("tool", ["zipfile.writestr", "zip -r", "DOS attributes"])
 def test_valid_zips_are_accepted(tmp_path, sample_archive, tool):
     """Members with permission bits but no file-type bits, or DOS attributes, are plain files."""

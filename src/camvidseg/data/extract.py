@@ -11,6 +11,8 @@ checks every picture's header (size limit), and writes ``dataset.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import io
 import os
 import stat
@@ -36,6 +38,14 @@ SPLITS = ("train", "val", "test")
 # Cityscapes-like sets whose test labels are withheld): that split is then left out, said so.
 OPTIONAL_SPLITS = ("test",)
 CAMVID_SIZES = {"train": 367, "val": 101, "test": 233}
+# What a member's own path can make the file system refuse, and why. Other write errors (full
+# disk, no permission) are the destination's, and name it (core.errors).
+MEMBER_PATH_ERRORS = {
+    errno.ENOTDIR: "an earlier member is a file where this one needs a folder",
+    errno.EISDIR: "a folder of this name is already there",
+    errno.EEXIST: "a folder of this name is already there",
+    errno.ENAMETOOLONG: "its name is too long for the file system",
+}
 LAYOUT_LABEL_DIR = {"camvid32": "{split}_labels", "segnet11": "{split}annot"}
 
 
@@ -103,6 +113,27 @@ def _refuse_links_and_specials(name: str, kind: str, archive: Path) -> None:
         raise UserError(f"{archive}: refusing special file member {shown_name(name)}")
 
 
+@contextlib.contextmanager
+def _member_path_refused(name: str, archive: Path):
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in MEMBER_PATH_ERRORS:
+            raise
+        reason = MEMBER_PATH_ERRORS[err.errno]
+        raise UserError(f"{archive}: refusing member {shown_name(name)}: {reason}") from None
+
+
+@contextlib.contextmanager
+def _named_in_archive(archive: Path, unpacked: Path):
+    """A refusal of what the archive holds names it as ``archive/member``, not as the temporary
+    folder it was unpacked into (gone by the time the line is read)."""
+    try:
+        yield
+    except UserError as err:
+        raise UserError(str(err).replace(str(unpacked), str(archive))) from None
+
+
 def _tar_kind(member: tarfile.TarInfo) -> str:
     if member.issym():
         return "symlink"
@@ -123,7 +154,8 @@ def _extract_tar(parts: list[Path], dest: Path, budget: UnpackBudget) -> int:
             _check_member_path(member.name, parts[0])
             _refuse_links_and_specials(member.name, _tar_kind(member), parts[0])
             budget.add(member.name, member.size)
-            tar.extract(member, dest, filter="data")
+            with _member_path_refused(member.name, parts[0]):
+                tar.extract(member, dest, filter="data")
             count += 1
     return count
 
@@ -151,7 +183,8 @@ def _extract_zip(archive: Path, dest: Path, budget: UnpackBudget) -> int:
         members = zf.infolist()
         with Progress("extract", len(members), "members") as progress:
             for info in members:
-                zf.extract(info, dest)
+                with _member_path_refused(info.filename, archive):
+                    zf.extract(info, dest)
                 progress.advance()
         return len(members)
 
@@ -323,7 +356,8 @@ def main(argv: list[str] | None = None) -> None:
         with atomic_path(args.dest, is_dir=True) as tmp:
             count = extract_archive(args.archive, tmp, args.max_unpack_ratio, args.max_unpack_gib)
             print(f"extracted {count} members of {args.archive[0]}")
-            manifest = index_dataset(tmp, args.layout, args.expect_camvid_sizes)
+            with _named_in_archive(args.archive[0], tmp):
+                manifest = index_dataset(tmp, args.layout, args.expect_camvid_sizes)
         manifest["root"] = os.path.join(args.dest, os.path.relpath(manifest["root"], tmp))
         if manifest["class_dict"]:
             manifest["class_dict"] = os.path.join(manifest["root"], "class_dict.csv")
