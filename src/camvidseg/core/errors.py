@@ -20,6 +20,7 @@ REFUSED_WRITES = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted (a read-only or immutable folder?)",
+    errno.ENAMETOOLONG: "a file name too long for the file system",
 }
 
 
@@ -27,6 +28,13 @@ def refused_write(err: OSError, path: object) -> UserError | None:
     """The one-line error for a write to ``path`` the environment refused, else None."""
     reason = REFUSED_WRITES.get(err.errno)
     return UserError(f"{path}: cannot write: {reason}") if reason else None
+
+
+def one_line(message: str) -> str:
+    """``message`` with what a terminal would act on (newlines, escapes, other control
+    characters, say in a file name from an archive) written as escapes: the error stays one line
+    and shows the name as it is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], int]:
@@ -37,13 +45,13 @@ def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
         try:
             main(argv)
         except UserError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(str(err))}", file=sys.stderr)
             raise SystemExit(2) from None
         except OSError as err:  # a write outside atomic_path (which names its output itself)
             refusal = refused_write(err, err.filename or "a file")
             if refusal is None:
                 raise
-            print(f"error: {refusal}", file=sys.stderr)
+            print(f"error: {one_line(str(refusal))}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,8 @@ def atomic_path(final: Path | str, is_dir: bool = False) -> Iterator[Path]:
     final = Path(final)
     if is_dir:
         refuse_nonempty_folder(final)
+    elif final.is_dir():  # someone's folder: the rename would fail only after all the work
+        raise UserError(f"{final}: is a folder, where a file goes; remove it or choose another")
     try:
         with _temporary_sibling(final, is_dir) as tmp:
             yield tmp
@@ -117,15 +120,29 @@ def refuse_nonempty_folder(folder: Path | str) -> None:
     """A folder output must be absent or empty: a stage never replaces what it did not make.
     Called early too, so a user learns it before minutes of model loading."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: exists and is not a folder; remove it or choose another")
     if folder.is_dir() and any(folder.iterdir()):
         # Snakemake removes a directory() output before its job; anything else may be the user's.
         raise UserError(f"{folder}: folder exists and is not empty; remove it or choose another")
+
+
+def refuse_special_file(path: Path | str) -> None:
+    """Refuse a FIFO, device or socket where a file is read: reading one waits for a writer
+    or never ends (/dev/zero)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing or unreachable: the read that follows says so
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UserError(f"{path}: not a regular file (a FIFO, device or socket)")
 
 
 def sha256_file(*paths: Path | str) -> str:
     """sha256 (hex) of the files' bytes, one after the other, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     for path in paths:
+        refuse_special_file(path)
         with open(path, "rb") as handle:
             while block := handle.read(1 << 20):
                 digest.update(block)
@@ -138,4 +155,14 @@ def write_json(path: Path | str, data: object) -> None:
 
 
 def read_json(path: Path | str) -> dict:
-    return json.loads(Path(path).read_text())
+    """A JSON object from ``path``; a missing file, a folder or other text is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {'not a file' if path.exists() else 'file not found'}")
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data

@@ -100,6 +100,31 @@ def finite_float(text: str) -> float:
     return value
 
 
+# A config holds a few hundred values. YAML aliases can make a file of a few lines expand to
+# billions of them ("billion laughs") or hold itself: every walk of it would then not end.
+MAX_CONFIG_VALUES = 100_000
+
+
+def refuse_alias_bombs(config: dict) -> None:
+    """Refuse a config that holds itself or expands past MAX_CONFIG_VALUES, before anything
+    walks it."""
+    count, stack = 0, [(config, "", ())]
+    while stack:
+        value, where, above = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            raise UserError(
+                f"invalid config: more than {MAX_CONFIG_VALUES} values (YAML aliases that expand?)"
+            )
+        if not isinstance(value, dict | list):
+            continue
+        if id(value) in above:
+            raise UserError(f"invalid config: {where}: a YAML alias that holds itself")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            stack.append((item, f"{where}.{key}" if where else str(key), (*above, id(value))))
+
+
 def refuse_non_finite(value, where: str) -> None:
     """Refuse NaN and infinity anywhere in ``value`` (YAML's ``.nan``, ``.inf``; JSON's ``NaN``):
     JSON Schema's ranges let them through (every comparison with NaN is false)."""

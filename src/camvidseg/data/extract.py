@@ -117,6 +117,9 @@ def _refuse_links_and_specials(name: str, kind: str, archive: Path) -> None:
 def _member_path_refused(name: str, archive: Path):
     try:
         yield
+    except OverflowError:  # tarfile sets the member's time: one past what the system holds
+        reason = "its modification time is out of range"
+        raise UserError(f"{archive}: refusing member {shown_name(name)}: {reason}") from None
     except OSError as err:
         if err.errno not in MEMBER_PATH_ERRORS:
             raise
@@ -214,6 +217,11 @@ def extract_archive(
         raise UserError(
             f"{parts[0]}: refusing the archive: a member name is not UTF-8 although the archive "
             f"says it is (bytes {err.object[err.start : err.end]!r}); {NOT_UTF8_HINT}"
+        ) from None
+    except (RuntimeError, NotImplementedError) as err:  # zipfile: encrypted, or a method it lacks
+        raise UserError(
+            f"{parts[0]}: cannot read the archive ({err}); repack it without a password, "
+            "with deflate compression"
         ) from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as err:
         if isinstance(err, OSError) and not isinstance(err, EOFError) and err.errno is not None:

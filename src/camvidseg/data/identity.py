@@ -22,6 +22,7 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from ..core.errors import UserError
 from ..core.fileio import sha256_file
 
 # The Snakefile sets this for itself and its jobs: the cache lives in the workflow's folder.
@@ -119,15 +120,27 @@ def write_if_changed(path: Path | str, text: str) -> bool:
     return True
 
 
-def _walk(top: str, prefix: str):
-    """(relative path, path) of every file below ``top``."""
+def _walk(top: str, prefix: str, above: frozenset = frozenset()):
+    """(relative path, path) of every file below ``top``, links followed. A link back into a
+    folder above, a broken link and a FIFO or device are one line each: hashing them would
+    never end, or fail with a traceback."""
+    status = os.stat(top)
+    here = (status.st_dev, status.st_ino)
+    if here in above:
+        raise UserError(f"{top}: a link that leads back into a folder above it (a loop)")
     with os.scandir(top) as entries:
         for entry in entries:
             rel = prefix + entry.name
             if entry.is_dir():
-                yield from _walk(entry.path, rel + "/")
-            elif entry.name != SNAKEMAKE_MARKER:
+                yield from _walk(entry.path, rel + "/", above | {here})
+            elif entry.name == SNAKEMAKE_MARKER:
+                continue
+            elif entry.is_file():
                 yield rel, entry.path
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                raise UserError(f"{entry.path}: broken link (to {os.readlink(entry.path)})")
+            else:
+                raise UserError(f"{entry.path}: not a regular file (a FIFO, device or socket)")
 
 
 def content_id(paths: list[Path | str] | Path | str, cache: HashCache | None = None) -> str:

@@ -13,10 +13,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..core.errors import UserError
+from ..core.fileio import refuse_special_file
 
 # PIL's own bomb threshold (~89 M pixels); a CamVid frame has 0.7 M. PIL only warns between this
 # and twice it, and OpenCV decodes up to 2**30 pixels: the project refuses above it everywhere.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# What PIL raises for a file it cannot read: ValueError is its guard against metadata bombs (a
+# zTXt or iCCP chunk that inflates past MAX_TEXT_CHUNK).
+UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 
 def _header_size(path: Path | str) -> tuple[int, int]:
@@ -32,9 +36,10 @@ def _header_size(path: Path | str) -> tuple[int, int]:
 
 def checked_size(path: Path | str, what: str = "image") -> tuple[int, int]:
     """(width, height) of a picture from its header; refuses a corrupt file or a bomb."""
+    refuse_special_file(path)  # a FIFO would block the read
     try:
         width, height = _header_size(path)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except UNREADABLE as err:
         raise UserError(f"{path}: corrupt or unreadable {what} ({err})") from None
     if width * height > MAX_PIXELS:
         raise UserError(
@@ -50,7 +55,7 @@ def open_checked(path: Path | str, what: str = "image") -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except UNREADABLE as err:
         raise UserError(f"{path}: corrupt or unreadable {what} ({err})") from None
     return image
 

@@ -55,6 +55,13 @@ def read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
             f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}, "
             "perhaps Latin-1); save it as UTF-8"
         ) from None
+    try:
+        return _parse_class_dict(path, text)
+    except csv.Error as err:  # an unbalanced quote that swallows the file, a NUL byte
+        raise UserError(f"{path}: not valid CSV ({err})") from None
+
+
+def _parse_class_dict(path: Path, text: str) -> list[tuple[str, tuple[int, int, int]]]:
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
@@ -69,6 +76,8 @@ def read_class_dict(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
             name = (row["name"] or "").strip()
             if not name:
                 raise UserError(f"{path}:{line_no}: empty class name")
+            if not name.isprintable():  # a newline or NUL would break legends, tables, logs
+                raise UserError(f"{path}:{line_no}: class name {name!r} holds a control character")
             try:
                 color = tuple(int(str(row[c]).strip()) for c in ("r", "g", "b"))
             except ValueError:

@@ -32,7 +32,9 @@ SOURCES = {
 def table(header: list[str], rows: list[list]) -> str:
     """A Markdown table (the template's ``table``)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    # A "|" in a cell (a class name from class_dict.csv) would end the cell early.
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |"
+              for row in rows]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -235,7 +237,7 @@ def render(run: dict) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,  # Markdown; the HTML page escapes in its own converter
+        autoescape=False,  # Markdown; to_html shows any HTML in it as text
     )
     height, width = run["cost"]["resolution"]
     return environment.get_template(TEMPLATE).render(
@@ -266,7 +268,8 @@ def to_html(markdown: str) -> str:
 
     from ..reporting import pages
 
-    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    # html off: HTML in the text (a class name from a downloaded class_dict.csv) shows as text
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     style = "body{max-width:70em}td,th{text-align:left}pre{background:#f6f6f6;padding:.6em}"
     return pages.document("Model card", body, style)
 

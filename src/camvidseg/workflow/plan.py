@@ -42,6 +42,7 @@ def validate(config: dict, warn: bool = False) -> dict[str, dict]:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate as fill_and_validate
 
+    settings.refuse_alias_bombs(config)
     config.update(settings.coerce(dict(config), settings.node()))
     _refuse_non_finite(config)
     variants = {k: config.pop(k) for k in ("experiments", "sweep") if k in config}
@@ -240,7 +241,9 @@ def dataset_source_key(dataset: dict) -> dict:
         parts = [local_dataset_path(dataset)] if folder else local_archive(dataset)
         try:
             files = identity.cheap_id(parts)
-        except OSError as err:  # e.g. a dangling symlink or a symlink loop inside the folder
+        except UserError as err:  # a broken link, a link loop or a FIFO inside the folder
+            raise UserError(f"dataset.path: {err}") from None
+        except OSError as err:  # a file that cannot be read
             raise UserError(f"dataset.path: {err.filename}: {err.strerror}") from None
         return {"source": source, "path": dataset["path"], "files": files}
     return {"source": source}
