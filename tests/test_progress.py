@@ -135,7 +135,31 @@ def test_snakemake_in_a_terminal_shows_progress_lines_and_keeps_mmengine_in_the_
     found = re.search(r"val mIoU \d\.\d{3}, best \d\.\d{3} \(epoch (\d+), kept\)", finals["train"])
     kept = json.loads((tmp_path / "results/metrics/val.json").read_text())["epoch"]
     assert found and int(found[1]) == kept, finals["train"]
+    last = json.loads((tmp_path / "results/model/history.json").read_text())["val"][-1]
+    assert last["epoch"] == 2 and f"val mIoU {last['mIoU']:.3f}," in finals["train"]
     # MMEngine's environment dump, hook table and log lines stay in the rule's log.
     assert "mmengine" not in shown and "System environment" not in shown
     log = (tmp_path / "results/logs/train.log").read_text()
     assert "System environment" in log and "Hooks will be executed" in log
+
+
+def test_training_line_ends_on_the_last_validation_not_the_one_before():
+    """Training ends with a validation: the line shows its score, not the previous epoch's."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+
+    hub = MessageHub.get_instance("test_training_line")
+    runner = SimpleNamespace(rank=0, max_iters=2, iter=0, epoch=0, max_epochs=2, message_hub=hub)
+    hook = progress.training_hook()
+    hook.before_train(runner)
+    for epoch, (loss, score) in enumerate([(0.9, 0.25), (0.4, 0.75)]):
+        runner.epoch = epoch
+        hub.update_scalar("train/loss", loss)
+        hook.after_train_iter(runner, 0)
+        hub.update_info("best_score", score)
+        hub.update_info("best_ckpt", f"work/epoch_{epoch + 1}.pth")
+        hook.after_val_epoch(runner, {"mIoU": score})
+    line = hook.progress.line()
+    hook.after_train(runner)
+    assert "epoch 2/2  loss 0.400  val mIoU 0.750, best 0.750 (epoch 2, kept)" in line, line

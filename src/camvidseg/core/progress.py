@@ -177,6 +177,7 @@ def training_hook():
 
         def __init__(self):
             self.progress: Progress | None = None
+            self.step = ""  # epoch and loss, from the last iteration
             self.val = ""
 
         def before_train(self, runner) -> None:
@@ -191,8 +192,8 @@ def training_hook():
                 # the CPU until the GPU finishes the step.
                 losses = runner.message_hub.log_scalars.get("train/loss")
                 loss = losses.current() if losses is not None else float("nan")
-                epoch = f"epoch {runner.epoch + 1}/{runner.max_epochs}"
-                self.progress.advance(1, note=f"{epoch}  loss {loss:.3f}{self.val}")
+                self.step = f"epoch {runner.epoch + 1}/{runner.max_epochs}  loss {loss:.3f}"
+                self.progress.advance(1, note=self.step + self.val)
 
         def after_val_epoch(self, runner, metrics=None) -> None:
             if not (metrics and "mIoU" in metrics):
@@ -203,6 +204,8 @@ def training_hook():
             found = re.search(r"epoch_(\d+)", str(runner.message_hub.get_info("best_ckpt")))
             if best is not None and found:
                 self.val += f", best {best:.3f} (epoch {found[1]}, kept)"
+            if self.progress is not None:  # shown now: the last epoch's validation ends training
+                self.progress.advance(0, note=self.step + self.val)
 
         def after_train(self, runner) -> None:
             if self.progress is not None:
