@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import stat
 import sys
 import threading
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, assert_one_line_error, run_cli, snakemake
+from conftest import REPO, TINY, assert_one_line_error, run_cli, snakemake
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
@@ -263,7 +264,11 @@ def test_cli_failure_is_one_line_with_the_likely_cause(tmp_path, message, hint):
 
 
 def test_missing_cli_says_what_to_do(tmp_path):
-    env = {"PATH": str(Path(sys.executable).parent)}
+    # The package from a checkout without .venv-download/ (make download-tools may have made
+    # this one's), and a PATH without the CLIs.
+    skip_caches = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "src", tmp_path / "checkout/src", ignore=skip_caches)
+    env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(tmp_path / "checkout/src")}
     result = run_cli(
         "obtain",
         "opendatalab",

@@ -231,3 +231,32 @@ def scoring(settings: dict) -> str:
     """An evaluate job's settings other than its paths and its loader's speed."""
     left_out = {"model", "prepared", "palette", "out_json", "out_csv", "batch_size", "num_workers"}
     return json.dumps({k: v for k, v in settings.items() if k not in left_out}, sort_keys=True)
+
+
+def test_a_run_on_other_data_or_without_the_tables_files_changes_nothing(tmp_path):
+    """The tool in a copy of the checkout: a demo run offered as real data, a run without a
+    leaderboard offered as the sweep, are refused before README.md or docs/ change."""
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "checkout"
+    (repo / "tools").mkdir(parents=True)
+    shutil.copy(REPO / "tools/readme_tables.py", repo / "tools")
+    shutil.copy(REPO / "README.md", repo)
+    shutil.copytree(REPO / "docs/results", repo / "docs/results")
+
+    def files():
+        return {p: p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+
+    before = files()
+    for name, run, reason in [
+        ("real-data", "demo", "is a run on the built-in sample; the real-data table is of real"),
+        ("real-data-sweep", "real-data", "has no leaderboard.md, leaderboard.csv"),
+        ("demo", "real-data", "is a run on real data; the demo table is of the built-in sample"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, repo / "tools/readme_tables.py", name, REPO / "docs/results" / run],
+            capture_output=True, text=True, cwd=repo,
+        )  # fmt: skip
+        assert result.returncode == 1 and reason in result.stderr, result.stderr
+    assert files() == before

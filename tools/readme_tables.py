@@ -96,10 +96,31 @@ def run_record(results: Path) -> Path:
     raise SystemExit(f"error: no provenance.json in {results} or above (the last rule writes it)")
 
 
-def keep(name: str, results: Path) -> Path:
+# Which data each table is about: the built-in sample (make demo) or real CamVid.
+OF_THE_SAMPLE = {"demo": True, "real-data": False, "real-data-sweep": False}
+
+
+def check(name: str, results: Path) -> Path:
+    """The run's record, once ``results`` is known to make table ``name``: a run on the other
+    data, or without the files the table shows, is refused before anything is written."""
+    record = run_record(results)
+    of_the_sample = "sample" in json.loads(record.read_text()).get("stages", {})
+    if of_the_sample != OF_THE_SAMPLE[name]:
+        ran = "the built-in sample" if of_the_sample else "real data"
+        wanted = "the built-in sample" if OF_THE_SAMPLE[name] else "real CamVid"
+        raise SystemExit(f"error: {results} is a run on {ran}; the {name} table is of {wanted}")
+    if name in LEADERBOARDS:
+        missing = [file for file in LEADERBOARD_FILES if not (results / file).is_file()]
+    else:
+        missing = [] if split_metrics(results) else ["metrics/<split>.json"]
+    if missing:
+        raise SystemExit(f"error: {results} has no {', '.join(missing)} (the {name} table's)")
+    return record
+
+
+def keep(name: str, results: Path, record: Path) -> Path:
     """Copy the run's split metrics (or leaderboard) and provenance record to docs/results/NAME/
     (replacing the previous copy), byte for byte, so their hashes are the ones the record gives."""
-    record = run_record(results)
     kept = KEPT / name
     shutil.rmtree(kept, ignore_errors=True)
     kept.mkdir(parents=True)
@@ -123,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     text = README.read_text()
     current(args.name, text)
-    kept = keep(args.name, args.results)
+    kept = keep(args.name, args.results, check(args.name, args.results))
     table = render(kept, args.name)
     README.write_text(block(args.name).sub(lambda m: m.group(1) + table + m.group(3), text))
     print(table)
