@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import jobs_planned, png_bomb, run_cli, snakemake
+from conftest import assert_one_line_error, jobs_planned, png_bomb, run_cli, snakemake
 from PIL import Image
 
 
@@ -201,3 +201,24 @@ def test_a_valid_but_unrelated_onnx_model_is_one_line(tmp_path):
     out = tmp_path / "predict"
     result = onnx_predict(tmp_path, images_folder(tmp_path, "a.png"), out, False, model)
     assert_one_line(result, out, f"{model}: not a segmentation model exported by camvidseg")
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_palette_of_other_classes_than_the_models_is_one_line(tiny_run, tmp_path, backend):
+    """Colors and legend come from the palette: one of another run would name the wrong
+    classes (or leave some black) without a word."""
+    import json
+
+    palette = json.loads((tiny_run / "results/data/palette.json").read_text())
+    palette["classes"] = palette["classes"][:1]
+    (tmp_path / "palette.json").write_text(json.dumps(palette))
+    model = tiny_run / "results/model" / ("best.pth" if backend == "torch" else "model.onnx")
+    out = tmp_path / "predict"
+    result = run_cli("predict", "--model", model, "--backend", backend, "--palette",
+                     tmp_path / "palette.json", "--input-dir", tiny_run / "results/vis_data",
+                     "--device", "cpu", "--out", out, check=False)  # fmt: skip
+    classes = len(json.loads((tiny_run / "results/data/palette.json").read_text())["classes"])
+    assert_one_line_error(
+        result, f"its 1 classes are not the {classes} {model} was trained on; give the palette"
+    )
+    assert not out.exists()

@@ -7,6 +7,7 @@ onnxruntime and imports no torch (nor OpenCV), so it works in the slim ``envs/de
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +50,14 @@ def input_images(folder: Path) -> list[Path]:
 
 
 def load_segmenter(backend: str, model_path: Path, device: str):
-    """Segment an RGB array with the backend; only torch's imports torch. Both backends get
-    their images from the one decoder (images.read_rgb)."""
+    """(segment an RGB array, the model's class names) with the backend; only torch's imports
+    torch. Both backends get their images from the one decoder (images.read_rgb)."""
     if backend == "onnx":
         from .runtime import onnx_predict, open_session
 
         session = open_session(model_path, device=device)
-        return lambda image: onnx_predict(session, image)
+        classes = json.loads(session.get_modelmeta().custom_metadata_map["classes"])
+        return (lambda image: onnx_predict(session, image)), classes
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
     from ..core.device import resolve
     from ..evaluation.inference import predict_image
@@ -64,7 +66,7 @@ def load_segmenter(backend: str, model_path: Path, device: str):
     device = resolve(device, "--device")
     model, meta = load_trained(model_path, device)
     print(precision_line(model_path, meta), flush=True)
-    return lambda image: predict_image(model, image, device)
+    return (lambda image: predict_image(model, image, device)), meta["classes"]
 
 
 @cli
@@ -88,8 +90,14 @@ def main(argv: list[str] | None = None) -> None:
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)
     made = Record(__file__, args, [args.model, args.palette, args.input_dir])
-    segment = load_segmenter(args.backend, args.model, args.device)
+    segment, classes = load_segmenter(args.backend, args.model, args.device)
     palette = read_json(args.palette)
+    named = [c["name"] for c in palette["classes"]]
+    if named != classes:  # colors and legend would name the wrong classes, or none
+        raise UserError(
+            f"{args.palette}: its {len(named)} classes are not the {len(classes)} {args.model} "
+            "was trained on; give the palette.json of the run that trained it (--palette)"
+        )
     colors = color_table(palette)
     with (
         atomic_path(args.out, is_dir=True) as tmp,
