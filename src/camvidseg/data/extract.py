@@ -117,13 +117,13 @@ def _refuse_links_and_specials(name: str, kind: str, archive: Path) -> None:
 def _member_path_refused(name: str, archive: Path):
     try:
         yield
-    except OverflowError:  # tarfile sets the member's time: one past what the system holds
-        reason = "its modification time is out of range"
-        raise UserError(f"{archive}: refusing member {shown_name(name)}: {reason}") from None
-    except OSError as err:
-        if err.errno not in MEMBER_PATH_ERRORS:
+    except (OverflowError, OSError) as err:
+        if isinstance(err, OverflowError):  # tarfile sets the member's time past what fits
+            reason = "its modification time is out of range"
+        elif err.errno in MEMBER_PATH_ERRORS:
+            reason = MEMBER_PATH_ERRORS[err.errno]
+        else:
             raise
-        reason = MEMBER_PATH_ERRORS[err.errno]
         raise UserError(f"{archive}: refusing member {shown_name(name)}: {reason}") from None
 
 
