@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from camvidseg.core import settings
 from camvidseg.evaluation import inference
-from camvidseg.training.model import SegmentationModel
+from camvidseg.training.segmenter import Segmenter
 
 
 def modes() -> dict[str, dict]:
@@ -53,7 +53,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.benchmark = device == "cuda"
     torch.manual_seed(0)
-    model = SegmentationModel(args.model, args.classes, aux_loss_weight=0).to(device).eval()
+    model = Segmenter(args.model, args.classes, aux_loss=False).to(device).eval()
     images = torch.randint(0, 256, (args.images, 3, *args.size), dtype=torch.uint8)
     results = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",

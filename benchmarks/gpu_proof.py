@@ -407,7 +407,7 @@ def original_arm(args, plan: dict, precision: str, batch: int) -> dict:
     from original_example import original_dataset
     from train_throughput import endless, gpu_busy_share, timed
 
-    from camvidseg.training.model import build_network
+    from camvidseg.training.segmenter import build_network
 
     device = plan["device"]
     root = (args.work / "original_root.txt").read_text()

@@ -29,7 +29,7 @@ from camvidseg.deploy import cost
 from camvidseg.deploy.export import export_onnx
 from camvidseg.deploy.runtime import open_session
 from camvidseg.evaluation.inference import DeployedNetwork
-from camvidseg.training.model import SegmentationModel
+from camvidseg.training.segmenter import Segmenter
 
 CLASSES = 11  # the SegNet grouping published CamVid tables use
 PALETTE = {"classes": [{"id": i, "name": f"class{i}", "color": [i, i, i]} for i in range(CLASSES)]}
@@ -37,7 +37,7 @@ PALETTE = {"classes": [{"id": i, "name": f"class{i}", "color": [i, i, i]} for i 
 
 def measure(name: str, sizes: list[tuple[int, int]], args, folder: Path) -> list[dict]:
     torch.manual_seed(0)
-    model = SegmentationModel(name, CLASSES, aux_loss_weight=0).eval()
+    model = Segmenter(name, CLASSES, aux_loss=False).eval()
     onnx_path = folder / f"{name}.onnx"
     export_onnx(model, PALETTE, {"model": name, "epoch": 0, "precision": "fp32"}, onnx_path)
     network = DeployedNetwork(model).eval()

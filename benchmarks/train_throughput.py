@@ -47,7 +47,9 @@ from original_example import original_dataset
 from camvidseg import IGNORE_INDEX
 from camvidseg.core.fileio import read_json, write_json
 from camvidseg.data.dataset import RandomScaleCropFlip, SegmentationDataset
-from camvidseg.training.model import IMAGENET_MEAN, IMAGENET_STD, SegmentationModel, build_network
+from camvidseg.training.model import SegmentationModel
+from camvidseg.training.networks import IMAGENET_MEAN, IMAGENET_STD
+from camvidseg.training.segmenter import build_network
 
 
 def peak_memory_mb(device: str) -> float:

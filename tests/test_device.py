@@ -127,19 +127,24 @@ def test_amp_dtype_is_the_hardware_answer(monkeypatch):
 
 
 def test_validation_and_inference_share_the_model_precision():
-    """Training's validation (``val_step``) and the evaluate stage (``predict_batch``) both run in
-    ``model.precision``; on the CPU bf16 autocast exists, so the test can see the dtype."""
+    """Training's validation (``val_step``) and the evaluate stage (``predict_batch``, on the
+    MMEngine-free ``Segmenter`` that loads the same state dict) both run in the model's
+    ``precision``; on the CPU bf16 autocast exists, so the test can see the dtype."""
     from camvidseg.evaluation.inference import predict_batch
     from camvidseg.training.model import SegmentationModel
+    from camvidseg.training.segmenter import Segmenter
 
     model = SegmentationModel("lraspp_mobilenet_v3_large", 4, 0.4).eval()
+    segmenter = Segmenter("lraspp_mobilenet_v3_large", 4, aux_loss=False).eval()
+    segmenter.load_state_dict(model.state_dict())
     seen = []
-    model.net.classifier.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    for network in (model.net, segmenter.net):
+        network.classifier.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
     images = torch.zeros(1, 3, 32, 48, dtype=torch.uint8)
     batch = {"inputs": images, "data_samples": {"labels": torch.zeros(1, 32, 48)}}
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        model.precision = precision
+        model.precision = segmenter.precision = precision
         seen.clear()
         model.val_step(batch)
-        predict_batch(model, images, "cpu")
+        predict_batch(segmenter, images, "cpu")
         assert seen == [dtype, dtype]

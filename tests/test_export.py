@@ -127,11 +127,11 @@ def test_check_scores_torch_and_onnxruntime_each_on_its_own(tmp_path):
     from camvidseg.deploy.export import compare, verdict
     from camvidseg.deploy.runtime import INPUT_NAME, OUTPUT_NAME, open_session
     from camvidseg.evaluation.inference import predict_logits
-    from camvidseg.training.model import SegmentationModel
+    from camvidseg.training.segmenter import Segmenter
 
     k, rng = 3, np.random.default_rng(0)
     torch.manual_seed(0)
-    model = SegmentationModel("lraspp_mobilenet_v3_large", k, 0).eval()
+    model = Segmenter("lraspp_mobilenet_v3_large", k, aux_loss=False).eval()
     images = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(2)]
     batches = [torch.from_numpy(np.ascontiguousarray(i.transpose(2, 0, 1)))[None] for i in images]
     ours = torch.cat([predict_logits(model, b, "cpu") for b in batches])

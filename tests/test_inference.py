@@ -5,13 +5,13 @@ import torch
 
 from camvidseg.deploy.cost import gflops_per_image, parameter_count
 from camvidseg.evaluation.inference import WHOLE, mode_label, predict_logits, window_starts
-from camvidseg.training.model import SegmentationModel
+from camvidseg.training.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return SegmentationModel("lraspp_mobilenet_v3_large", 5, 0).eval()
+    return Segmenter("lraspp_mobilenet_v3_large", 5, aux_loss=False).eval()
 
 
 def setting(mode="whole", crop=None, stride=None, flip=False, scales=(1.0,)):

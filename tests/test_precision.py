@@ -53,7 +53,7 @@ def common(run, *flags):
 
 def test_loading_keeps_the_recorded_precision_on_the_cpu(bf16_run):
     from camvidseg.evaluation.inference import predict_batch
-    from camvidseg.training.model import load_trained
+    from camvidseg.training.segmenter import load_trained
 
     model, meta = load_trained(bf16_run / "best.pth", "cpu")
     assert model.precision == meta["precision"] == "bf16"  # no longer fp32 "because CPU"

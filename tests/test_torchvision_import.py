@@ -6,10 +6,10 @@ from conftest import REPO
 
 PROBE = """
 import sys
-import camvidseg.training.model as model
+import camvidseg.training.segmenter as segmenter
 print("dynamo after import:", "torch._dynamo" in sys.modules, "torch._dynamo.utils" in sys.modules)
-net = model.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                                   num_classes=3).eval()
+net = segmenter.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                            num_classes=3).eval()
 import torch
 with torch.no_grad():
     print("logits:", tuple(net(torch.zeros(1, 3, 32, 48))["out"].shape))
@@ -54,3 +54,29 @@ print("real:", counters is real.counters, sys.modules[tvi.DEFERRED] is real)
 def test_a_name_the_stand_in_does_not_know_comes_from_the_real_module():
     result = probe(UNKNOWN_NAME)
     assert result.stdout.splitlines() == ["file: False False", "real: True True"], result.stderr
+
+
+INFERENCE_PROBE = """
+import sys
+import torch
+from camvidseg.evaluation.inference import predict_batch
+from camvidseg.training.segmenter import Segmenter, load_trained
+torch.save({"meta": {"model": "lraspp_mobilenet_v3_large", "num_classes": 3, "aux_loss_weight": 0,
+                     "precision": "fp32"},
+            "state_dict": Segmenter("lraspp_mobilenet_v3_large", 3, aux_loss=False).state_dict()},
+           sys.argv[1])
+model, meta = load_trained(__import__("pathlib").Path(sys.argv[1]))
+image = torch.zeros(1, 3, 32, 48, dtype=torch.uint8)
+print("prediction:", tuple(predict_batch(model, image, "cpu").shape))
+heavy = ("mmengine", "torch.distributed.fsdp", "sympy")
+print("loaded:", sorted(m for m in heavy if m in sys.modules))
+"""
+
+
+def test_inference_loads_a_trained_model_without_mmengine_and_its_distributed_stack(tmp_path):
+    # MMEngine's model package imports torch's FSDP, DTensor and sympy: ~1 s of CPU that each
+    # evaluate, visualize, predict and export process would pay for nothing.
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run([sys.executable, "-c", INFERENCE_PROBE, str(tmp_path / "best.pth")],
+                            capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.stdout.splitlines() == ["prediction: (1, 32, 48)", "loaded: []"], result.stderr

@@ -11,8 +11,8 @@ import torch
 from conftest import REPO
 
 from camvidseg.core.errors import UserError
-from camvidseg.training.model import read_plain
 from camvidseg.training.resume import load_trusted
+from camvidseg.training.segmenter import read_plain
 
 PACKAGE = REPO / "src" / "camvidseg"
 

@@ -345,7 +345,7 @@ def test_a_model_added_as_one_record_builds_and_gets_its_model_card(tmp_path):
 import jsonschema
 from camvidseg.core import settings
 from camvidseg.deploy.card import model_rows
-from camvidseg.training.model import build_network
+from camvidseg.training.segmenter import build_network
 jsonschema.validate("fcn_resnet101", settings.node("model.name"))
 build_network("fcn_resnet101", 3, aux_loss=True)
 run = {{"meta": {{"model": "fcn_resnet101", "epoch": 1, "aux_loss_weight": 0.4}},

@@ -341,7 +341,7 @@ def fetch_openxlab(args: argparse.Namespace) -> None:
 
 
 def fetch_weights(args: argparse.Namespace) -> None:
-    from ..training.model import backbone_weights_url
+    from ..training.segmenter import backbone_weights_url
 
     source = backbone_weights_url(args.model)
     download(

@@ -169,7 +169,7 @@ def run_check(args: argparse.Namespace) -> None:
     from ..core.device import resolve
     from ..data.dataset import SegmentationDataset
     from ..data.palette import class_names
-    from ..training.model import load_trained, precision_line
+    from ..training.segmenter import load_trained, precision_line
     from .runtime import open_session
 
     torch.set_num_threads(args.threads)
@@ -202,7 +202,7 @@ def run_check(args: argparse.Namespace) -> None:
 
 
 def run_export(args: argparse.Namespace) -> None:
-    from ..training.model import load_trained, precision_line
+    from ..training.segmenter import load_trained, precision_line
 
     model, meta = load_trained(args.model, "cpu")
     print(f"{precision_line(args.model, meta)}; model.onnx computes in fp32", flush=True)

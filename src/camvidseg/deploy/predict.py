@@ -61,7 +61,7 @@ def load_segmenter(backend: str, model_path: Path, device: str):
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
     from ..core.device import resolve
     from ..evaluation.inference import predict_image
-    from ..training.model import load_trained, precision_line
+    from ..training.segmenter import load_trained, precision_line
 
     device = resolve(device, "--device")
     model, meta = load_trained(model_path, device)

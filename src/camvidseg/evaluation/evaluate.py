@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     from ..core.device import resolve
     from ..data.dataset import SegmentationDataset
     from ..data.palette import class_names
-    from ..training.model import load_trained, precision_line
+    from ..training.segmenter import load_trained, precision_line
     from .inference import mode_label
 
     setting = inference_setting(args)

@@ -5,6 +5,7 @@ An inference setting is a dict with the ``eval`` section's keys ``mode`` (``whol
 ``crop_size`` and ``stride`` (slide windows, ``[height, width]``), ``tta`` (``flip``, ``scales``).
 Logits are averaged: over overlapping windows per pixel, and over scales and flips after being
 resized back to the image's size (as MMSegmentation's ``slide`` mode and ``SegTTAModel`` do).
+``model`` is a ``training.segmenter.Segmenter``: what ``load_trained`` gives.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def slide_logits(model, inputs: torch.Tensor, crop_size, stride) -> torch.Tensor
     for top in window_starts(height, crop_h, stride[0]):
         for left in window_starts(width, crop_w, stride[1]):
             window = inputs[:, :, top : top + crop_h, left : left + crop_w]
-            logits = model(window, mode="tensor").float()
+            logits = model(window).float()
             if total is None:
                 total = logits.new_zeros((n, logits.shape[1], height, width))
                 count = logits.new_zeros((1, 1, height, width))
@@ -72,7 +73,7 @@ def slide_logits(model, inputs: torch.Tensor, crop_size, stride) -> torch.Tensor
 def single_pass(model, inputs: torch.Tensor, setting: dict) -> torch.Tensor:
     if setting["mode"] == "slide":
         return slide_logits(model, inputs, setting["crop_size"], setting["stride"])
-    return model(inputs, mode="tensor").float()
+    return model(inputs).float()
 
 
 def scaled_pass(model, inputs: torch.Tensor, setting: dict, scale: float) -> torch.Tensor:
@@ -105,11 +106,11 @@ def tta_logits(model, inputs: torch.Tensor, setting: dict) -> torch.Tensor:
 def predict_logits(model, inputs: torch.Tensor, device: str, setting: dict | None = None):
     """uint8 (N, 3, H, W) -> float (N, K, H, W) logits, on the model's device."""
     setting = setting or WHOLE
-    data = model.data_preprocessor({"inputs": inputs, "data_samples": None})
+    inputs = model.normalize(inputs)
     with autocast(device, model.precision):  # the precision training validated in
         if is_whole(setting):
-            return model(data["inputs"], mode="tensor").float()
-        return tta_logits(model, data["inputs"], setting)
+            return model(inputs).float()
+        return tta_logits(model, inputs, setting)
 
 
 def predict_batch(model, inputs: torch.Tensor, device: str, setting: dict | None = None):
@@ -135,8 +136,8 @@ class DeployedNetwork(torch.nn.Module):
         self.net = copy.deepcopy(model.net).to(memory_format=torch.contiguous_format)
         if getattr(self.net, "aux_classifier", None) is not None:
             self.net.aux_classifier = None
-        self.register_buffer("mean", model.data_preprocessor.mean.clone(), False)
-        self.register_buffer("std", model.data_preprocessor.std.clone(), False)
+        self.register_buffer("mean", model.normalize.mean.clone(), False)
+        self.register_buffer("std", model.normalize.std.clone(), False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net((image.float() - self.mean) / self.std)["out"]

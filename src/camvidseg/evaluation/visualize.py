@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     made = Record(__file__, args, [args.model, args.prepared, args.palette])
 
     from ..core.device import resolve
-    from ..training.model import load_trained, precision_line
+    from ..training.segmenter import load_trained, precision_line
 
     device = resolve(args.device, "--device")
     model, meta = load_trained(args.model, device)

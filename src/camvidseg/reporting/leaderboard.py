@@ -40,7 +40,7 @@ def training_seconds(history: Path) -> float:
 def model_facts(path: Path) -> tuple[int, str]:
     """Parameter count of the trained network, and its file's content identity: the hash that
     results/provenance.json records for it."""
-    from ..training.model import load_trained
+    from ..training.segmenter import load_trained
 
     model, _ = load_trained(path)
     parameters = sum(p.numel() for p in model.parameters())

@@ -1,6 +1,7 @@
-"""torchvision segmentation networks wrapped in an MMEngine ``BaseModel``.
+"""torchvision segmentation networks wrapped in an MMEngine ``BaseModel``, for training.
 
-The head is sized from the palette stage's class count. Backbone weights come from a local file
+The network itself is ``training.segmenter``'s (what inference loads, without MMEngine); the head
+is sized from the palette stage's class count. Backbone weights come from a local file
 (``resources/weights/`` for ``imagenet``, fetched by its own rule) and are read with
 ``weights_only=True``: nothing is downloaded here and no user file is unpickled.
 """
@@ -15,43 +16,9 @@ import torch.nn.functional as F
 from mmengine.model import BaseDataPreprocessor, BaseModel
 
 from .. import IGNORE_INDEX
-from ..core.device import PRECISIONS, autocast
+from ..core.device import autocast
 from ..core.errors import UserError
-from .networks import IMAGENET_MEAN, IMAGENET_STD, MODELS
-from .torchvision_import import import_torchvision
-
-segmentation = import_torchvision().models.segmentation
-
-
-def backbone_weights_url(name: str) -> str:
-    """Where torchvision publishes the ImageNet weights of this model's backbone."""
-    import torchvision.models as tvm
-
-    return getattr(tvm, MODELS[name].backbone_weights).IMAGENET1K_V1.url
-
-
-def read_plain(path: Path, key: str) -> object:
-    """A file read with ``weights_only=True``: one that needs code to unpickle is refused in
-    one line. ``key`` names the setting or option the file came from, for the error."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found ({key})")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a pickle that needs code, or not a checkpoint at all
-        raise UserError(
-            f"{path}: refused: not a plain weights file ({type(err).__name__}); only tensors "
-            f"and plain containers are loaded from user files ({key})"
-        ) from None
-
-
-def read_weights(path: Path, key: str) -> dict:
-    """A weights file's state dict, read weights-only (see ``read_plain``)."""
-    state = read_plain(path, key)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: holds no state dict ({key})")
-    return state
+from .segmenter import Normalize, build_network, read_weights
 
 
 def load_backbone(net: torch.nn.Module, path: Path) -> int:
@@ -76,38 +43,16 @@ def pools_before_batchnorm(name: str) -> bool:
     return name.startswith("deeplabv3_")
 
 
-def build_network(name: str, num_classes: int, aux_loss: bool) -> torch.nn.Module:
-    if name not in MODELS:
-        raise UserError(f"model.name: unknown model {name!r} (choose from {', '.join(MODELS)})")
-    builder, has_aux = MODELS[name].builder, MODELS[name].has_aux
-    kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
-    if has_aux:
-        kwargs["aux_loss"] = aux_loss
-    net = getattr(segmentation, builder)(**kwargs)
-    # torchvision's MobileNetV3 uses BatchNorm momentum 0.01, tuned for ImageNet-length schedules;
-    # on CamVid-length runs the running statistics then lag far behind the weights.
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 0.1
-    return net
-
-
 class SegDataPreprocessor(BaseDataPreprocessor):
     """Move uint8 batches to the device, then normalise there (cheaper than in the loader)."""
 
     def __init__(self, channels_last: bool = True):
         super().__init__(non_blocking=True)  # from the loader's pinned memory, without a stall
-        self.channels_last = channels_last
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        self.normalize = Normalize(channels_last)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         data = self.cast_data(data)
-        inputs = data["inputs"]
-        if self.channels_last:  # on the uint8 batch: a quarter of the bytes of the float one
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        inputs = (inputs.float() - self.mean) / self.std  # keeps the memory format
-        return {"inputs": inputs, "data_samples": data["data_samples"]}
+        return {"inputs": self.normalize(data["inputs"]), "data_samples": data["data_samples"]}
 
 
 class SegmentationModel(BaseModel):
@@ -131,9 +76,7 @@ class SegmentationModel(BaseModel):
         self.name = name
         self.num_classes = num_classes
         self.aux_loss_weight = aux_loss_weight
-        self.net = build_network(name, num_classes, aux_loss=aux_loss_weight > 0)
-        if channels_last:  # faster convolutions on CUDA and in oneDNN on the CPU alike
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net = build_network(name, num_classes, aux_loss_weight > 0, channels_last)
         self.precision = "fp32"
 
     def val_step(self, data) -> list:
@@ -177,30 +120,3 @@ def load_initial_weights(model: torch.nn.Module, path: Path) -> list[str]:
     if len(result.missing_keys) > len(own) // 2:
         raise UserError(f"{path}: most model weights are missing from this file (train.load_from)")
     return skipped
-
-
-def load_trained(path: Path, device: str = "cpu") -> tuple[SegmentationModel, dict]:
-    """The weights-only model file the train stage exports (read with weights_only=True)."""
-    if not path.is_file():
-        raise UserError(f"{path}: trained model not found")
-    checkpoint = read_plain(path, "--model")
-    if not (isinstance(checkpoint, dict) and {"meta", "state_dict"} <= checkpoint.keys()):
-        raise UserError(f"{path}: not a model file exported by the train stage (--model)")
-    meta = checkpoint["meta"]
-    if meta.get("precision") not in PRECISIONS:
-        raise UserError(
-            f"{path}: records no precision of its validation (meta.precision: "
-            f"{meta.get('precision')!r}; expected one of {', '.join(PRECISIONS)}): export it "
-            "again with the train stage (--model)"
-        )
-    model = SegmentationModel(meta["model"], meta["num_classes"], meta["aux_loss_weight"])
-    model.load_state_dict(checkpoint["state_dict"])
-    # Exactly the precision training validated in, on any device (autocast has bf16 and fp16 on
-    # the CPU too): one checkpoint, one score.
-    model.precision = meta["precision"]
-    return model.to(device).eval(), meta
-
-
-def precision_line(path: Path, meta: dict) -> str:
-    """What the inference stages print: the precision they run in and where it comes from."""
-    return f"precision: {meta['precision']}, as {path.name} records for its validation"

@@ -1,7 +1,7 @@
 """The networks the project builds, one record each, and the input normalisation they share.
 
 Torch-free on purpose: the model card reads these records without loading torch and torchvision
-(seconds per process); ``training.model`` builds the networks from them.
+(seconds per process); ``training.segmenter`` builds the networks from them.
 """
 
 from __future__ import annotations

@@ -59,12 +59,15 @@ def withdraw(module: types.ModuleType) -> None:
 def import_torchvision() -> types.ModuleType:
     """``torchvision``, without importing ``torch._dynamo`` where that is not loaded yet."""
     if "torchvision" in sys.modules or DEFERRED in sys.modules:
-        return importlib.import_module("torchvision")
+        import torchvision
+
+        return torchvision
     import torch  # noqa: F401  (torch itself first: its own import must see no stand-in)
 
     module = stand_in()
     sys.modules[DEFERRED] = module
     try:
-        return importlib.import_module("torchvision")
+        import torchvision
     finally:
         withdraw(module)
+    return torchvision

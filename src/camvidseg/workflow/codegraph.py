@@ -49,6 +49,7 @@ ROOMS = (
     "training.__init__",
     "training.networks",
     "training.torchvision_import",
+    "training.segmenter",
     "training.model",
     "training.resume",
     "training.launch",

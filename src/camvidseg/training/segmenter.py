@@ -1,0 +1,129 @@
+"""The trained network without MMEngine: what evaluate, visualize, predict and export load.
+
+Importing MMEngine's model package costs every process ~1 s of CPU (it imports torch's FSDP and
+DTensor, and with them sympy); the inference stages need none of it. This module builds the
+torchvision network, normalises its input and reads the train stage's model file; ``training.model``
+wraps the same network in an MMEngine ``BaseModel`` for training. Both hold it as ``net``, so a
+state dict of one loads into the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..core.device import PRECISIONS
+from ..core.errors import UserError
+from .networks import IMAGENET_MEAN, IMAGENET_STD, MODELS
+from .torchvision_import import import_torchvision
+
+models = import_torchvision().models
+
+
+def backbone_weights_url(name: str) -> str:
+    """Where torchvision publishes the ImageNet weights of this model's backbone."""
+    return getattr(models, MODELS[name].backbone_weights).IMAGENET1K_V1.url
+
+
+def read_plain(path: Path, key: str) -> object:
+    """A file read with ``weights_only=True``: one that needs code to unpickle is refused in
+    one line. ``key`` names the setting or option the file came from, for the error."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found ({key})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a pickle that needs code, or not a checkpoint at all
+        raise UserError(
+            f"{path}: refused: not a plain weights file ({type(err).__name__}); only tensors "
+            f"and plain containers are loaded from user files ({key})"
+        ) from None
+
+
+def read_weights(path: Path, key: str) -> dict:
+    """A weights file's state dict, read weights-only (see ``read_plain``)."""
+    state = read_plain(path, key)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: holds no state dict ({key})")
+    return state
+
+
+def build_network(
+    name: str, num_classes: int, aux_loss: bool, channels_last: bool = False
+) -> torch.nn.Module:
+    if name not in MODELS:
+        raise UserError(f"model.name: unknown model {name!r} (choose from {', '.join(MODELS)})")
+    builder, has_aux = MODELS[name].builder, MODELS[name].has_aux
+    kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
+    if has_aux:
+        kwargs["aux_loss"] = aux_loss
+    net = getattr(models.segmentation, builder)(**kwargs)
+    # torchvision's MobileNetV3 uses BatchNorm momentum 0.01, tuned for ImageNet-length schedules;
+    # on CamVid-length runs the running statistics then lag far behind the weights.
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 0.1
+    if channels_last:  # faster convolutions on CUDA and in oneDNN on the CPU alike
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+class Normalize(torch.nn.Module):
+    """uint8 (N, 3, H, W) -> float, ImageNet-normalised, on the device of its buffers."""
+
+    def __init__(self, channels_last: bool = True):
+        super().__init__()
+        self.channels_last = channels_last
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        inputs = inputs.to(self.mean.device, non_blocking=True)
+        if self.channels_last:  # on the uint8 batch: a quarter of the bytes of the float one
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return (inputs.float() - self.mean) / self.std  # keeps the memory format
+
+
+class Segmenter(torch.nn.Module):
+    """A trained network for inference: ``normalize`` takes uint8 batches, ``forward`` takes
+    normalised ones and returns the main head's logits. ``precision`` is what it runs in: the
+    one training validated in (``device.precision``)."""
+
+    def __init__(self, name: str, num_classes: int, aux_loss: bool, channels_last: bool = True):
+        super().__init__()
+        self.name = name
+        self.normalize = Normalize(channels_last)
+        self.net = build_network(name, num_classes, aux_loss, channels_last)
+        self.precision = "fp32"
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)["out"]
+
+
+def load_trained(path: Path, device: str = "cpu") -> tuple[Segmenter, dict]:
+    """The weights-only model file the train stage exports (read with weights_only=True)."""
+    if not path.is_file():
+        raise UserError(f"{path}: trained model not found")
+    checkpoint = read_plain(path, "--model")
+    if not (isinstance(checkpoint, dict) and {"meta", "state_dict"} <= checkpoint.keys()):
+        raise UserError(f"{path}: not a model file exported by the train stage (--model)")
+    meta = checkpoint["meta"]
+    if meta.get("precision") not in PRECISIONS:
+        raise UserError(
+            f"{path}: records no precision of its validation (meta.precision: "
+            f"{meta.get('precision')!r}; expected one of {', '.join(PRECISIONS)}): export it "
+            "again with the train stage (--model)"
+        )
+    model = Segmenter(meta["model"], meta["num_classes"], aux_loss=meta["aux_loss_weight"] > 0)
+    model.load_state_dict(checkpoint["state_dict"])
+    # Exactly the precision training validated in, on any device (autocast has bf16 and fp16 on
+    # the CPU too): one checkpoint, one score.
+    model.precision = meta["precision"]
+    return model.to(device).eval(), meta
+
+
+def precision_line(path: Path, meta: dict) -> str:
+    """What the inference stages print: the precision they run in and where it comes from."""
+    return f"precision: {meta['precision']}, as {path.name} records for its validation"
