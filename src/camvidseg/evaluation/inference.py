@@ -136,6 +136,12 @@ class DeployedNetwork(torch.nn.Module):
         self.net = copy.deepcopy(model.net).to(memory_format=torch.contiguous_format)
         if getattr(self.net, "aux_classifier", None) is not None:
             self.net.aux_classifier = None
+        # Activations out of place: in place saves training memory only, and torch.export
+        # rewrites each in-place hardswish into arithmetic on symbolic sizes (a third of an
+        # export's time); the ONNX graph and its outputs are the same either way.
+        for module in self.net.modules():
+            if getattr(module, "inplace", False):
+                module.inplace = False
         self.register_buffer("mean", model.normalize.mean.clone(), False)
         self.register_buffer("std", model.normalize.std.clone(), False)
 
