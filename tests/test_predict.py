@@ -127,6 +127,57 @@ def test_pickled_model_file_is_one_line(tmp_path):
     assert_one_line(result, out, f"{model}: refused: not a plain weights file", "(--model)")
 
 
+def model_file(path, **meta_changes):
+    """A model file as the train stage writes it (an untrained lraspp, 3 classes), its meta
+    changed: a key set to None is removed."""
+    import torch
+
+    from camvidseg.training.segmenter import Segmenter
+
+    meta = {"model": "lraspp_mobilenet_v3_large", "num_classes": 3, "aux_loss_weight": 0.0,
+            "precision": "fp32", "classes": ["a", "b", "c"]}  # fmt: skip
+    state = Segmenter(meta["model"], 3, aux_loss=False).state_dict()
+    meta |= meta_changes
+    meta = {key: value for key, value in meta.items() if value is not None}
+    torch.save({"meta": meta, "state_dict": state}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"num_classes": 5}, "lraspp_mobilenet_v3_large with 5 classes its meta names "
+                             "(0 tensors missing, 0 unexpected, 4 of another shape)"),
+        ({"model": "deeplabv3_mobilenet_v3_large"}, "not those of the deeplabv3_mobilenet_v3_large"
+                                                    " with 3 classes its meta names"),
+        ({"aux_loss_weight": None}, "(meta.aux_loss_weight: missing or of another kind)"),
+        ({"num_classes": "3"}, "(meta.num_classes: missing or of another kind)"),
+        ({"num_classes": 0}, "(meta.num_classes: missing or of another kind)"),
+        ({"model": True}, "(meta.model: missing or of another kind)"),
+    ],
+)  # fmt: skip
+def test_a_model_file_whose_meta_does_not_describe_its_weights_is_one_line(
+    tmp_path, changes, reason
+):
+    """A hand-edited or mixed-up model file: the weights of one network under another's meta
+    (a traceback from torch before), or meta keys missing or of another kind."""
+    from camvidseg.core.errors import UserError
+    from camvidseg.training.segmenter import load_trained
+
+    path = model_file(tmp_path / "best.pth", **changes)
+    with pytest.raises(UserError) as refused:
+        load_trained(path)
+    assert str(refused.value).startswith(f"{path}: ") and reason in str(refused.value)
+    assert str(refused.value).endswith("(--model)")
+
+
+def test_an_inference_stage_says_which_model_file_does_not_fit_in_one_line(tmp_path):
+    model = model_file(tmp_path / "best.pth", num_classes=5)
+    out = tmp_path / "predict"
+    result = predict(tmp_path, images_folder(tmp_path, "a.png"), out, check=False, model=model)
+    assert_one_line(result, out, f"{model}: its weights are not those of the", "(--model)")
+
+
 def test_image_bomb_is_refused_before_loading(tmp_path):
     folder = images_folder(tmp_path, "a.png")
     png_bomb(folder / "b.png")

@@ -110,6 +110,12 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[Segmenter, dict]:
     if not (isinstance(checkpoint, dict) and {"meta", "state_dict"} <= checkpoint.keys()):
         raise UserError(f"{path}: not a model file exported by the train stage (--model)")
     meta = checkpoint["meta"]
+    if not isinstance(meta, dict) or (wrong := malformed_meta(meta)):
+        named = ", ".join(f"meta.{key}" for key in wrong) if isinstance(meta, dict) else "meta"
+        raise UserError(
+            f"{path}: not a model file exported by the train stage ({named}: missing or of "
+            "another kind) (--model)"
+        )
     if meta.get("precision") not in PRECISIONS:
         raise UserError(
             f"{path}: records no precision of its validation (meta.precision: "
@@ -117,11 +123,43 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[Segmenter, dict]:
             "again with the train stage (--model)"
         )
     model = Segmenter(meta["model"], meta["num_classes"], aux_loss=meta["aux_loss_weight"] > 0)
-    model.load_state_dict(checkpoint["state_dict"])
+    load_fitting(model, checkpoint["state_dict"], path, meta)
     # Exactly the precision training validated in, on any device (autocast has bf16 and fp16 on
     # the CPU too): one checkpoint, one score.
     model.precision = meta["precision"]
     return model.to(device).eval(), meta
+
+
+# What the train stage writes into a model file's meta, and of what kind.
+META_KINDS = {"model": str, "num_classes": int, "aux_loss_weight": (int, float)}
+
+
+def malformed_meta(meta: dict) -> list[str]:
+    """The meta keys that are missing or of another kind than the train stage writes."""
+    wrong = [key for key, kind in META_KINDS.items()
+             if isinstance(meta.get(key), bool) or not isinstance(meta.get(key), kind)]  # fmt: skip
+    if "num_classes" not in wrong and meta["num_classes"] < 1:
+        wrong.append("num_classes")
+    return wrong
+
+
+def load_fitting(model: Segmenter, state: object, path: Path, meta: dict) -> None:
+    """``state`` loaded into ``model`` when it is the weights of the network ``meta`` names;
+    otherwise one line saying how they differ (a hand-edited or mixed-up file)."""
+    own = model.state_dict()
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: holds no state dict (--model)")
+    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+    shared = own.keys() & state.keys()
+    tensors = {key for key in shared if isinstance(state[key], torch.Tensor)}
+    reshaped = [key for key in shared if key not in tensors or state[key].shape != own[key].shape]
+    if missing or unexpected or reshaped:
+        raise UserError(
+            f"{path}: its weights are not those of the {meta['model']} with "
+            f"{meta['num_classes']} classes its meta names ({len(missing)} tensors missing, "
+            f"{len(unexpected)} unexpected, {len(reshaped)} of another shape) (--model)"
+        )
+    model.load_state_dict(state)
 
 
 def precision_line(path: Path, meta: dict) -> str:
