@@ -23,7 +23,7 @@ import urllib.parse
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.fileio import sha256_file
+from ..core.fileio import refuse_special_file, sha256_file
 
 # The Snakefile sets this for itself and its jobs: the cache lives in the workflow's folder.
 CACHE_ENV = "CAMVIDSEG_HASH_CACHE"
@@ -140,7 +140,7 @@ def _walk(top: str, prefix: str, above: frozenset = frozenset()):
             elif entry.is_symlink() and not os.path.exists(entry.path):
                 raise UserError(f"{entry.path}: broken link (to {os.readlink(entry.path)})")
             else:
-                raise UserError(f"{entry.path}: not a regular file (a FIFO, device or socket)")
+                refuse_special_file(entry.path)
 
 
 def content_id(paths: list[Path | str] | Path | str, cache: HashCache | None = None) -> str:

@@ -7,7 +7,6 @@ onnxruntime and imports no torch (nor OpenCV), so it works in the slim ``envs/de
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from ..core.progress import Progress
 from ..core.settings import option
 from ..data.colors import color_table, colorize, legend_entries, overlay
 from ..data.images import checked_size, read_rgb
+from ..data.palette import class_names
 from ..evaluation.panel import save_panel
 from ..workflow.madeby import Record
 
@@ -53,11 +53,10 @@ def load_segmenter(backend: str, model_path: Path, device: str):
     """(segment an RGB array, the model's class names) with the backend; only torch's imports
     torch. Both backends get their images from the one decoder (images.read_rgb)."""
     if backend == "onnx":
-        from .runtime import onnx_predict, open_session
+        from .runtime import onnx_predict, open_session, session_classes
 
         session = open_session(model_path, device=device)
-        classes = json.loads(session.get_modelmeta().custom_metadata_map["classes"])
-        return (lambda image: onnx_predict(session, image)), classes
+        return (lambda image: onnx_predict(session, image)), session_classes(session)
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
     from ..core.device import resolve
     from ..evaluation.inference import predict_image
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     made = Record(__file__, args, [args.model, args.palette, args.input_dir])
     segment, classes = load_segmenter(args.backend, args.model, args.device)
     palette = read_json(args.palette)
-    named = [c["name"] for c in palette["classes"]]
+    named = class_names(palette)
     if named != classes:  # colors and legend would name the wrong classes, or none
         raise UserError(
             f"{args.palette}: its {len(named)} classes are not the {len(classes)} {args.model} "

@@ -7,6 +7,7 @@ float ``logits`` (N, K, H, W); normalisation is inside it. Its metadata names th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def check_interface(session, path: Path) -> None:
     one uint8 input ``image`` (N, 3, H, W), an output ``logits``, class names in its metadata."""
     inputs = {i.name: (i.type, len(i.shape)) for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
-    classes = session.get_modelmeta().custom_metadata_map.get("classes")
+    classes = session_classes(session)
     if inputs != {INPUT_NAME: ("tensor(uint8)", 4)} or OUTPUT_NAME not in outputs or not classes:
         found = ", ".join(f"{name} {kind}" for name, (kind, _) in inputs.items())
         raise UserError(
@@ -58,6 +59,18 @@ def check_interface(session, path: Path) -> None:
             f"expected one input {INPUT_NAME!r} tensor(uint8) (N, 3, H, W), an output "
             f"{OUTPUT_NAME!r} and the class names in its metadata)"
         )
+
+
+def session_classes(session) -> list[str] | None:
+    """The class names an exported model's metadata holds (None: absent, or not a JSON list of
+    names)."""
+    text = session.get_modelmeta().custom_metadata_map.get("classes")
+    try:
+        classes = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    names = isinstance(classes, list) and all(isinstance(name, str) for name in classes)
+    return classes if names else None
 
 
 def onnx_logits(session, batch: np.ndarray) -> np.ndarray:
