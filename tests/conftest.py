@@ -260,9 +260,10 @@ def edited_source(module: str):
 
 
 def jobs_planned(result) -> dict[str, int]:
-    """Rule -> count from a dry run's job table."""
-    table = re.search(r"Job stats:\n(.*?)\n\n", result.stdout + "\n\n", re.S)
-    assert table, result.stdout
+    """Rule -> count from the job table a run prints before it starts (a dry run on stdout, a
+    real one on stderr): what it plans, and for a real run that ended well, what it ran."""
+    table = re.search(r"Job stats:\n(.*?)\n\n", f"{result.stdout}\n\n{result.stderr}\n\n", re.S)
+    assert table, result.stdout + result.stderr
     counts = {}
     for line in table.group(1).splitlines()[2:]:
         name, count = line.split()[:2]

@@ -1,16 +1,18 @@
 """Every rule's command is one its stage's real argument parser accepts, with the optional settings
 left empty or absent: the commands of a dry run (`snakemake -n -p`) are parsed by each
-`python -m camvidseg <stage>` they hold (`--help` appended: argparse checks every option before
-it, then stops), and a URL source without a checksum downloads for real."""
+`python -m camvidseg <stage>` they hold (its parser, stopped once it has parsed the command), and
+a URL source without a checksum downloads for real."""
 
+import argparse
+import contextlib
+import io
 import re
 import shlex
-import subprocess
 import sys
 
 import pytest
 import yaml
-from conftest import REPO, TINY, segnet_layout, snakemake
+from conftest import TINY, segnet_layout, snakemake
 from PIL import Image
 from test_workflow import shell_templates
 
@@ -39,13 +41,29 @@ def planned_commands(workdir, config: dict, tmp_path) -> list[str]:
     return re.findall(r"^Shell command: (.*)$", result.stdout, re.M)
 
 
-def assert_parsed(module: str, arguments: list[str], workdir) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "camvidseg", module, *arguments, "--help"],
-        capture_output=True, text=True, cwd=workdir, check=False,
-        env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    assert result.returncode == 0, f"camvidseg {module} {shlex.join(arguments)}: {result.stderr}"
+def assert_parsed(module: str, arguments: list[str], workdir, monkeypatch) -> None:
+    """``python -m camvidseg``'s own entry point on the command, in this process, its stage's
+    parser stopped right after parsing all of it: options, values, required arguments and
+    unknown flags are checked (``--help`` appended would stop before the unknown flags)."""
+    from camvidseg.__main__ import main
+
+    def parse_then_stop(parser, args=None, namespace=None):
+        _, unknown = parser.parse_known_args(args, namespace)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.setattr(sys, "argv", ["camvidseg", module, *arguments])
+    errors = io.StringIO()
+    with (
+        contextlib.chdir(workdir),
+        contextlib.redirect_stderr(errors),
+        pytest.raises(SystemExit) as exited,
+    ):
+        main()
+    command = f"camvidseg {module} {shlex.join(arguments)}"
+    assert exited.value.code == 0, f"{command}: {errors.getvalue()}"
 
 
 def optional_settings_absent(tmp_path) -> dict[str, dict]:
@@ -74,7 +92,7 @@ def optional_settings_absent(tmp_path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_every_rule_command_parses_with_optional_settings_left_empty(tmp_path):
+def test_every_rule_command_parses_with_optional_settings_left_empty(tmp_path, monkeypatch):
     seen = set()
     for name, config in optional_settings_absent(tmp_path).items():
         workdir = tmp_path / name
@@ -82,7 +100,7 @@ def test_every_rule_command_parses_with_optional_settings_left_empty(tmp_path):
         assert commands, name
         for command in commands:
             for module, arguments in stage_calls(command):
-                assert_parsed(module, arguments, workdir)
+                assert_parsed(module, arguments, workdir, monkeypatch)
                 seen.add(module)
     templated = {m for t in shell_templates().values() for m in STAGE.findall(t)}
     assert seen == templated, f"no command checked for {templated - seen}"

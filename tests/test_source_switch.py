@@ -5,8 +5,9 @@ pixels were swapped under the same names, sizes and modification times is notice
 A real project. What a switch must reach is the data chain: once it re-runs, everything made
 from the data (training first) is older than its inputs and runs again, and the training
 fingerprint (prepared/index.json holds the data's content id) keeps a model of other data from
-being resumed. So after each switch the plan of `snakemake -n results/data/prepared` must hold
-the extract/index and convert jobs; then that chain runs for real, the state of a good run.
+being resumed. So after each switch the run of `snakemake results/data/prepared` must hold the
+extract/index and convert jobs in its job table, and change the data's content id; where nothing
+changed, `snakemake -n` plans nothing.
 """
 
 import json
@@ -60,17 +61,20 @@ def test_any_source_switch_with_old_files_reruns_the_data_chain_and_swapped_pixe
         config.write_text(yaml.safe_dump(tiny | {"dataset": dataset}))
         return config
 
-    def plan(dataset):
-        result = snakemake(project, "-n", PREPARED, configfile=use(dataset))
+    def jobs(*args, dataset):
+        result = snakemake(project, *args, PREPARED, configfile=use(dataset))
         return {} if "Nothing to be done" in result.stdout + result.stderr else jobs_planned(result)
 
+    def plan(dataset):
+        return jobs("-n", dataset=dataset)
+
     def switch_to(dataset, why):
-        """The switch re-runs the data chain; then it runs, as a good run before the next."""
-        planned = plan(dataset)
-        assert "convert_masks" in planned, f"{why}: the data chain does not re-run ({planned})"
-        assert {"extract", "index_dataset"} & planned.keys(), f"{why}: {planned}"
+        """The run after the switch re-runs the data chain (its job table: what it planned and
+        ran), and leaves a good run before the next."""
         before = content_id()
-        snakemake(project, PREPARED, configfile=use(dataset))
+        ran = jobs(dataset=dataset)
+        assert "convert_masks" in ran, f"{why}: the data chain does not re-run ({ran})"
+        assert {"extract", "index_dataset"} & ran.keys(), f"{why}: {ran}"
         assert content_id() != before, f"{why}: the training fingerprint keeps the old data's id"
 
     def content_id():
