@@ -110,11 +110,10 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[Segmenter, dict]:
     if not (isinstance(checkpoint, dict) and {"meta", "state_dict"} <= checkpoint.keys()):
         raise UserError(f"{path}: not a model file exported by the train stage (--model)")
     meta = checkpoint["meta"]
-    if not isinstance(meta, dict) or (wrong := malformed_meta(meta)):
-        named = ", ".join(f"meta.{key}" for key in wrong) if isinstance(meta, dict) else "meta"
+    if wrong := malformed_meta(meta):
         raise UserError(
-            f"{path}: not a model file exported by the train stage ({named}: missing or of "
-            "another kind) (--model)"
+            f"{path}: not a model file exported by the train stage ({', '.join(wrong)}: missing "
+            "or of another kind) (--model)"
         )
     if meta.get("precision") not in PRECISIONS:
         raise UserError(
@@ -134,13 +133,16 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[Segmenter, dict]:
 META_KINDS = {"model": str, "num_classes": int, "aux_loss_weight": (int, float)}
 
 
-def malformed_meta(meta: dict) -> list[str]:
-    """The meta keys that are missing or of another kind than the train stage writes."""
+def malformed_meta(meta: object) -> list[str]:
+    """What of a model file's meta is missing or of another kind than the train stage writes
+    (``meta`` itself, or its keys as ``meta.KEY``)."""
+    if not isinstance(meta, dict):
+        return ["meta"]
     wrong = [key for key, kind in META_KINDS.items()
              if isinstance(meta.get(key), bool) or not isinstance(meta.get(key), kind)]  # fmt: skip
     if "num_classes" not in wrong and meta["num_classes"] < 1:
         wrong.append("num_classes")
-    return wrong
+    return [f"meta.{key}" for key in wrong]
 
 
 def load_fitting(model: Segmenter, state: object, path: Path, meta: dict) -> None:
