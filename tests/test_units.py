@@ -359,3 +359,24 @@ print(model_rows(run))
                             env={**os.environ, "PYTHONPATH": str(tmp_path / "src")})  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "FCN head on a ResNet-101 backbone (torchvision `fcn_resnet101`)" in result.stdout
+
+
+def test_backbone_weights_load_where_they_fit_and_another_networks_are_refused(tmp_path):
+    """model.backbone_weights: an ImageNet classifier's state dict fills the segmentation
+    backbone (its "features." prefix dropped); a classifier of another family does not fit."""
+    from camvidseg.core.errors import UserError
+    from camvidseg.training.model import load_backbone
+    from camvidseg.training.segmenter import build_network
+    from camvidseg.training.torchvision_import import import_torchvision
+
+    models = import_torchvision().models
+    classifier = models.mobilenet_v3_large(weights=None)
+    torch.save(classifier.state_dict(), tmp_path / "mobilenet.pth")
+    net = build_network("lraspp_mobilenet_v3_large", 3, aux_loss=False)
+    assert load_backbone(net, tmp_path / "mobilenet.pth") == len(net.backbone.state_dict())
+    loaded = net.backbone.state_dict()["0.0.weight"]
+    assert torch.equal(loaded, classifier.state_dict()["features.0.0.weight"])
+
+    torch.save(models.resnet18(weights=None).state_dict(), tmp_path / "resnet.pth")
+    with pytest.raises(UserError, match=r"resnet.pth: only 0 of \d+ backbone tensors fit"):
+        load_backbone(net, tmp_path / "resnet.pth")

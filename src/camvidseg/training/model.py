@@ -18,7 +18,7 @@ from mmengine.model import BaseDataPreprocessor, BaseModel
 from .. import IGNORE_INDEX
 from ..core.device import autocast
 from ..core.errors import UserError
-from .segmenter import Normalize, build_network, read_weights
+from .segmenter import Normalize, build_network, fitting_tensors, read_weights
 
 
 def load_backbone(net: torch.nn.Module, path: Path) -> int:
@@ -28,7 +28,7 @@ def load_backbone(net: torch.nn.Module, path: Path) -> int:
     # backbone is an IntermediateLayerGetter over the ResNet itself or over MobileNet's features.
     state = {k.removeprefix("features."): v for k, v in state.items()}
     target = net.backbone.state_dict()
-    fitting = {k: v for k, v in state.items() if k in target and target[k].shape == v.shape}
+    fitting = fitting_tensors(target, state)
     if len(fitting) < 0.9 * len(target):
         raise UserError(
             f"{path}: only {len(fitting)} of {len(target)} backbone tensors fit this model"
@@ -114,8 +114,8 @@ def load_initial_weights(model: torch.nn.Module, path: Path) -> list[str]:
     """
     own = model.state_dict()
     state = read_weights(path, "train.load_from")
-    skipped = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-    fitting = {k: v for k, v in state.items() if k not in skipped}
+    fitting = fitting_tensors(own, state)
+    skipped = sorted(own.keys() & state.keys() - fitting.keys())
     result = model.load_state_dict(fitting, strict=False)
     if len(result.missing_keys) > len(own) // 2:
         raise UserError(f"{path}: most model weights are missing from this file (train.load_from)")

@@ -50,6 +50,15 @@ def read_weights(path: Path, key: str) -> dict:
     return state
 
 
+def fitting_tensors(own: dict, state: dict) -> dict:
+    """The tensors of ``state`` a network with the state dict ``own`` has, key and shape alike."""
+
+    def fits(key, value) -> bool:
+        return key in own and isinstance(value, torch.Tensor) and value.shape == own[key].shape
+
+    return {key: value for key, value in state.items() if fits(key, value)}
+
+
 def build_network(
     name: str, num_classes: int, aux_loss: bool, channels_last: bool = False
 ) -> torch.nn.Module:
@@ -148,13 +157,11 @@ def malformed_meta(meta: object) -> list[str]:
 def load_fitting(model: Segmenter, state: object, path: Path, meta: dict) -> None:
     """``state`` loaded into ``model`` when it is the weights of the network ``meta`` names;
     otherwise one line saying how they differ (a hand-edited or mixed-up file)."""
-    own = model.state_dict()
     if not isinstance(state, dict):
         raise UserError(f"{path}: holds no state dict (--model)")
+    own = model.state_dict()
     missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
-    shared = own.keys() & state.keys()
-    tensors = {key for key in shared if isinstance(state[key], torch.Tensor)}
-    reshaped = [key for key in shared if key not in tensors or state[key].shape != own[key].shape]
+    reshaped = own.keys() & state.keys() - fitting_tensors(own, state).keys()
     if missing or unexpected or reshaped:
         raise UserError(
             f"{path}: its weights are not those of the {meta['model']} with "
