@@ -109,7 +109,7 @@ def test_a_stage_records_what_made_its_outputs_beside_them_and_no_url_token(tmp_
     assert sorted(record["code"]["files"]) == codegraph.closure("palette")
     assert record["finished"] >= record["started"]
     signed = "https://user:pw@example.org/CamVid.tar.gz?X-Amz-Signature=secret"
-    made = Record("/x/obtain.py", argparse.Namespace(url=signed, out=tmp_path / "a"), [])
+    made = Record("/x/obtain.py", argparse.Namespace(url=signed, out=tmp_path / "a"), [], [])
     (tmp_path / "a").write_bytes(b"data")
     made.write([tmp_path / "a"])
     text = record_path(tmp_path / "a").read_text()

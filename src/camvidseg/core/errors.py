@@ -38,7 +38,8 @@ def one_line(message: str) -> str:
 
 
 def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], int]:
-    """Wrap a stage's ``main`` so a UserError prints one line and exits 2."""
+    """Wrap a stage's ``main`` so a UserError prints one line and exits 2 (running out of
+    memory: one line, exit 1)."""
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
@@ -53,6 +54,10 @@ def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
                 raise
             print(f"error: {one_line(str(refusal))}", file=sys.stderr)
             raise SystemExit(2) from None
+        except MemoryError as err:  # numpy's says how much it wanted, for an array of what shape
+            stage = main.__module__.rsplit(".", 1)[-1]
+            print(f"error: {stage}: out of memory ({one_line(str(err))})", file=sys.stderr)
+            raise SystemExit(1) from None
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise SystemExit(130) from None

@@ -100,6 +100,14 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """A command line's count of threads or processes: 0 or fewer would start no worker."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
+
+
 # A config holds a few hundred values. YAML aliases can make a file of a few lines expand to
 # billions of them ("billion laughs") or hold itself: every walk of it would then not end.
 MAX_CONFIG_VALUES = 100_000
@@ -140,11 +148,37 @@ def refuse_non_finite(value, where: str) -> None:
 
 
 _ARG_TYPES = {"integer": int, "number": finite_float, "string": str}
+_RANGE_CHECKS = {
+    "minimum": lambda value, limit: value >= limit,
+    "maximum": lambda value, limit: value <= limit,
+    "exclusiveMinimum": lambda value, limit: value > limit,
+}
+_RANGE_WORDS = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "above"}
+
+
+def _argument_type(node: dict):
+    """The command-line parser of a value of this schema: its type, and its range where it has
+    one (the workflow's config check refuses ``--width 3``; a stage run by hand must too)."""
+    parse = _ARG_TYPES[node.get("type", "string")]
+    bounds = [(key, node[key]) for key in _RANGE_CHECKS if key in node]
+    if not bounds:
+        return parse
+
+    def in_range(text: str):
+        value = parse(text)
+        for key, limit in bounds:
+            if not _RANGE_CHECKS[key](value, limit):
+                raise argparse.ArgumentTypeError(f"{text} is not {_RANGE_WORDS[key]} {limit}")
+        return value
+
+    in_range.__name__ = parse.__name__  # argparse names it in "invalid int value: 'x'"
+    return in_range
 
 
 def option(dotted: str) -> dict:
     """``argparse`` keywords for the command-line twin of a setting: its schema default, help
-    text and choices, so a CLI never re-declares them (``add_argument("--lr", **option(...))``)."""
+    text, choices and range, so a CLI never re-declares them
+    (``add_argument("--lr", **option(...))``)."""
     node = _node(dotted)
     keywords = {"default": node.get("default"), "help": node.get("description", "")}
     if "enum" in node:
@@ -156,21 +190,39 @@ def option(dotted: str) -> dict:
         fixed = node.get("minItems") == node.get("maxItems")
         keywords["nargs"] = node["minItems"] if fixed and "minItems" in node else "*"
         keywords["choices"] = items.get("enum")
-        keywords["type"] = _ARG_TYPES.get(items.get("type", "string"))
+        keywords["type"] = _argument_type(items)
     else:
-        keywords["type"] = _ARG_TYPES[node["type"]]
+        keywords["type"] = _argument_type(node)
     return {key: value for key, value in keywords.items() if value is not None}
 
 
-def resolve(section: str, values: dict | None = None) -> dict:
+def resolve(section: str, values: object = None) -> dict:
     """``values`` of one config section over the schema's defaults, refusing unknown keys."""
     properties = _node(section)["properties"]
+    if not isinstance(values, dict | None):
+        raise UserError(f"{section}: expected a mapping of settings, not {json.dumps(values)}")
     values = dict(values or {})
     unknown = sorted(set(values) - set(properties))
     if unknown:
         raise UserError(f"{section}: unknown setting(s) {', '.join(unknown)}")
     refuse_non_finite(values, section)
-    return {key: values.get(key, node.get("default")) for key, node in properties.items()}
+    resolved = {key: values.get(key, node.get("default")) for key, node in properties.items()}
+    refuse_off_schema(resolved, section)
+    return resolved
+
+
+def refuse_off_schema(values: dict, section: str) -> None:
+    """Refuse values the schema does not allow (a type, a range, a list's length), as the
+    workflow's config check would: a stage run by hand gets them from a JSON text."""
+    import jsonschema  # ~80 ms, paid only by the stages that take a settings section
+
+    validator = jsonschema.validators.validator_for(schema())(node(section))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(values))
+    if error is not None:
+        where = section + "".join(
+            f"[{key}]" if isinstance(key, int) else f".{key}" for key in error.absolute_path
+        )
+        raise UserError(f"{where}: {error.message}")
 
 
 def result_settings(section: str, values: dict) -> dict:

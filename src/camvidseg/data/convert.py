@@ -22,7 +22,7 @@ from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
 from ..core.progress import Progress
-from ..core.settings import default, describe, option
+from ..core.settings import default, describe, option, positive_int
 from ..workflow.madeby import Record
 from .budget import UnpackBudget
 from .colors import color_table
@@ -74,8 +74,9 @@ def _cache_array(path: str) -> np.ndarray:
     return _cache_arrays[path]
 
 
-def convert_one(task: tuple) -> tuple[str, int, list]:
-    """Convert one label; returns (file, unknown pixel count, a few unknown values)."""
+def convert_one(task: tuple) -> tuple[str, int, list, int]:
+    """Convert one label; returns (file, unknown pixel count, a few unknown values, pixels of a
+    trained class)."""
     image_path, label_path, out_path = (Path(p) for p in task[:3])
     cache_slot = task[3]  # (images .npy, masks .npy, row) or None
     assert _table is not None
@@ -105,7 +106,7 @@ def convert_one(task: tuple) -> tuple[str, int, list]:
         images_npy, masks_npy, row = cache_slot
         _cache_array(images_npy)[row] = image
         _cache_array(masks_npy)[row] = ids
-    return str(label_path), count, examples
+    return str(label_path), count, examples, int((ids != IGNORE_INDEX).sum())
 
 
 class DecodeBudget(UnpackBudget):
@@ -174,7 +175,7 @@ def convert_dataset(
 ) -> dict:
     root = Path(manifest["root"])
     sizes = image_sizes(manifest, out, cache_images, limits)
-    tasks, index, caches = [], {}, {}
+    tasks, index, caches, split_of = [], {}, {}, {}
     for split, pairs in manifest["splits"].items():
         (out / "masks" / split).mkdir(parents=True, exist_ok=True)
         index[split] = []
@@ -187,6 +188,7 @@ def convert_dataset(
             tasks.append(
                 (str(root / pair["image"]), str(root / pair["label"]), str(out / mask_rel), slot)
             )
+            split_of[str(root / pair["label"])] = split
             index[split].append(
                 {
                     "stem": pair["stem"],
@@ -201,17 +203,33 @@ def convert_dataset(
     }
     table = lookup_table(palette)
     unknown: dict[str, int] = {}
+    trained = dict.fromkeys(index, 0)  # pixels of a trained class, per split
     ctx = multiprocessing.get_context("fork")
     with (
         ctx.Pool(max(threads, 1), initializer=_init_worker, initargs=(table, job)) as pool,
         Progress("convert", len(tasks), "masks") as progress,
     ):
-        for label, count, examples in pool.imap_unordered(convert_one, tasks, chunksize=4):
+        for label, count, examples, known in pool.imap_unordered(convert_one, tasks, chunksize=4):
             if count:
                 unknown[label] = count
                 print(f"warning: {label}: {count} pixel(s) of unknown color(s) {examples} ignored")
+            trained[split_of[label]] += known
             progress.advance()
+    refuse_splits_without_classes(trained, index, manifest)
     return {"splits": index, "cache": caches, "unknown_pixels": unknown}
+
+
+def refuse_splits_without_classes(trained: dict[str, int], index: dict, manifest: dict) -> None:
+    """A split whose labels hold no pixel of a trained class would train on nothing (a NaN
+    loss) or score nothing: the labels are of another encoding than the palette reads."""
+    for split, pixels in trained.items():
+        if index[split] and not pixels:
+            raise UserError(
+                f"{manifest.get('class_dict') or manifest['layout']}: no pixel of the "
+                f"{len(index[split])} {split} labels has the value of a trained class (index "
+                "or gray masks where RGB ones are expected? see dataset.layout and "
+                "dataset.ignore_classes)"
+            )
 
 
 def prepare(
@@ -242,7 +260,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--manifest", required=True, help="dataset.json from the extract stage")
     parser.add_argument("--palette", required=True, help="palette.json from the palette stage")
     parser.add_argument("--out", required=True, type=Path, help="folder for masks and index.json")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="worker processes")
+    parser.add_argument(
+        "--threads", type=positive_int, default=os.cpu_count() or 1, help="worker processes"
+    )
     parser.add_argument(
         "--strict-colors", action="store_true", help=describe("dataset.strict_colors")
     )
@@ -255,14 +275,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    made = Record(__file__, args, [args.manifest, args.palette])
+    made = Record(__file__, args, [args.manifest, args.palette], [args.out])
     manifest, palette = read_json(args.manifest), read_json(args.palette)
     check_class_count(palette, args.palette)
     limits = (args.max_unpack_ratio, args.max_unpack_gib)
     index = prepare(
         manifest, palette, args.out, args.threads, args.strict_colors, args.cache_images, limits
     )
-    made.write([args.out])
+    made.write()
     total = sum(index["unknown_pixels"].values())
     if total:
         print(

@@ -359,7 +359,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    made = Record(__file__, args, [args.archive, args.directory])
+    made = Record(__file__, args, [args.archive, args.directory], [args.manifest, args.dest])
     if args.archive:
         with atomic_path(args.dest, is_dir=True) as tmp:
             count = extract_archive(args.archive, tmp, args.max_unpack_ratio, args.max_unpack_gib)
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     manifest["content_id"] = data_identity(args.archive or args.directory)
     print(f"content id: {manifest['content_id']}")
     write_json(args.manifest, manifest)
-    made.write([args.manifest, args.dest])
+    made.write()
 
 
 def data_identity(source: list[Path] | Path) -> str:

@@ -2,15 +2,16 @@
 cache, the data loader of train/evaluate/visualize, predict's torch and ONNX backends, the model
 card): the pixel count is read from the header and checked before anything is decoded (a
 decompression bomb is refused), a truncated or corrupt file is refused (OpenCV would decode a cut
-JPEG silently), and 16-bit pictures are scaled to 8 bits (PIL's own conversion clips them to
-white). Every refusal is one line naming the file."""
+JPEG silently), a JPEG is turned upright by its EXIF orientation (a phone's portrait photo, as
+every viewer and OpenCV show it), and 16-bit pictures are scaled to 8 bits (PIL's own conversion
+clips them to white). Every refusal is one line naming the file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..core.errors import UserError
 from ..core.fileio import refuse_special_file
@@ -23,13 +24,29 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
 
+# EXIF orientations that swap width and height (a camera held upright: 6 and 8; 5 and 7 mirror)
+SIDEWAYS = {5, 6, 7, 8}
+
+
+def _orientation(image: Image.Image) -> int:
+    """A JPEG's EXIF orientation (in its header; 1: upright). Other formats are taken as stored,
+    and so is a JPEG whose EXIF block cannot be read, as OpenCV does."""
+    if image.format not in ("JPEG", "MPO"):
+        return 1
+    try:
+        return image.getexif().get(ExifTags.Base.Orientation, 1)
+    except UNREADABLE:
+        return 1
+
+
 def _header_size(path: Path | str) -> tuple[int, int]:
-    """The size the header declares. PIL's own check is lifted for this header-only read (it
-    would hide the size of a bomb over twice its limit); the caller checks the size."""
+    """The size the header declares, upright. PIL's own check is lifted for this header-only
+    read (it would hide the size of a bomb over twice its limit); the caller checks the size."""
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            return (height, width) if _orientation(image) in SIDEWAYS else (width, height)
     finally:
         Image.MAX_IMAGE_PIXELS = limit
 
@@ -50,14 +67,17 @@ def checked_size(path: Path | str, what: str = "image") -> tuple[int, int]:
 
 
 def open_checked(path: Path | str, what: str = "image") -> Image.Image:
-    """A fully decoded PIL image, after the header check."""
+    """A fully decoded PIL image, upright, after the header check."""
     checked_size(path, what)
     try:
         image = Image.open(path)
         image.load()
     except UNREADABLE as err:
         raise UserError(f"{path}: corrupt or unreadable {what} ({err})") from None
-    return image
+    if _orientation(image) == 1:
+        return image
+    with image:
+        return ImageOps.exif_transpose(image)
 
 
 def read_rgb(path: Path | str, what: str = "image") -> np.ndarray:

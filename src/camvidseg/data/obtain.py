@@ -409,10 +409,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    made = Record(__file__, args, [])
+    made = Record(__file__, args, [], [args.out])
     _, fetch = ROUTES[args.route]
     fetch(args)
-    made.write([args.out])
+    made.write()
     print(f"obtained {args.out}")
 
 

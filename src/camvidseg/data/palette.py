@@ -111,6 +111,11 @@ def build_rgb_palette(
         raise UserError(f"dataset.ignore_classes: {', '.join(unknown)} not in class_dict.csv")
     if grouping == "camvid32":
         kept = [(n, c) for n, c in class_dict if n not in ignore_classes]
+        if len(kept) < 2:  # nothing to tell apart: a model of no class fails to build
+            raise UserError(
+                f"dataset.ignore_classes: leaves {len(kept)} class(es) of class_dict.csv to "
+                f"train ({', '.join(n for n, _ in kept) or 'none'}); at least 2 are needed"
+            )
         classes = [{"id": i, "name": n, "color": list(c)} for i, (n, c) in enumerate(kept)]
         train_id = {n: i for i, (n, _) in enumerate(kept)}
     elif grouping == "camvid11":
@@ -169,6 +174,21 @@ def class_names(palette: dict) -> list[str]:
     return [c["name"] for c in palette["classes"]]
 
 
+def read_palette_of(path: Path, model: Path, classes: list[str] | int) -> dict:
+    """palette.json, refused unless it holds the classes ``model`` was trained on (their names,
+    or their number where the model file records only that): another run's palette would put
+    the wrong names on colors, legends and scores, or fail deep inside scoring."""
+    palette = read_json(path)
+    named = class_names(palette)
+    if (named if isinstance(classes, list) else len(named)) != classes:
+        count = len(classes) if isinstance(classes, list) else classes
+        raise UserError(
+            f"{path}: its {len(named)} classes are not the {count} {model} was trained on; give "
+            "the palette.json of the run that trained it (--palette)"
+        )
+    return palette
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = command.parser(__file__, __doc__)
     parser.add_argument("--manifest", required=True, help="dataset.json from the extract stage")
@@ -181,10 +201,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    made = Record(__file__, args, [args.manifest])
+    made = Record(__file__, args, [args.manifest], [args.out])
     palette = make_palette(read_json(args.manifest), args.classes, args.ignore_classes)
     write_json(args.out, palette)
-    made.write([args.out])
+    made.write()
     names = ", ".join(class_names(palette))
     print(
         f"palette: {len(palette['classes'])} trained classes ({names}); ignore index {IGNORE_INDEX}"

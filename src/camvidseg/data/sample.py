@@ -240,10 +240,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    made = Record(__file__, args, [])
+    made = Record(__file__, args, [], [args.out])
     sizes = {"train": args.train, "val": args.val, "test": args.test}
     build_sample(Path(args.out), sizes, args.height, args.width, args.seed)
-    made.write([args.out])
+    made.write()
     print(f"sample: {sizes} images of {args.height}x{args.width} -> {args.out}")
 
 

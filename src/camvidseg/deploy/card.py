@@ -317,14 +317,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="MODEL_CARD.md")
     parser.add_argument("--out-html", type=Path, help="the card as HTML, for the report")
     args = parser.parse_args(argv)
-    made = Record(__file__, args, [getattr(args, name) for name in [*inputs, "metrics"]])
+    made = Record(
+        __file__,
+        args,
+        [getattr(args, name) for name in [*inputs, "metrics"]],
+        [args.out, args.out_html],
+    )
     card = render(gather(args))
     with atomic_path(args.out) as tmp:
         tmp.write_text(card)
     if args.out_html:
         with atomic_path(args.out_html) as tmp:
             tmp.write_text(to_html(card))
-    made.write([args.out, args.out_html])
+    made.write()
     print(f"model card: {args.out}")
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..core import command
 from ..core.errors import UserError, cli
 from ..core.fileio import atomic_path, read_json, write_json
+from ..core.settings import positive_int
 from ..workflow.madeby import Record
 
 # torch, onnx and onnxruntime are imported where used, so that `--help` answers at once.
@@ -223,7 +224,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "check", help="onnxruntime vs PyTorch on a split; cost", prog="camvidseg export check"
     )
     command.add_trained_model(check, default="val", help="the images to compare on")
-    check.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    check.add_argument(
+        "--threads", type=positive_int, default=os.cpu_count() or 1, help="CPU threads"
+    )
     check.add_argument("--budget", type=float, default=10.0, help="seconds per timing, at most")
     paths = {"--onnx": "model.onnx from export onnx", "--out": "export_check.json to write",
              "--out-cost": "cost.json to write"}  # fmt: skip
@@ -235,13 +238,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.command == "onnx":
-        made = Record(__file__, args, [args.model, args.palette])
+        made = Record(__file__, args, [args.model, args.palette], [args.out])
         run_export(args)
-        made.write([args.out])
+        made.write()
     else:
-        made = Record(__file__, args, [args.model, args.onnx, args.prepared, args.palette])
+        made = Record(
+            __file__,
+            args,
+            [args.model, args.onnx, args.prepared, args.palette],
+            [args.out, args.out_cost],
+        )
         run_check(args)
-        made.write([args.out, args.out_cost])
+        made.write()
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ from PIL import Image
 from .. import IMAGE_SUFFIXES
 from ..core import command
 from ..core.errors import UserError, cli
-from ..core.fileio import atomic_path, read_json, refuse_nonempty_folder
+from ..core.fileio import atomic_path, refuse_nonempty_folder
 from ..core.progress import Progress
 from ..core.settings import option
 from ..data.colors import color_table, colorize, legend_entries, overlay
 from ..data.images import checked_size, read_rgb
-from ..data.palette import class_names
+from ..data.palette import read_palette_of
 from ..evaluation.panel import save_panel
 from ..workflow.madeby import Record
 
@@ -60,12 +60,12 @@ def load_segmenter(backend: str, model_path: Path, device: str):
     # Imported after parsing: torch takes seconds to load and --help needs none of it.
     from ..core.device import resolve
     from ..evaluation.inference import predict_image
-    from ..training.segmenter import load_trained, precision_line
+    from ..training.segmenter import load_trained, precision_line, trained_classes
 
     device = resolve(device, "--device")
     model, meta = load_trained(model_path, device)
     print(precision_line(model_path, meta), flush=True)
-    return (lambda image: predict_image(model, image, device)), meta["classes"]
+    return (lambda image: predict_image(model, image, device)), trained_classes(meta)
 
 
 @cli
@@ -88,15 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = input_images(args.input_dir)
     refuse_nonempty_folder(args.out)
-    made = Record(__file__, args, [args.model, args.palette, args.input_dir])
+    made = Record(__file__, args, [args.model, args.palette, args.input_dir], [args.out])
     segment, classes = load_segmenter(args.backend, args.model, args.device)
-    palette = read_json(args.palette)
-    named = class_names(palette)
-    if named != classes:  # colors and legend would name the wrong classes, or none
-        raise UserError(
-            f"{args.palette}: its {len(named)} classes are not the {len(classes)} {args.model} "
-            "was trained on; give the palette.json of the run that trained it (--palette)"
-        )
+    palette = read_palette_of(args.palette, args.model, classes)
     colors = color_table(palette)
     with (
         atomic_path(args.out, is_dir=True) as tmp,
@@ -115,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                 path.name,
             )
             progress.advance()
-    made.write([args.out])
+    made.write()
     print(f"{len(images)} images segmented into {args.out}")
 
 

@@ -156,18 +156,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    made = Record(__file__, args, [args.model, args.prepared, args.palette])
+    made = Record(
+        __file__, args, [args.model, args.prepared, args.palette], [args.out_json, args.out_csv]
+    )
     from ..core.device import resolve
     from ..data.dataset import SegmentationDataset
-    from ..data.palette import class_names
-    from ..training.segmenter import load_trained, precision_line
+    from ..data.palette import class_names, read_palette_of
+    from ..training.segmenter import load_trained, precision_line, trained_classes
     from .inference import mode_label
 
     setting = inference_setting(args)
     device = resolve(args.device, "--device")
     model, meta = load_trained(args.model, device)
     print(precision_line(args.model, meta), flush=True)
-    names = class_names(read_json(args.palette))
+    names = class_names(read_palette_of(args.palette, args.model, trained_classes(meta)))
     head = (
         {"split": args.split, "model": meta["model"], "epoch": meta["epoch"]}
         | {"precision": model.precision}  # the one training's validation used
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     left_out = read_json(args.prepared / "index.json").get("left_out", {}).get(args.split)
     if left_out is not None:
         write_unscored(args, head, 0, left_out)
-        made.write([args.out_json, args.out_csv])
+        made.write()
         return
     settings = settings_to_score(setting)
     dataset = SegmentationDataset(args.prepared, args.split)
@@ -186,12 +188,12 @@ def main(argv: list[str] | None = None) -> None:
     if not summaries[0]["pixels_scored"]:
         reason = f"the {len(dataset)} {args.split} images have no labelled pixel (all ignored)"
         write_unscored(args, head, len(dataset), reason)
-        made.write([args.out_json, args.out_csv])
+        made.write()
         return
     summary = head | {"scored": True} | summaries[0] | {"modes": score_modes(setting, summaries)}
     write_json(args.out_json, summary)
     write_per_class_csv(summary, args.out_csv)
-    made.write([args.out_json, args.out_csv])
+    made.write()
     for label, scores in summary["modes"].items():
         print(
             f"{args.split} [{label}]: mIoU {scores['mIoU']:.4f}  mAcc {scores['mAcc']:.4f}  "

@@ -94,26 +94,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to write (absent or empty)")
     args = parser.parse_args(argv)
     refuse_nonempty_folder(args.out)
-    made = Record(__file__, args, [args.model, args.prepared, args.palette])
+    made = Record(__file__, args, [args.model, args.prepared, args.palette], [args.out])
 
     from ..core.device import resolve
-    from ..training.segmenter import load_trained, precision_line
+    from ..data.palette import read_palette_of
+    from ..training.segmenter import load_trained, precision_line, trained_classes
 
     device = resolve(args.device, "--device")
     model, meta = load_trained(args.model, device)
     print(precision_line(args.model, meta), flush=True)
+    palette = read_palette_of(args.palette, args.model, trained_classes(meta))
     with atomic_path(args.out, is_dir=True) as tmp:
         count = visualize(
             model,
             device,
             args.prepared,
-            read_json(args.palette),
+            palette,
             args.splits,
             args.num_images,
             args.alpha,
             tmp,
         )
-    made.write([args.out])
+    made.write()
     print(f"{count} panels in {args.out}")
 
 

@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     run, name = best_run(args.runs, args.leaderboard)
     metric_files = {split: run / "metrics" / f"{split}.json" for split in args.splits}
     panel = panel_of(run)
-    made = Record(__file__, args, [*metric_files.values(), panel, args.leaderboard])
+    made = Record(__file__, args, [*metric_files.values(), panel, args.leaderboard], [args.out])
     metrics = {split: read_json(path) for split, path in metric_files.items()}
     with atomic_path(args.out) as tmp:
         tmp.write_text(headline_html(metrics, name, panel, args.leaderboard))
-    made.write([args.out])
+    made.write()
     print(f"headline of {name or run}: {args.out}")
 
 

@@ -164,7 +164,12 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--experiments: no experiments to rank")
     read = [args.root / n / f for n in settings for f in ["model/history.json"] +
             [f"metrics/{s}.json" for s in args.splits]]  # fmt: skip
-    made = Record(__file__, args, [args.prepared, *read])
+    made = Record(
+        __file__,
+        args,
+        [args.prepared, *read],
+        [args.csv, args.markdown, args.html, args.curves, args.iou],
+    )
     images = train_set_size(args.prepared)
     metrics = {n: {s: read_json(args.root / n / "metrics" / f"{s}.json") for s in args.splits}
                for n in settings}  # fmt: skip
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     histories = {n: read_json(args.root / n / "model" / "history.json") for n in order}
     plot_curves(histories, args.curves)
     plot_iou({n: metrics[n] for n in order}, args.splits, args.iou)
-    made.write([args.csv, args.markdown, args.html, args.curves, args.iou])
+    made.write()
     best = rows[0]
     key = f"{ranking_split(args.splits)}_mIoU"
     print(f"{len(rows)} experiments ranked; best: {best['experiment']} ({key} {best[key]:.4f})")

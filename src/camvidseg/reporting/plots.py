@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", type=Path, help="CSV of the headline scores per split")
     parser.add_argument("--summary-html", type=Path, help="the same, with per-class IoU, as HTML")
     args = parser.parse_args(argv)
-    made = Record(__file__, args, [args.history, args.metrics])
+    made = Record(__file__, args, [args.history, args.metrics], [args.summary, args.summary_html])
     args.out.mkdir(parents=True, exist_ok=True)
     pictures = [args.out / "training_curves.png"]
     training_curves(read_json(args.history), pictures[0])

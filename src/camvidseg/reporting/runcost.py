@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", required=True, type=Path, help="table to write (.csv)")
     parser.add_argument("--html", required=True, type=Path, help="the same as HTML, for the report")
     args = parser.parse_args(argv)
-    made = Record(__file__, args, [args.benchmarks])
+    made = Record(__file__, args, [args.benchmarks], [args.csv, args.html])
     records = [read_benchmark(path) for path in args.benchmarks]
     write_table(records, args.csv, args.html)
-    made.write([args.csv, args.html])
+    made.write()
     for r in records:
         print(f"{r['job']}: {r['h:m:s']} wall, max RSS {r['max_rss']} MB")
 

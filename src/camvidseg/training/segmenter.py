@@ -9,6 +9,7 @@ state dict of one loads into the other.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -33,10 +34,14 @@ def read_plain(path: Path, key: str) -> object:
         raise UserError(f"{path}: file not found ({key})")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a pickle that needs code, or not a checkpoint at all
+    except pickle.UnpicklingError:  # what the weights-only loader raises for a pickle of code
         raise UserError(
-            f"{path}: refused: not a plain weights file ({type(err).__name__}); only tensors "
-            f"and plain containers are loaded from user files ({key})"
+            f"{path}: refused: not a plain weights file; only tensors and plain containers are "
+            f"loaded from user files ({key})"
+        ) from None
+    except Exception as err:  # a cut copy or download, or no checkpoint at all
+        raise UserError(
+            f"{path}: truncated, or not a PyTorch weights file ({type(err).__name__}) ({key})"
         ) from None
 
 
@@ -136,6 +141,12 @@ def load_trained(path: Path, device: str = "cpu") -> tuple[Segmenter, dict]:
     # the CPU too): one checkpoint, one score.
     model.precision = meta["precision"]
     return model.to(device).eval(), meta
+
+
+def trained_classes(meta: dict) -> list[str] | int:
+    """The class names a model file's meta records, or their number where it has no names."""
+    classes = meta.get("classes")
+    return classes if isinstance(classes, list) else meta["num_classes"]
 
 
 # What the train stage writes into a model file's meta, and of what kind.

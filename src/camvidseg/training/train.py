@@ -63,7 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, help="SLURM nodes, a torchrun each (default: train.nodes)")
     p.add_argument("--num-workers", type=int, help=settings.describe("train.num_workers"))
     p.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="CPU threads of the job"
+        "--threads",
+        type=settings.positive_int,
+        default=os.cpu_count() or 1,
+        help="CPU threads of the job",
     )
     p.add_argument("--run-name", default="base", help="the run's name in MLflow (its experiment)")
     p.add_argument(
@@ -564,7 +567,12 @@ def train(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    made = Record(__file__, args, [args.prepared, args.palette, args.backbone_weights])
+    made = Record(
+        __file__,
+        args,
+        [args.prepared, args.palette, args.backbone_weights],
+        [args.out_model, args.out_history],
+    )
     if launch.needed(args.gpus, args.nodes):
         from ..core.device import resolve
 
@@ -572,7 +580,7 @@ def main(argv: list[str] | None = None) -> None:
         launch.run("camvidseg.training.train", argv, args.gpus, args.nodes, device, args.threads)
     else:
         train(args)
-    made.write([args.out_model, args.out_history])
+    made.write()
 
 
 if __name__ == "__main__":

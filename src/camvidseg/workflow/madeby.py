@@ -1,7 +1,8 @@
 """What made a stage's outputs, written by the stage beside each of them: ``.<name>.made.json``.
 
-Every stage run by a rule calls this one helper: ``made = Record(__file__, args, inputs)`` before
-its work (the code and inputs as it read them), ``made.write(outputs)`` after it. The record names
+Every stage run by a rule calls this one helper: ``made = Record(__file__, args, inputs, outputs)``
+before its work (the code and inputs as it read them; an output that would replace an input is
+refused there), ``made.write()`` after it. The record names
 the stage, its settings (the parsed command line), the content identity of every input and output
 (``identity``), its code file by file (``codegraph.closure``), the interpreter, the versions of the
 packages pinned in requirements.txt, the git commit and the times. ``provenance`` gathers these
@@ -22,6 +23,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from ..core.errors import UserError
 from ..core.fileio import write_json
 from ..data.identity import HashCache, content_id, redact_url
 from . import codegraph
@@ -48,7 +50,9 @@ def read_record(output: Path | str) -> dict | None:
 class Record:
     """One stage run: what it read when it started, what it wrote when ``write`` is called."""
 
-    def __init__(self, module_file: str, args: argparse.Namespace, inputs: list):
+    def __init__(self, module_file: str, args: argparse.Namespace, inputs: list, outputs: list):
+        refuse_outputs_over_inputs(inputs, outputs)
+        self.outputs = outputs
         self.cache = HashCache.from_env()
         self.stage = Path(module_file).stem
         self.entry = {
@@ -60,11 +64,12 @@ class Record:
             "started": now(),
         }
 
-    def write(self, outputs: list) -> None:
-        """The record, beside every output (atomically); only the process that wrote them."""
+    def write(self, outputs: list | None = None) -> None:
+        """The record, beside every output (atomically); only the process that wrote them.
+        ``outputs``: those given at the start, unless the work found more (plots' pictures)."""
         if os.environ.get("RANK", "0") != "0":  # a DDP worker: rank 0 writes the outputs
             return
-        made = identities(outputs, self.cache)
+        made = identities(self.outputs if outputs is None else outputs, self.cache)
         entry = self.entry | {"outputs": made, "finished": now()}
         for output in made:
             write_json(record_path(output), entry)
@@ -80,6 +85,25 @@ def _paths(items: list) -> list[str]:
         elif item not in (None, "", "none"):
             found.append(str(item))
     return found
+
+
+def refuse_outputs_over_inputs(inputs: list, outputs: list) -> None:
+    """Refuse one path given for two outputs, or an output that would replace an input (the
+    same path, or a folder holding it): a stage run by hand would lose the user's file."""
+    given: dict[str, str] = {}
+    for output in _paths(outputs):
+        real = os.path.realpath(output)
+        if real in given:
+            raise UserError(f"{output}: given for two outputs; give each its own path")
+        given[real] = output
+    for item in _paths(inputs):
+        real = os.path.realpath(item)
+        for output_real, output in given.items():
+            if real == output_real or real.startswith(output_real + os.sep):
+                raise UserError(
+                    f"{output}: an output of this stage would replace its input {item}; choose "
+                    "another output path"
+                )
 
 
 def identities(items: list, cache: HashCache) -> dict[str, str | None]:
