@@ -76,11 +76,12 @@ def test_losses_reach_the_hub_once_per_log_interval_in_their_order():
     from camvidseg.training.async_steps import DeferredLossHook
 
     hub = MessageHub(f"deferred-{id(object())}")
-    runner = SimpleNamespace(message_hub=hub, train_dataloader=[None] * 7, hooks=[])
+    runner = SimpleNamespace(message_hub=hub, train_dataloader=[None] * 7, hooks=[], iter=0)
     hook = DeferredLossHook(interval=3)
     made = [(torch.tensor(0.1 * i + 1 / 3), torch.tensor(i / 7)) for i in range(7)]
     counts = []
     for batch_idx, (loss, aux) in enumerate(made):
+        runner.iter = batch_idx  # MMEngine counts after the hooks
         hook.after_train_iter(runner, batch_idx, outputs={"loss": loss, "loss_aux": aux})
         logged = hub.log_scalars.get("train/loss")
         counts.append(0 if logged is None else len(logged.data[0]))
@@ -88,12 +89,33 @@ def test_losses_reach_the_hub_once_per_log_interval_in_their_order():
     assert list(hub.get_scalar("train/loss").data[0]) == [loss.item() for loss, _ in made]
     assert list(hub.get_scalar("train/loss_aux").data[0]) == [aux.item() for _, aux in made]
     runner.hooks.append(hook)
+    runner.iter = 7
     hook.after_train_iter(runner, 0, outputs={"loss": torch.tensor(2.0), "loss_aux": 0.5})
     from camvidseg.training.async_steps import flush_losses
 
     flush_losses(runner)  # what a signal's checkpoint does first
     assert hub.get_scalar("train/loss").data[0][-1] == 2.0
     assert hub.get_scalar("train/loss_aux").data[0][-1] == 0.5
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_loss_that_is_not_finite_stops_training_naming_its_iteration(bad):
+    """Labels of no class (every pixel ignored) or a learning rate too high: a NaN loss trained on
+    to the end and exported a model that predicts nothing."""
+    from mmengine.logging import MessageHub
+
+    from camvidseg.core.errors import UserError
+    from camvidseg.training.async_steps import DeferredLossHook
+
+    runner = SimpleNamespace(message_hub=MessageHub(f"nan-{id(object())}"),
+                             train_dataloader=[None] * 20, iter=0)  # fmt: skip
+    hook = DeferredLossHook(interval=4)
+    losses = [1.0, 0.5, bad, 0.25]  # the third step diverged; the logger reads at the fourth
+    with pytest.raises(UserError, match=rf"^train: loss {bad} at iteration 3: training diverged"):
+        for batch_idx, loss in enumerate(losses):
+            runner.iter = batch_idx
+            hook.after_train_iter(runner, batch_idx, outputs={"loss": torch.tensor(loss)})
+    assert list(runner.message_hub.get_scalar("train/loss").data[0]) == [1.0, 0.5]
 
 
 def test_evaluation_loader_batches_images_of_one_size_with_workers(tmp_path):

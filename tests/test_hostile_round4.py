@@ -5,7 +5,9 @@ where the stage allows it (a torch process costs seconds)."""
 
 import argparse
 import json
+import re
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from test_predict import model_file
 from camvidseg.core.errors import UserError, cli
 from camvidseg.core.settings import option
 from camvidseg.data import convert, palette, sample
+from camvidseg.data.extract import pair_split
 from camvidseg.data.images import checked_size, read_rgb
 from camvidseg.data.palette import build_rgb_palette, read_palette_of
 from camvidseg.evaluation import evaluate, visualize
@@ -89,6 +92,15 @@ def test_train_settings_given_by_hand_are_checked_against_the_schema(given, reas
         read_settings(json.dumps(given))
 
 
+def test_train_settings_given_as_a_file_name_say_they_take_the_text(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("settings.json").write_text('{"train": {"epochs": 2}}')
+    with pytest.raises(UserError, match=r'takes the JSON text, not a file: --settings "\$\(cat'):
+        read_settings("settings.json")
+    with pytest.raises(UserError, match="--settings: not JSON"):
+        read_settings("absent.json")
+
+
 def sideways_jpeg(path, width=64, height=48):
     """A JPEG stored ``width`` x ``height`` whose EXIF says: turn it a quarter clockwise (6),
     as a phone held upright writes it; its left column is white."""
@@ -133,6 +145,27 @@ def gray_label_dataset(tmp_path):
     (tmp_path / "palette.json").write_text(json.dumps(built | {"layout": "camvid32"}))
 
 
+def test_extract_refuses_one_image_twice_and_says_labels_must_be_png(tmp_path):
+    """x.png beside x.jpg: one was trained on, the other dropped without a word. A label saved
+    as JPEG was called an image without label."""
+    root = tmp_path / "CamVid"
+    for folder in ("train", "train_labels"):
+        (root / folder).mkdir(parents=True)
+    tiny = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    tiny.save(root / "train/a.png")
+    tiny.save(root / "train_labels/a_L.png")
+    assert [pair["stem"] for pair in pair_split(root, "train", "camvid32")] == ["a"]
+    tiny.save(root / "train/b.png")
+    tiny.save(root / "train_labels/b_L.jpg")
+    found = r"1 image\(s\) without label: b.png; labels must be PNG, found b_L.jpg in"
+    with pytest.raises(UserError, match=found):
+        pair_split(root, "train", "camvid32")
+    (root / "train_labels/b_L.jpg").rename(root / "train_labels/b_L.png")
+    tiny.save(root / "train/b.jpg")
+    with pytest.raises(UserError, match=r"train: b\.jpg and b\.png are one image twice; keep"):
+        pair_split(root, "train", "camvid32")
+
+
 def test_labels_with_no_pixel_of_a_trained_class_are_refused_before_training(tmp_path, capsys):
     """They converted with a note, then trained on a NaN loss and exported a model."""
     gray_label_dataset(tmp_path)
@@ -142,6 +175,25 @@ def test_labels_with_no_pixel_of_a_trained_class_are_refused_before_training(tmp
     assert "class_dict.csv: no pixel of the 1 train labels has the value of a trained class" in line
     assert "dataset.layout" in line
     assert not (tmp_path / "prepared").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("name,r,g,b,name\nSky,1,2,3,X\nRoad,4,5,6,Y\n", "column(s) name appear more than once"),
+        ("name,r,g,b\nSky,1_0,2,3\nRoad,4,5,6\n", "color of 'Sky' is not three integers"),
+        ("name,r,g,b\nSky,+12,2,3\nRoad,4,5,6\n", "color of 'Sky' is not three integers"),
+        ("name,r,g,b\nSky,\u0661\u0662,2,3\nRoad,4,5,6\n", "color of 'Sky' is not three integers"),
+    ],
+)
+def test_class_dict_columns_twice_or_digits_python_alone_reads_are_refused(tmp_path, text, reason):
+    """A second name column won silently; int() read "1_0" as 10 and Arabic-Indic digits."""
+    path = tmp_path / "class_dict.csv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=re.escape(reason)):
+        palette.read_class_dict(path)
+    path.write_text("name,r,g,b\nSky, 1 ,2,3\nRoad,4,5,6\n")
+    assert palette.read_class_dict(path)[0] == ("Sky", (1, 2, 3))  # spaces around are fine
 
 
 def test_ignoring_all_but_one_class_is_refused_by_the_palette_stage():
@@ -227,3 +279,21 @@ def test_running_out_of_memory_is_one_line(capsys):
         "with shape (100000, 100000, 3))"
     ]
 
+
+
+def test_no_warmup_trains_without_mmengines_empty_range_error():
+    """``train.warmup_iters: 0`` (the schema allows it) was MMEngine's 'end should be larger than
+    begin' traceback: the warm-up is left out instead."""
+    import torch
+    from mmengine.optim import LinearLR
+
+    from camvidseg.core import settings
+    from camvidseg.training.train import lr_schedule
+
+    def kinds(warmup):
+        return [s["type"] for s in lr_schedule(settings.resolve("train", {"warmup_iters": warmup}))]
+
+    assert kinds(4) == ["LinearLR", "PolyLR"] and kinds(0) == ["PolyLR"]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="end should be larger than begin"):
+        LinearLR(optimizer, by_epoch=False, begin=0, end=0)  # why 0 cannot be a warm-up

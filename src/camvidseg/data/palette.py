@@ -68,6 +68,9 @@ def _parse_class_dict(path: Path, text: str) -> list[tuple[str, tuple[int, int, 
         missing = [c for c in ("name", "r", "g", "b") if c not in header]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (need name,r,g,b)")
+        twice = [c for c in ("name", "r", "g", "b") if header.count(c) > 1]
+        if twice:  # the reader would keep the last silently
+            raise UserError(f"{path}: column(s) {', '.join(twice)} appear more than once")
         reader.fieldnames = header
         classes: list[tuple[str, tuple[int, int, int]]] = []
         names: set[str] = set()
@@ -78,12 +81,11 @@ def _parse_class_dict(path: Path, text: str) -> list[tuple[str, tuple[int, int, 
                 raise UserError(f"{path}:{line_no}: empty class name")
             if not name.isprintable():  # a newline or NUL would break legends, tables, logs
                 raise UserError(f"{path}:{line_no}: class name {name!r} holds a control character")
-            try:
-                color = tuple(int(str(row[c]).strip()) for c in ("r", "g", "b"))
-            except ValueError:
-                raise UserError(
-                    f"{path}:{line_no}: color of {name!r} is not three integers"
-                ) from None
+            values = [str(row[c]).strip() for c in ("r", "g", "b")]
+            # ASCII digits only: int() also reads "1_0" as 10, "+12", and digits of other scripts
+            if not all(v.isascii() and v.isdigit() for v in values):
+                raise UserError(f"{path}:{line_no}: color of {name!r} is not three integers")
+            color = tuple(int(v) for v in values)
             if any(not 0 <= v <= 255 for v in color):
                 raise UserError(f"{path}:{line_no}: color {color} of {name!r} is outside 0-255")
             if name in names:

@@ -120,7 +120,7 @@ def predict_batch(model, inputs: torch.Tensor, device: str, setting: dict | None
 
 def predict_image(model, image: np.ndarray, device: str, setting: dict | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> (H, W) uint8 class ids."""
-    inputs = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    inputs = torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C"))[None]  # writable
     return predict_batch(model, inputs, device, setting)[0].cpu().numpy().astype(np.uint8)
 
 

@@ -11,16 +11,20 @@ MMEngine's ``RuntimeInfoHook`` reads every loss with ``.item()``, another stall 
 logger prints (every ``log_interval`` of the epoch and its last), before the logger, the progress
 line and the epoch's checkpoint read them; a signal's checkpoint flushes first (``flush_losses``).
 The message hub then holds exactly the values, in the order, it would have held: logs, history and
-an exact resume are unchanged.
+an exact resume are unchanged. A loss that is not finite stops training there, in one line: every
+later step would only spread the NaN through the weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from mmengine.hooks import RuntimeInfoHook
 from mmengine.optim import OptimWrapper
+
+from ..core.errors import UserError
 
 
 class AutocastOptimWrapper(OptimWrapper):
@@ -65,8 +69,13 @@ class DeferredLossHook(RuntimeInfoHook):
         flat = torch.stack([torch.as_tensor(v, device=device).reshape(()).double() for v in values])
         rows = flat.view(len(self.pending), len(keys)).tolist()
         self.pending.clear()
-        for row in rows:
+        for done, row in enumerate(rows, start=runner.iter + 2 - len(rows)):
             for key, value in zip(keys, row, strict=True):
+                if not math.isfinite(value):
+                    raise UserError(
+                        f"train: {key} {value} at iteration {done}: training diverged (lower "
+                        "train.lr) or its labels hold no class"
+                    )
                 runner.message_hub.update_scalar(f"train/{key}", value)
 
 

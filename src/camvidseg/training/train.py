@@ -87,6 +87,10 @@ def read_settings(text: str) -> tuple[dict, dict]:
     try:
         given = json.loads(text)
     except json.JSONDecodeError as err:
+        if Path(text).is_file():  # the help says JSON text; a file name is the natural slip
+            raise UserError(
+                f'--settings: takes the JSON text, not a file: --settings "$(cat {text})"'
+            ) from None
         raise UserError(f"--settings: not JSON ({err.msg} at character {err.pos})") from None
     if not isinstance(given, dict):
         raise UserError('--settings: expected a JSON object {"model": {...}, "train": {...}}')
@@ -151,12 +155,13 @@ def optim_wrapper_config(train: dict, precision: str) -> dict:
 
 
 def lr_schedule(train: dict) -> list[dict]:
-    """Linear warm-up over ``warmup_iters``, then polynomial decay to 0 over the epochs."""
+    """Linear warm-up over ``warmup_iters`` (none for 0: MMEngine refuses an empty range), then
+    polynomial decay to 0 over the epochs."""
     warmup = {"type": "LinearLR", "start_factor": 1e-3, "by_epoch": False, "begin": 0,
               "end": train["warmup_iters"]}  # fmt: skip
     decay = {"type": "PolyLR", "power": 0.9, "eta_min": 0.0, "by_epoch": True, "begin": 0,
              "end": train["epochs"], "convert_to_iter_based": True}  # fmt: skip
-    return [warmup, decay]
+    return [warmup, decay] if train["warmup_iters"] else [decay]
 
 
 def loader_config(run: Run, batch_size: int, sampler: dict) -> dict:
