@@ -204,7 +204,7 @@ def test_failing_rule_is_a_failed_slurm_job(cluster, tmp_path):
     assert result.returncode != 0
     assert list(jobs.values()) == ["FAILED"], jobs  # and nothing after it was submitted
     assert "Error in rule train" in output, output[-3000:]
-    assert "not a plain weights file" in (tmp_path / "results/logs/train.log").read_text()
+    assert "not a PyTorch weights file" in (tmp_path / "results/logs/train.log").read_text()
 
 
 def wait_for(predicate, what: str, process, timeout: float = 400):
