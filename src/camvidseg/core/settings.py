@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import math
+import operator
 from pathlib import Path
 
 import yaml
@@ -100,14 +101,6 @@ def finite_float(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    """A command line's count of threads or processes: 0 or fewer would start no worker."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
-    return value
-
-
 # A config holds a few hundred values. YAML aliases can make a file of a few lines expand to
 # billions of them ("billion laughs") or hold itself: every walk of it would then not end.
 MAX_CONFIG_VALUES = 100_000
@@ -148,31 +141,35 @@ def refuse_non_finite(value, where: str) -> None:
 
 
 _ARG_TYPES = {"integer": int, "number": finite_float, "string": str}
-_RANGE_CHECKS = {
-    "minimum": lambda value, limit: value >= limit,
-    "maximum": lambda value, limit: value <= limit,
-    "exclusiveMinimum": lambda value, limit: value > limit,
+# A schema's range keywords: (holds for the value and the limit, how an error words it)
+_RANGES = {
+    "minimum": (operator.ge, "at least"),
+    "maximum": (operator.le, "at most"),
+    "exclusiveMinimum": (operator.gt, "above"),
 }
-_RANGE_WORDS = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "above"}
 
 
 def _argument_type(node: dict):
     """The command-line parser of a value of this schema: its type, and its range where it has
     one (the workflow's config check refuses ``--width 3``; a stage run by hand must too)."""
     parse = _ARG_TYPES[node.get("type", "string")]
-    bounds = [(key, node[key]) for key in _RANGE_CHECKS if key in node]
+    bounds = [(*_RANGES[key], node[key]) for key in _RANGES if key in node]
     if not bounds:
         return parse
 
     def in_range(text: str):
         value = parse(text)
-        for key, limit in bounds:
-            if not _RANGE_CHECKS[key](value, limit):
-                raise argparse.ArgumentTypeError(f"{text} is not {_RANGE_WORDS[key]} {limit}")
+        for holds, words, limit in bounds:
+            if not holds(value, limit):
+                raise argparse.ArgumentTypeError(f"{text} is not {words} {limit}")
         return value
 
     in_range.__name__ = parse.__name__  # argparse names it in "invalid int value: 'x'"
     return in_range
+
+
+# A command line's count of threads or processes: 0 or fewer would start no worker.
+positive_int = _argument_type({"type": "integer", "minimum": 1})
 
 
 def option(dotted: str) -> dict:
@@ -207,22 +204,25 @@ def resolve(section: str, values: object = None) -> dict:
         raise UserError(f"{section}: unknown setting(s) {', '.join(unknown)}")
     refuse_non_finite(values, section)
     resolved = {key: values.get(key, node.get("default")) for key, node in properties.items()}
-    refuse_off_schema(resolved, section)
+    # As the workflow's config check would: a stage run by hand gets these from a JSON text.
+    error = schema_violation({section: resolved})
+    if error is not None:
+        raise UserError(f"{violation_key(error)}: {error.message}")
     return resolved
 
 
-def refuse_off_schema(values: dict, section: str) -> None:
-    """Refuse values the schema does not allow (a type, a range, a list's length), as the
-    workflow's config check would: a stage run by hand gets them from a JSON text."""
-    import jsonschema  # ~80 ms, paid only by the stages that take a settings section
+def schema_violation(config: dict):
+    """The schema's objection to ``config`` (a whole config or some of its sections) that
+    jsonschema finds most relevant, or None."""
+    import jsonschema  # ~80 ms: only the workflow's parse and the stages taking settings pay it
 
-    validator = jsonschema.validators.validator_for(schema())(node(section))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(values))
-    if error is not None:
-        where = section + "".join(
-            f"[{key}]" if isinstance(key, int) else f".{key}" for key in error.absolute_path
-        )
-        raise UserError(f"{where}: {error.message}")
+    validator = jsonschema.Draft202012Validator(schema())
+    return jsonschema.exceptions.best_match(validator.iter_errors(config))
+
+
+def violation_key(error) -> str:
+    """The dotted key a schema violation is about (``train.crop_size.0``)."""
+    return ".".join(str(part) for part in error.absolute_path)
 
 
 def result_settings(section: str, values: dict) -> dict:

@@ -29,7 +29,7 @@ DATASET_URL_ENV = "CAMVIDSEG_DATASET_URL"  # a signed URL reaches the job here, 
 
 def _one_line(err, prefix: str = "") -> UserError:
     """A schema violation as one line naming the key."""
-    key = f"{prefix}{'.'.join(str(p) for p in err.absolute_path)}"
+    key = f"{prefix}{settings.violation_key(err)}"
     return UserError(f"invalid config: {key or '(top level)'}: {err.message}")
 
 
@@ -79,22 +79,19 @@ def _refuse_non_finite(config: dict) -> None:
 
 
 def _validate_variants(variants: dict) -> None:
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(settings.schema())
     sweep = variants.get("sweep")
     if isinstance(sweep, dict):  # each value typed by the schema of the setting it sweeps
         for dotted, values in sweep.items():
             if isinstance(values, list):
                 with contextlib.suppress(KeyError):
                     sweep[dotted] = [settings.coerce(v, settings.node(dotted)) for v in values]
-    error = jsonschema.exceptions.best_match(validator.iter_errors(variants))
+    error = settings.schema_violation(variants)
     if error is not None:
         raise _one_line(error)
     for dotted, values in variants.get("sweep", {}).items():
         for value in values:
             probe = {"experiments": {"sweep": experiments.nested(dotted, value)}}
-            error = jsonschema.exceptions.best_match(validator.iter_errors(probe))
+            error = settings.schema_violation(probe)
             if error is not None:
                 error.path.clear()  # name the swept key, not the probe's path
                 raise _one_line(error, f"sweep.{dotted}")
