@@ -97,8 +97,9 @@ def test_train_settings_given_as_a_file_name_say_they_take_the_text(tmp_path, mo
     Path("settings.json").write_text('{"train": {"epochs": 2}}')
     with pytest.raises(UserError, match=r'takes the JSON text, not a file: --settings "\$\(cat'):
         read_settings("settings.json")
-    with pytest.raises(UserError, match="--settings: not JSON"):
-        read_settings("absent.json")
+    for not_json in ("absent.json", '{"train": ' + "x" * 300):  # longer than a file name
+        with pytest.raises(UserError, match="--settings: not JSON"):
+            read_settings(not_json)
 
 
 def sideways_jpeg(path, width=64, height=48):

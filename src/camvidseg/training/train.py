@@ -87,7 +87,9 @@ def read_settings(text: str) -> tuple[dict, dict]:
     try:
         given = json.loads(text)
     except json.JSONDecodeError as err:
-        if Path(text).is_file():  # the help says JSON text; a file name is the natural slip
+        # The help says JSON text; a file name is the natural slip. (os.path.isfile: a long
+        # text is no file name, where Path.is_file raises "File name too long".)
+        if os.path.isfile(text):
             raise UserError(
                 f'--settings: takes the JSON text, not a file: --settings "$(cat {text})"'
             ) from None
