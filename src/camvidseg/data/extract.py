@@ -268,19 +268,19 @@ def pair_split(root: Path, split: str, layout: str) -> list[dict]:
                 )
             images[p.stem] = p
     label_suffix = "_L" if layout == "camvid32" else ""
-    labels, lossy = {}, []
+    labels, not_png = {}, []
     for p in label_dir.iterdir():
         if p.suffix.lower() == ".png" and p.stem.endswith(label_suffix):
             labels[p.stem[: len(p.stem) - len(label_suffix)]] = p
         elif p.suffix.lower() in IMAGE_SUFFIXES:
-            lossy.append(p.name)
+            not_png.append(p.name)
     no_label = sorted(images[s].name for s in images.keys() - labels.keys())
     no_image = sorted(labels[s].name for s in labels.keys() - images.keys())
     problems = []
     if no_label:
         problems.append(f"{len(no_label)} image(s) without label: {_names(no_label)}")
-    if no_label and lossy:  # JPEG's compression blurs class colors into ones of no class
-        problems.append(f"labels must be PNG, found {_names(sorted(lossy))} in {label_dir}")
+    if no_label and not_png:  # a JPEG's compression blurs class colors into ones of no class
+        problems.append(f"labels must be PNG, found {_names(sorted(not_png))} in {label_dir}")
     if no_image:
         problems.append(f"{len(no_image)} label(s) without image: {_names(no_image)}")
     if problems:

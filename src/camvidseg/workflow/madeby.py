@@ -2,10 +2,10 @@
 
 Every stage run by a rule calls this one helper: ``made = Record(__file__, args, inputs, outputs)``
 before its work (the code and inputs as it read them; an output that would replace an input is
-refused there), ``made.write()`` after it. The record names
-the stage, its settings (the parsed command line), the content identity of every input and output
-(``identity``), its code file by file (``codegraph.closure``), the interpreter, the versions of the
-packages pinned in requirements.txt, the git commit and the times. ``provenance`` gathers these
+refused there), ``made.write()`` after it. The record names the stage, its settings (the parsed
+command line), the content identity of every input and output (``identity``), its code file by
+file (``codegraph.closure``), the interpreter, the versions of the packages pinned in
+requirements.txt, the git commit and the times. ``provenance`` gathers these
 records; nothing reads Snakemake's own files. No secret is written: every URL in the settings goes
 through ``identity.redact_url``. A failed stage writes nothing (its old record, if any, then names
 outputs that are gone or changed: stale).
